@@ -1,0 +1,3 @@
+from stance_studio.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The ``stance-studio`` command: the GUI with no sub-command, headless jobs with one.
+
+Bad input ends with exit code 2 and one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from stance_studio import __version__
+from stance_studio.cli.common import add_common
+from stance_studio.core.errors import Cancelled, StanceStudioError
+
+# Each module defines register(subparsers); a sub-command stores its handler in
+# ``func`` through set_defaults.
+_COMMAND_MODULES = (
+    "stance_studio.cli.library_cmds",
+    "stance_studio.cli.generate_cmd",
+    "stance_studio.cli.training_cmds",
+    "stance_studio.cli.bench_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stance-studio",
+        description="Encode epistemic stances into language models, store them as small checkpoints, "
+        "blend and compare them. With no sub-command, opens the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"stance-studio {__version__}")
+    add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            return _run_gui(args)
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"stance-studio: {exc}", file=sys.stderr)
+        return 130
+    except StanceStudioError as exc:
+        print(f"stance-studio: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stance-studio: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_gui(args) -> int:
+    try:
+        from stance_studio.qt.app import run
+    except ImportError as exc:
+        raise StanceStudioError(
+            f"The desktop app needs the GUI extras ({exc.name or exc}); install them with "
+            "`pip install 'stance-studio[gui]'`, or use a sub-command (see --help)."
+        ) from exc
+    return run(model_spec=args.model, library=args.library)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

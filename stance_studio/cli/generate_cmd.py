@@ -1,0 +1,79 @@
+"""``generate``: one prompt, side by side across base, stances and blends."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+
+from stance_studio.cli.common import add_common, emit, load_model, open_library, progress_bar, sigint_cancel
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="run one prompt side by side across variants")
+    add_common(p, suppress=True)
+    p.add_argument("--prompt", required=True, help="the user prompt")
+    p.add_argument("--variant", action="append", metavar="SPEC",
+                   help="base, a stance name, or a blend 'a=0.7,b=-0.3'; repeat for more columns "
+                        "(default: base and every compatible stance in the library)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--sample", action="store_true", help="seeded sampling instead of greedy decoding")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="apply checkpoints made on another base model (transfer experiments)")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.checkpoints import compatibility
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.generation import GenerationSettings, side_by_side
+    from stance_studio.core.variants import parse_variant, resolve_variant
+
+    if args.max_new_tokens < 1:
+        raise StanceStudioError("--max-new-tokens must be at least 1.")
+    library = open_library(args)
+    specs = args.variant
+    variants = [parse_variant(s) for s in specs] if specs else None
+    resolved = [resolve_variant(v, library) for v in variants] if variants else None
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    if variants is None:
+        variants = [parse_variant("base")]
+        resolved = [[]]
+        for entry in library.entries():
+            if compatibility(entry.metadata, base)[0]:
+                variants.append(parse_variant(entry.name))
+                resolved.append([(library.load(entry.path), 1.0)])
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        greedy=not args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    blender = Blender(base)
+    results = side_by_side(base, blender, resolved, args.prompt, settings, progress=progress_bar("generate"),
+                           cancel=cancel, allow_mismatch=args.allow_mismatch)
+    columns = [{"variant": v.spec if not v.is_base else "base", "text": g.text} for v, g in zip(variants, results)]
+    doc = {"prompt": args.prompt, "model": base.model_id, "settings": settings.__dict__, "columns": columns}
+    emit(args, doc, render_columns(columns))
+    return 0
+
+
+def render_columns(columns: list[dict]) -> str:
+    """Columns of wrapped text side by side, sized to the terminal."""
+    total = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
+    gap = 3
+    width = max(16, (total - gap * (len(columns) - 1)) // max(len(columns), 1))
+    wrapped = [[c["variant"][:width], "-" * min(width, max(len(c["variant"]), 4))] + textwrap.wrap(c["text"].strip() or "(empty)", width)
+               for c in columns]
+    height = max(len(w) for w in wrapped)
+    lines = []
+    for row in range(height):
+        cells = [(w[row] if row < len(w) else "").ljust(width) for w in wrapped]
+        lines.append((" " * gap).join(cells).rstrip())
+    return "\n".join(lines)

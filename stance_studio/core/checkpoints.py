@@ -1,0 +1,247 @@
+"""Stance checkpoints, format version 1: one safetensors file holding the kept delta
+and JSON metadata. See DESIGN.md, "Checkpoint format".
+
+Tensors: ``P:delta`` (dense) or ``P:A`` / ``P:B`` (low rank, delta = B @ A) per
+touched parameter ``P``. ``__metadata__`` maps ``format``, ``name``, ``created``,
+``stance``, ``base``, ``training``, ``extraction`` and ``metrics`` to JSON strings.
+Files are written atomically and never unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, is_finite
+from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+
+FORMAT = "stance-studio/1"
+SUFFIX = ".stance.safetensors"
+_JSON_KEYS = ("stance", "base", "training", "extraction", "metrics")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass
+class StanceCheckpoint:
+    """A stance: its kept delta plus what it was made from and how it measured."""
+
+    name: str
+    deltas: dict[str, Delta]
+    stance: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None
+    created: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return delta_bytes(self.deltas)
+
+    @property
+    def method(self) -> str:
+        return str(self.training.get("method", "unknown"))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def make_checkpoint(name, deltas, base, *, stance=None, training=None, extraction=None, metrics=None) -> StanceCheckpoint:
+    """A checkpoint for ``deltas`` made on ``base`` (a BaseModel), fingerprinted."""
+    info = dict(base.describe())
+    info["fingerprint"] = base.fingerprint(list(deltas))
+    extraction = dict(extraction or {})
+    extraction.setdefault("bytes", delta_bytes(deltas))
+    return StanceCheckpoint(
+        name=name,
+        deltas=dict(deltas),
+        stance={"name": name, **(stance or {})},
+        base=info,
+        training=dict(training or {}),
+        extraction=extraction,
+        metrics=dict(metrics or {}),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
+    """Write ``ckpt`` to ``path`` atomically (temp file + rename).
+
+    Refuses checkpoints holding NaN or inf, so none ever reaches the library.
+    """
+    path = Path(path)
+    if not ckpt.deltas:
+        raise CheckpointError(f"Checkpoint {ckpt.name!r} holds no delta; nothing to save.")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, delta in ckpt.deltas.items():
+        if not is_finite(delta):
+            raise CheckpointError(
+                f"Checkpoint {ckpt.name!r} has non-finite values in {name}; it was not written."
+            )
+        if isinstance(delta, LowRankDelta):
+            tensors[f"{name}:A"] = delta.A.detach().contiguous().cpu()
+            tensors[f"{name}:B"] = delta.B.detach().contiguous().cpu()
+        else:
+            tensors[f"{name}:delta"] = delta.tensor.detach().contiguous().cpu()
+    metadata = {"format": FORMAT, "name": ckpt.name, "created": ckpt.created}
+    for key in _JSON_KEYS:
+        metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    ckpt.path = path
+    return path
+
+
+def _refuse_pickle(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path} looks like a pickle/torch file; Stance Studio never unpickles files. "
+            "Use a .stance.safetensors checkpoint."
+        )
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint (JSON decoded) without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    _refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+            keys = list(fh.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
+    return _decode_metadata(path, raw, keys)
+
+
+def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[str, Any]:
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a Stance Studio checkpoint "
+            f"(format {raw.get('format')!r}, expected {FORMAT!r})."
+        )
+    out: dict[str, Any] = {"format": FORMAT, "name": raw.get("name") or _stem(path), "created": raw.get("created", "")}
+    for key in _JSON_KEYS:
+        try:
+            out[key] = json.loads(raw.get(key, "{}"))
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({exc}).") from exc
+    out["tensor_names"] = keys
+    return out
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else path.stem
+
+
+def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
+    """Read and validate a checkpoint file."""
+    path = Path(path)
+    header = read_header(path)
+    deltas: dict[str, Delta] = {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            names = sorted({k.rsplit(":", 1)[0] for k in header["tensor_names"]})
+            for name in names:
+                deltas[name] = _read_delta(path, fh, name, header["tensor_names"])
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read ({exc}); it may be truncated or corrupt.") from exc
+    for name, delta in deltas.items():
+        if not is_finite(delta):
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or inf values; refusing to use it.")
+    if not deltas:
+        raise CheckpointError(f"{path} holds no delta tensors.")
+    return StanceCheckpoint(
+        name=header["name"],
+        deltas=deltas,
+        path=path,
+        created=header["created"],
+        **{key: header[key] for key in _JSON_KEYS},
+    )
+
+
+def _read_delta(path: Path, fh, name: str, keys: list[str]) -> Delta:
+    if f"{name}:delta" in keys:
+        return DenseDelta(fh.get_tensor(f"{name}:delta").float())
+    if f"{name}:A" in keys and f"{name}:B" in keys:
+        A, B = fh.get_tensor(f"{name}:A").float(), fh.get_tensor(f"{name}:B").float()
+        try:
+            return LowRankDelta(A=A, B=B)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {name}: {exc}.") from exc
+    raise CheckpointError(
+        f"{path}: tensor names for {name} must be '{name}:delta' or the pair '{name}:A' and '{name}:B'."
+    )
+
+
+def compatibility(ckpt_or_header, base) -> tuple[bool, str]:
+    """Whether a checkpoint (or its header dict) fits ``base``, with the reason if not."""
+    info = ckpt_or_header.base if isinstance(ckpt_or_header, StanceCheckpoint) else ckpt_or_header.get("base", {})
+    name = ckpt_or_header.name if isinstance(ckpt_or_header, StanceCheckpoint) else ckpt_or_header.get("name", "?")
+    if isinstance(ckpt_or_header, StanceCheckpoint):
+        touched = list(ckpt_or_header.deltas)
+    else:
+        touched = sorted({k.rsplit(":", 1)[0] for k in ckpt_or_header.get("tensor_names", [])})
+    params = base.parameters
+    unknown = [n for n in touched if n not in params]
+    made_on = info.get("model", "an unknown model")
+    if unknown:
+        return False, (
+            f"Checkpoint {name!r} touches {unknown[0]}, which the loaded model {base.model_id} does not have "
+            f"(it was made on {made_on})."
+        )
+    if info.get("fingerprint") != base.fingerprint(touched):
+        return False, (
+            f"Checkpoint {name!r} was trained on model {made_on}, the loaded model is {base.model_id}: "
+            "the base tensors it changes differ."
+        )
+    return True, ""
+
+
+def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False) -> None:
+    """Raise unless ``ckpt`` can be applied to ``base``.
+
+    Shapes are always checked; ``allow_mismatch`` overrides only the fingerprint
+    (for transfer experiments between related models).
+    """
+    params = base.parameters
+    where = f" ({ckpt.path})" if ckpt.path else ""
+    for name, delta in ckpt.deltas.items():
+        if name not in params:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where} changes {name}, which the loaded model "
+                f"{base.model_id} does not have (checkpoint made on {ckpt.base.get('model', '?')})."
+            )
+        if tuple(params[name].shape) != delta.shape:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where}: {name} has shape {delta.shape} in the checkpoint "
+                f"but {tuple(params[name].shape)} in the loaded model {base.model_id}."
+            )
+    if not allow_mismatch:
+        ok, reason = compatibility(ckpt, base)
+        if not ok:
+            raise IncompatibleBaseError(reason + " Use the transfer override to apply it anyway.")

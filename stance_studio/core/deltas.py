@@ -1,0 +1,102 @@
+"""Weight deltas: what a stance changes in a base model.
+
+A delta maps a full parameter name (``model.layers.3.self_attn.q_proj.weight``) to
+either a :class:`DenseDelta` (same shape as the parameter) or a
+:class:`LowRankDelta` (``B @ A`` with ``A`` r × in and ``B`` out × r).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Union
+
+import torch
+
+
+@dataclass(frozen=True)
+class DenseDelta:
+    """A full-size delta tensor."""
+
+    tensor: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.tensor.numel() * self.tensor.element_size()
+
+    @property
+    def rank(self) -> int | None:
+        return None
+
+    def materialize(self) -> torch.Tensor:
+        return self.tensor
+
+
+@dataclass(frozen=True)
+class LowRankDelta:
+    """A factorised delta ``B @ A`` (``A``: r × in, ``B``: out × r)."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.A.dim() != 2 or self.B.dim() != 2 or self.A.shape[0] != self.B.shape[1]:
+            raise ValueError(
+                f"low-rank factors do not fit: A is {tuple(self.A.shape)}, "
+                f"B is {tuple(self.B.shape)} (need A r×in and B out×r)"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.A.numel() * self.A.element_size() + self.B.numel() * self.B.element_size()
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    def materialize(self) -> torch.Tensor:
+        return self.B @ self.A
+
+
+Delta = Union[DenseDelta, LowRankDelta]
+DeltaMap = Mapping[str, Delta]
+
+
+def delta_bytes(deltas: DeltaMap) -> int:
+    """Bytes the tensors of a delta map take (as stored)."""
+    return sum(d.nbytes for d in deltas.values())
+
+
+def is_finite(delta: Delta) -> bool:
+    if isinstance(delta, DenseDelta):
+        return bool(torch.isfinite(delta.tensor).all())
+    return bool(torch.isfinite(delta.A).all() and torch.isfinite(delta.B).all())
+
+
+def dense_deltas(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor]) -> dict[str, DenseDelta]:
+    """``tuned - base`` for every parameter that changed (exactly), as float32."""
+    out: dict[str, DenseDelta] = {}
+    for name, w0 in base.items():
+        w1 = tuned[name]
+        if not torch.equal(w0, w1):
+            out[name] = DenseDelta((w1.detach().float() - w0.detach().float()).contiguous())
+    return out
+
+
+def truncate_rank(delta: torch.Tensor, rank: int) -> LowRankDelta:
+    """Best rank-``rank`` approximation of a 2-D delta (truncated SVD), as factors."""
+    if delta.dim() != 2:
+        raise ValueError("only 2-D deltas can be factorised")
+    U, S, Vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    r = max(1, min(rank, S.numel()))
+    root = S[:r].sqrt()
+    B = (U[:, :r] * root).contiguous()
+    A = (root[:, None] * Vh[:r]).contiguous()
+    return LowRankDelta(A=A, B=B)

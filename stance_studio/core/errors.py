@@ -1,0 +1,57 @@
+"""Specific exceptions with messages a researcher can act on.
+
+Every error a user can cause derives from :class:`StanceStudioError`; the CLI turns
+them into one line on stderr and exit code 2, the GUI into a dialog.
+"""
+
+
+class StanceStudioError(Exception):
+    """Base class for every error caused by input, files or settings (not by bugs)."""
+
+
+class ModelLoadError(StanceStudioError):
+    """A base model could not be found or loaded."""
+
+
+class CheckpointError(StanceStudioError):
+    """A checkpoint file is missing, corrupt, truncated, a pickle, or malformed."""
+
+
+class IncompatibleBaseError(CheckpointError):
+    """A checkpoint was made from a different base model than the one loaded."""
+
+
+class ShapeMismatchError(CheckpointError):
+    """A checkpoint's delta does not fit the shape of the loaded model's parameter."""
+
+
+class LibraryError(StanceStudioError):
+    """A library operation failed (name taken, unknown checkpoint, bad name)."""
+
+
+class VariantSpecError(StanceStudioError):
+    """A variant spec such as ``curious=0.7,confident=-0.3`` could not be parsed."""
+
+
+class DatasetError(StanceStudioError):
+    """A stance dataset is missing, empty, malformed or too long for the model."""
+
+
+class UnknownModuleError(StanceStudioError):
+    """A module pattern matched no parameter of the loaded model."""
+
+
+class TrainingDivergedError(StanceStudioError):
+    """Training produced non-finite values for too many consecutive steps."""
+
+
+class PolicyError(StanceStudioError):
+    """An extraction policy string such as ``top:60+rank:16`` could not be parsed."""
+
+
+class OutOfMemoryError(StanceStudioError):
+    """The machine ran out of memory for the requested job."""
+
+
+class Cancelled(StanceStudioError):
+    """The user cancelled a long job; nothing was written."""

@@ -1,0 +1,225 @@
+"""Text generation on the model's current weights: one prompt with streaming, many
+prompts in left-padded batches, and the side-by-side run over several variants.
+
+The chat template is applied when the tokenizer has one. Greedy decoding is the
+default; sampling is seeded so a comparison can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from stance_studio.core.errors import Cancelled
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. ``greedy=False`` samples with ``temperature``/``top_p``, seeded."""
+
+    max_new_tokens: int = 64
+    greedy: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class Generation:
+    """One prompt's output: decoded text plus the token ids for teacher forcing."""
+
+    prompt: str
+    text: str
+    prompt_ids: list[int]
+    new_ids: list[int]
+
+
+def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[int]:
+    """Token ids of ``prompt`` as a user turn (chat template when there is one)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(ids["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def _config(base, settings: GenerationSettings):
+    from transformers import GenerationConfig
+
+    tok = base.tokenizer
+    kwargs = dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=not settings.greedy,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    if not settings.greedy:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+    return GenerationConfig(**kwargs)
+
+
+def _seeded(settings: GenerationSettings):
+    if settings.greedy:
+        return contextlib.nullcontext()
+    ctx = torch.random.fork_rng(devices=[])
+    return _SeedContext(ctx, settings.seed)
+
+
+class _SeedContext:
+    def __init__(self, ctx, seed: int) -> None:
+        self.ctx, self.seed = ctx, seed
+
+    def __enter__(self):
+        self.ctx.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+def _stopper(cancel: CancelFlag):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+    return StoppingCriteriaList([_Cancel()])
+
+
+def _trim(ids: list[int], eos_id: Optional[int]) -> list[int]:
+    if eos_id is not None and eos_id in ids:
+        return ids[: ids.index(eos_id)]
+    return ids
+
+
+class _TextStreamer:
+    """Receives token ids from ``generate`` and reports the decoded text so far."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(_trim(self.ids, self.tokenizer.eos_token_id), skip_special_tokens=True)
+        self.on_text(text)
+
+    def end(self) -> None:
+        pass
+
+
+@torch.no_grad()
+def generate(
+    base,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    on_text: Optional[Callable[[str], None]] = None,
+    cancel: Optional[CancelFlag] = None,
+) -> Generation:
+    """Generate for one prompt, calling ``on_text(text_so_far)`` after every token."""
+    cancel = ensure_flag(cancel)
+    tok = base.tokenizer
+    prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
+    input_ids = torch.tensor([prompt_ids])
+    streamer = _TextStreamer(tok, on_text) if on_text else None
+    with _seeded(settings):
+        out = base.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=_config(base, settings),
+            streamer=streamer,
+            stopping_criteria=_stopper(cancel),
+        )
+    cancel.raise_if_set("generation")
+    new_ids = _trim(out[0, len(prompt_ids):].tolist(), tok.eos_token_id)
+    return Generation(prompt, tok.decode(new_ids, skip_special_tokens=True), prompt_ids, new_ids)
+
+
+@torch.no_grad()
+def generate_many(
+    base,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    batch_size: int = 8,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> list[Generation]:
+    """Generate for many prompts in left-padded batches (same settings for all)."""
+    cancel = ensure_flag(cancel)
+    tok = base.tokenizer
+    encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
+    results: list[Generation] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for start in range(0, len(prompts), batch_size):
+        cancel.raise_if_set("generation")
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+        with _seeded(settings):
+            out = base.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=_config(base, settings),
+                stopping_criteria=_stopper(cancel),
+            )
+        cancel.raise_if_set("generation")
+        for row, ids in enumerate(chunk):
+            new_ids = _trim(out[row, width:].tolist(), tok.eos_token_id)
+            new_ids = [t for t in new_ids if t != pad] if pad != tok.eos_token_id else new_ids
+            results.append(Generation(prompts[start + row], tok.decode(new_ids, skip_special_tokens=True), ids, new_ids))
+        progress(Progress("generate", len(results), len(prompts), f"Generated {len(results)}/{len(prompts)}"))
+    return results
+
+
+def side_by_side(
+    base,
+    blender,
+    columns: Sequence[Sequence[tuple[object, float]]],
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    on_token: Optional[Callable[[int, str], None]] = None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    allow_mismatch: bool = False,
+) -> list[Generation]:
+    """Generate ``prompt`` once per column, each column a blend (``[]`` = base).
+
+    The blend in force before the call is put back afterwards, also on error or
+    cancel, so a side-by-side run never leaves the model in another state.
+    """
+    cancel = ensure_flag(cancel)
+    previous = blender.active
+    results: list[Generation] = []
+    try:
+        for index, blend in enumerate(columns):
+            cancel.raise_if_set("generation")
+            progress(Progress("generate", index, len(columns), f"Column {index + 1} of {len(columns)}"))
+            blender.apply(blend, allow_mismatch=allow_mismatch)
+            callback = (lambda text, i=index: on_token(i, text)) if on_token else None
+            results.append(generate(base, prompt, settings, on_text=callback, cancel=cancel))
+        progress(Progress("generate", len(columns), len(columns), "Done"))
+        return results
+    finally:
+        blender.apply(previous, allow_mismatch=True)
+
+
+__all__ = [
+    "Cancelled",
+    "Generation",
+    "GenerationSettings",
+    "encode_prompt",
+    "generate",
+    "generate_many",
+    "side_by_side",
+]

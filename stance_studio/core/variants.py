@@ -1,0 +1,59 @@
+"""Variants: base, one stance, or a blend, written as specs such as ``base``,
+``curious`` or ``curious=0.7,confident=-0.3``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from stance_studio.core.errors import VariantSpecError
+
+_TERM = re.compile(r"^\s*([^=,]+?)\s*(?:=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*)?$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A labelled set of blend weights; no weights means the base model."""
+
+    label: str
+    weights: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def is_base(self) -> bool:
+        return not self.weights
+
+    @property
+    def spec(self) -> str:
+        if self.is_base:
+            return "base"
+        return ",".join(f"{name}={alpha:g}" for name, alpha in self.weights)
+
+
+BASE = Variant("base")
+
+
+def parse_variant(spec: str) -> Variant:
+    """Parse ``base``, ``NAME`` (weight 1) or ``a=0.7,b=-0.3``."""
+    text = spec.strip()
+    if not text:
+        raise VariantSpecError("Empty variant spec; use 'base', a stance name, or 'a=0.7,b=-0.3'.")
+    if text == "base":
+        return BASE
+    weights: dict[str, float] = {}
+    for term in text.split(","):
+        match = _TERM.match(term)
+        if not match:
+            raise VariantSpecError(
+                f"Cannot read {term.strip()!r} in variant spec {spec!r}; write NAME or NAME=WEIGHT, "
+                "e.g. 'curious=0.7,confident=-0.3'."
+            )
+        name, alpha = match.group(1), match.group(2)
+        if name in weights:
+            raise VariantSpecError(f"Stance {name!r} appears twice in variant spec {spec!r}.")
+        weights[name] = float(alpha) if alpha is not None else 1.0
+    return Variant(label=text, weights=tuple(weights.items()))
+
+
+def resolve_variant(variant: Variant, library) -> list:
+    """The ``(StanceCheckpoint, alpha)`` pairs a variant names, loaded from ``library``."""
+    return [(library.load(name), alpha) for name, alpha in variant.weights]

@@ -1,0 +1,39 @@
+import json
+
+import pytest
+import torch
+
+from stance_studio.core.blend import Blender
+from stance_studio.core.checkpoints import make_checkpoint
+from stance_studio.core.errors import CheckpointError
+from stance_studio.core.peft_export import export_peft
+
+
+def test_peft_adapter_gives_same_logits_as_apply(tiny, deltas_factory, tmp_path):
+    from peft import PeftModel
+
+    deltas = deltas_factory(tiny, rank=3, kinds=("q_proj", "v_proj"), scale=0.2)
+    name = next(iter(deltas))
+    from stance_studio.core.deltas import truncate_rank
+
+    deltas[name] = truncate_rank(deltas[name].materialize(), 2)  # mixed ranks
+    ckpt = make_checkpoint("s", deltas, tiny)
+    out = export_peft(ckpt, tmp_path / "adapter")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 3
+    ids = torch.tensor([[1, 7, 30, 99, 5]])
+    blender = Blender(tiny)
+    blender.apply([(ckpt, 1.0)])
+    ours = tiny.model(ids).logits.detach().clone()
+    blender.reset()
+    base_logits = tiny.model(ids).logits.detach().clone()
+    peft_model = PeftModel.from_pretrained(tiny.model, str(out))
+    theirs = peft_model(input_ids=ids).logits.detach()
+    assert not torch.allclose(ours, base_logits)
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_checkpoint_cannot_export(tiny, deltas_factory, tmp_path):
+    with pytest.raises(CheckpointError, match="dense deltas"):
+        export_peft(make_checkpoint("d", deltas_factory(tiny), tiny), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
