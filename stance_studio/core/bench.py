@@ -1,0 +1,115 @@
+"""Building blocks of ``stance-studio bench``: each figure is a ratio against its
+baseline measured in the same run (medians over repeats), never an absolute time
+compared with a constant, because shared machines are noisy."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from typing import Callable, Optional
+
+import torch
+
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_low_rank_stances(base, count: int = 3, rank: int = 16, seed: int = 0):
+    """``count`` checkpoints with a rank-``rank`` delta on every linear module."""
+    from stance_studio.core.checkpoints import make_checkpoint
+    from stance_studio.core.deltas import LowRankDelta
+
+    gen = torch.Generator().manual_seed(seed)
+    stances = []
+    for i in range(count):
+        deltas = {}
+        for name, p in base.model.named_parameters():
+            if p.dim() == 2 and "embed" not in name and "lm_head" not in name:
+                deltas[name] = LowRankDelta(
+                    A=torch.randn(rank, p.shape[1], generator=gen) * 1e-3,
+                    B=torch.randn(p.shape[0], rank, generator=gen) * 1e-3,
+                )
+        stances.append(make_checkpoint(f"bench-{i}", deltas, base))
+    return stances
+
+
+def bench_blend_apply(model_spec=None, repeats: int = 5, progress: ProgressCallback = no_progress,
+                      cancel: Optional[CancelFlag] = None) -> dict:
+    """Blend apply (3 stances, every linear module, rank 16) against reloading the model."""
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.models import load_base
+
+    cancel = ensure_flag(cancel)
+    progress(Progress("bench", 0, 3, "blend apply: loading model"))
+    base = load_base(model_spec)
+    stances = random_low_rank_stances(base)
+    blender = Blender(base)
+    alphas = [0.5, -0.3, 0.8]
+    blender.apply(list(zip(stances, alphas)))  # first touch copies W0 once
+    cancel.raise_if_set("benchmark")
+    progress(Progress("bench", 1, 3, "blend apply: timing"))
+    apply_s = median_seconds(lambda: blender.apply(list(zip(stances, alphas))), repeats)
+    blender.reset()
+    cancel.raise_if_set("benchmark")
+    progress(Progress("bench", 2, 3, "blend apply: timing reload"))
+    reload_s = median_seconds(lambda: load_base(model_spec), max(1, repeats // 2))
+    progress(Progress("bench", 3, 3, "blend apply: done"))
+    return {
+        "seconds": apply_s,
+        "baseline": "reload the model",
+        "baseline_seconds": reload_s,
+        "ratio": reload_s / apply_s,
+        "target": "apply <= 50 ms and >= 50x faster than reloading",
+        "meets_target": apply_s <= 0.05 and reload_s / apply_s >= 50,
+    }
+
+
+def bench_cached_reload(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
+                        cancel: Optional[CancelFlag] = None) -> dict:
+    """The cached safetensors reload against the first (dequantizing) GGUF load."""
+    from stance_studio.core.models import load_base, resolve_model_spec
+
+    cancel = ensure_flag(cancel)
+    kind, _ = resolve_model_spec(model_spec)
+    if kind != "gguf":
+        return {"skipped": "the model is not a GGUF file, so there is nothing to cache"}
+    old = os.environ.get("STANCE_STUDIO_CACHE")
+    with tempfile.TemporaryDirectory(prefix="stance-bench-") as tmp:
+        os.environ["STANCE_STUDIO_CACHE"] = tmp
+        try:
+            progress(Progress("bench", 0, 2, "cached reload: first GGUF load"))
+            first = median_seconds(lambda: load_base(model_spec, use_cache=False), 1)
+            load_base(model_spec)  # writes the cache
+            cancel.raise_if_set("benchmark")
+            progress(Progress("bench", 1, 2, "cached reload: timing cached loads"))
+            cached = median_seconds(lambda: load_base(model_spec), repeats)
+        finally:
+            if old is None:
+                os.environ.pop("STANCE_STUDIO_CACHE", None)
+            else:
+                os.environ["STANCE_STUDIO_CACHE"] = old
+    progress(Progress("bench", 2, 2, "cached reload: done"))
+    return {
+        "seconds": cached,
+        "baseline": "first GGUF load (dequantize)",
+        "baseline_seconds": first,
+        "ratio": first / cached,
+        "target": ">= 5x faster than the first GGUF load",
+        "meets_target": first / cached >= 5,
+    }
+
+
+BENCHMARKS: dict[str, Callable[..., dict]] = {
+    "blend_apply": bench_blend_apply,
+    "cached_reload": bench_cached_reload,
+}
