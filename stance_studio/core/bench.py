@@ -113,3 +113,41 @@ BENCHMARKS: dict[str, Callable[..., dict]] = {
     "blend_apply": bench_blend_apply,
     "cached_reload": bench_cached_reload,
 }
+
+
+def bench_side_by_side(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
+                       cancel: Optional[CancelFlag] = None, new_tokens: int = 64) -> dict:
+    """4 variants × 64 new tokens: one batch with per-row deltas against swapping
+    weights and generating one variant at a time."""
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.generation import GenerationSettings, side_by_side
+    from stance_studio.core.models import load_base
+
+    cancel = ensure_flag(cancel)
+    progress(Progress("bench", 0, 3, "side by side: loading model"))
+    base = load_base(model_spec)
+    stances = random_low_rank_stances(base)
+    columns = [[]] + [[(s, 1.0)] for s in stances]
+    blender = Blender(base)
+    # min_new_tokens keeps every column generating all its tokens.
+    settings = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    prompt = "Explain, step by step, how a refrigerator keeps food cold."
+    progress(Progress("bench", 1, 3, "side by side: batched"))
+    batched = median_seconds(lambda: side_by_side(base, blender, columns, prompt, settings, cancel=cancel), repeats)
+    cancel.raise_if_set("benchmark")
+    progress(Progress("bench", 2, 3, "side by side: one variant at a time"))
+    swapped = median_seconds(
+        lambda: side_by_side(base, blender, columns, prompt, settings, cancel=cancel, batched=False), repeats
+    )
+    progress(Progress("bench", 3, 3, "side by side: done"))
+    return {
+        "seconds": batched,
+        "baseline": "swap weights, one variant at a time",
+        "baseline_seconds": swapped,
+        "ratio": swapped / batched,
+        "target": ">= 2.5x faster than swapping (4 variants x 64 tokens)",
+        "meets_target": swapped / batched >= 2.5,
+    }
+
+
+BENCHMARKS["side_by_side"] = bench_side_by_side

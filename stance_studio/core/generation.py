@@ -27,6 +27,7 @@ class GenerationSettings:
     top_p: float = 0.95
     seed: int = 0
     system_prompt: Optional[str] = None
+    min_new_tokens: int = 0
 
 
 @dataclass
@@ -54,6 +55,7 @@ def _config(base, settings: GenerationSettings):
     tok = base.tokenizer
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
         do_sample=not settings.greedy,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
@@ -96,6 +98,33 @@ def _trim(ids: list[int], eos_id: Optional[int]) -> list[int]:
     if eos_id is not None and eos_id in ids:
         return ids[: ids.index(eos_id)]
     return ids
+
+
+class _BatchStreamer:
+    """Receives a batch's token ids from ``generate`` and reports each row's text."""
+
+    def __init__(self, tokenizer, on_token: Callable[[int, str], None], rows: int) -> None:
+        self.tokenizer, self.on_token = tokenizer, on_token
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        eos = self.tokenizer.eos_token_id
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if token == eos:
+                self.done[row] = True
+                continue
+            self.ids[row].append(int(token))
+            self.on_token(row, self.tokenizer.decode(self.ids[row], skip_special_tokens=True))
+
+    def end(self) -> None:
+        pass
 
 
 class _TextStreamer:
@@ -192,15 +221,31 @@ def side_by_side(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     allow_mismatch: bool = False,
+    batched: bool = True,
 ) -> list[Generation]:
     """Generate ``prompt`` once per column, each column a blend (``[]`` = base).
 
-    The blend in force before the call is put back afterwards, also on error or
-    cancel, so a side-by-side run never leaves the model in another state.
+    With ``batched`` (the default) all columns run as one batch on the base
+    weights with per-row deltas (:mod:`multi_variant`) when every touched module
+    allows it; otherwise each column's blend is applied in turn. The blend in force
+    before the call is put back afterwards, also on error or cancel, so a
+    side-by-side run never leaves the model in another state.
     """
+    from stance_studio.core import multi_variant
+
     cancel = ensure_flag(cancel)
     previous = blender.active
     results: list[Generation] = []
+    for blend in columns:
+        for src, _ in blend:
+            blender.check(src, allow_mismatch=allow_mismatch)
+    if batched and len(columns) > 1 and multi_variant.supports(base, columns):
+        try:
+            blender.reset()
+            with multi_variant.RowDeltas(base, columns):
+                return _generate_rows(base, prompt, len(columns), settings, on_token, progress, cancel)
+        finally:
+            blender.apply(previous, allow_mismatch=True)
     try:
         for index, blend in enumerate(columns):
             cancel.raise_if_set("generation")
@@ -212,6 +257,30 @@ def side_by_side(
         return results
     finally:
         blender.apply(previous, allow_mismatch=True)
+
+
+@torch.no_grad()
+def _generate_rows(base, prompt, rows, settings, on_token, progress, cancel) -> list[Generation]:
+    tok = base.tokenizer
+    prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
+    input_ids = torch.tensor([prompt_ids] * rows)
+    streamer = _BatchStreamer(tok, on_token, rows) if on_token else None
+    progress(Progress("generate", 0, rows, f"Generating {rows} columns in one batch"))
+    with _seeded(settings):
+        out = base.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=_config(base, settings),
+            streamer=streamer,
+            stopping_criteria=_stopper(cancel),
+        )
+    cancel.raise_if_set("generation")
+    results = []
+    for row in range(rows):
+        new_ids = _trim(out[row, len(prompt_ids):].tolist(), tok.eos_token_id)
+        results.append(Generation(prompt, tok.decode(new_ids, skip_special_tokens=True), prompt_ids, new_ids))
+    progress(Progress("generate", rows, rows, "Done"))
+    return results
 
 
 __all__ = [

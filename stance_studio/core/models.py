@@ -203,8 +203,17 @@ def from_objects(model, tokenizer, model_id: str, source: str = "memory") -> Bas
     return _wrap(model, tokenizer, model_id, source)
 
 
+def _quiet_transformers() -> None:
+    """Our own progress reports replace transformers' tqdm bars on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _load_folder(location: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
 
     try:
         tok = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
@@ -234,6 +243,7 @@ def _dequantize_gguf(path: Path, progress: ProgressCallback, cancel: CancelFlag)
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     progress(Progress("load", 1, 3, f"Dequantizing {path.name} (first load only)"))
     cancel.raise_if_set("model load")
     try:
