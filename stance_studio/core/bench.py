@@ -54,11 +54,14 @@ def bench_blend_apply(model_spec=None, repeats: int = 5, progress: ProgressCallb
     base = load_base(model_spec)
     stances = random_low_rank_stances(base)
     blender = Blender(base)
-    alphas = [0.5, -0.3, 0.8]
-    blender.apply(list(zip(stances, alphas)))  # first touch copies W0 once
+    blender.apply([(s, 0.1) for s in stances])  # first touch copies W0 once
     cancel.raise_if_set("benchmark")
     progress(Progress("bench", 1, 3, "blend apply: timing"))
-    apply_s = median_seconds(lambda: blender.apply(list(zip(stances, alphas))), repeats)
+    # Every repeat changes every weight, so every touched parameter is recomputed.
+    steps = iter(range(1, 10_000))
+    apply_s = median_seconds(
+        lambda: blender.apply([(s, 0.1 * next(steps) * sign) for s, sign in zip(stances, (1, -1, 0.5))]), repeats
+    )
     blender.reset()
     cancel.raise_if_set("benchmark")
     progress(Progress("bench", 2, 3, "blend apply: timing reload"))

@@ -31,6 +31,7 @@ class Blender:
         self._originals: dict[str, torch.Tensor] = {}
         self._modified: set[str] = set()
         self._active: list[tuple[Source, float]] = []
+        self._written: dict[str, list[tuple[float, Delta]]] = {}
         self._lock = threading.RLock()
 
     @property
@@ -80,8 +81,13 @@ class Blender:
                     self._originals[name] = self._params[name].detach().clone()
             for name in self._modified - per_param.keys():
                 self._params[name].data.copy_(self._originals[name])
+                self._written.pop(name, None)
             for name, terms in per_param.items():
-                self._write(name, terms)
+                # A parameter whose terms are unchanged already holds W0 + Σ α Δ:
+                # moving one slider recomputes only what that stance touches.
+                if not _same_terms(self._written.get(name), terms):
+                    self._write(name, terms)
+                    self._written[name] = list(terms)
             self._modified = set(per_param)
             self._active = blend
 
@@ -106,4 +112,12 @@ class Blender:
             for name in self._modified:
                 self._params[name].data.copy_(self._originals[name])
             self._modified = set()
+            self._written = {}
             self._active = []
+
+
+def _same_terms(old: list[tuple[float, Delta]] | None, new: list[tuple[float, Delta]]) -> bool:
+    """Same delta objects with the same weights, in the same order."""
+    return old is not None and len(old) == len(new) and all(
+        a_old == a_new and d_old is d_new for (a_old, d_old), (a_new, d_new) in zip(old, new)
+    )

@@ -101,3 +101,18 @@ def test_blend_changes_the_model_output(tiny, deltas_factory):
     assert not torch.allclose(before, during)
     blender.reset()
     assert torch.equal(tiny.model(ids).logits.detach(), before)
+
+
+def test_moving_one_weight_matches_a_fresh_apply(tiny, deltas_factory):
+    """Parameters whose terms did not change are skipped; the result must equal a
+    from-scratch apply of the same blend on a fresh blender."""
+    a = make_checkpoint("a", deltas_factory(tiny, rank=2, seed=1, kinds=("q_proj",)), tiny)
+    b = make_checkpoint("b", deltas_factory(tiny, rank=2, seed=2, kinds=("q_proj", "v_proj")), tiny)
+    blender = Blender(tiny)
+    for alpha in (0.1, 0.5, -0.7, 1.9):
+        blender.apply([(a, alpha), (b, 0.3)])
+    incremental = snapshot(tiny)
+    blender.reset()
+    fresh = Blender(tiny)
+    fresh.apply([(a, 1.9), (b, 0.3)])
+    assert_bitwise(tiny, incremental)
