@@ -24,6 +24,18 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def figure(seconds: float, baseline: str, baseline_seconds: float, target: str, meets: bool) -> dict:
+    """One benchmark figure: the time, its baseline's time, their ratio, the target."""
+    return {
+        "seconds": seconds,
+        "baseline": baseline,
+        "baseline_seconds": baseline_seconds,
+        "ratio": baseline_seconds / seconds,
+        "target": target,
+        "meets_target": meets,
+    }
+
+
 def random_low_rank_stances(base, count: int = 3, rank: int = 16, seed: int = 0):
     """``count`` checkpoints with a rank-``rank`` delta on every linear module."""
     from stance_studio.core.checkpoints import make_checkpoint
@@ -67,14 +79,8 @@ def bench_blend_apply(model_spec=None, repeats: int = 5, progress: ProgressCallb
     progress(Progress("bench", 2, 3, "blend apply: timing reload"))
     reload_s = median_seconds(lambda: load_base(model_spec), max(1, repeats // 2))
     progress(Progress("bench", 3, 3, "blend apply: done"))
-    return {
-        "seconds": apply_s,
-        "baseline": "reload the model",
-        "baseline_seconds": reload_s,
-        "ratio": reload_s / apply_s,
-        "target": "apply <= 50 ms and >= 50x faster than reloading",
-        "meets_target": apply_s <= 0.05 and reload_s / apply_s >= 50,
-    }
+    return figure(apply_s, "reload the model", reload_s, "apply <= 50 ms and >= 50x faster than reloading",
+                  apply_s <= 0.05 and reload_s / apply_s >= 50)
 
 
 def bench_cached_reload(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
@@ -102,14 +108,8 @@ def bench_cached_reload(model_spec=None, repeats: int = 3, progress: ProgressCal
             else:
                 os.environ["STANCE_STUDIO_CACHE"] = old
     progress(Progress("bench", 2, 2, "cached reload: done"))
-    return {
-        "seconds": cached,
-        "baseline": "first GGUF load (dequantize)",
-        "baseline_seconds": first,
-        "ratio": first / cached,
-        "target": ">= 5x faster than the first GGUF load",
-        "meets_target": first / cached >= 5,
-    }
+    return figure(cached, "first GGUF load (dequantize)", first, ">= 5x faster than the first GGUF load",
+                  first / cached >= 5)
 
 
 BENCHMARKS: dict[str, Callable[..., dict]] = {
@@ -143,14 +143,8 @@ def bench_side_by_side(model_spec=None, repeats: int = 3, progress: ProgressCall
         lambda: side_by_side(base, blender, columns, prompt, settings, cancel=cancel, batched=False), repeats
     )
     progress(Progress("bench", 3, 3, "side by side: done"))
-    return {
-        "seconds": batched,
-        "baseline": "swap weights, one variant at a time",
-        "baseline_seconds": swapped,
-        "ratio": swapped / batched,
-        "target": ">= 2.5x faster than swapping (4 variants x 64 tokens)",
-        "meets_target": swapped / batched >= 2.5,
-    }
+    return figure(batched, "swap weights, one variant at a time", swapped,
+                  ">= 2.5x faster than swapping (4 variants x 64 tokens)", swapped / batched >= 2.5)
 
 
 BENCHMARKS["side_by_side"] = bench_side_by_side

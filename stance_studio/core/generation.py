@@ -156,11 +156,15 @@ def generate(
     cancel: Optional[CancelFlag] = None,
 ) -> Generation:
     """Generate for one prompt, calling ``on_text(text_so_far)`` after every token."""
-    cancel = ensure_flag(cancel)
+    streamer = _TextStreamer(base.tokenizer, on_text) if on_text else None
+    return _generate_same_prompt(base, prompt, 1, settings, streamer, ensure_flag(cancel))[0]
+
+
+def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: CancelFlag) -> list[Generation]:
+    """``rows`` copies of one prompt in one batch (rows differ through per-row deltas)."""
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
-    input_ids = torch.tensor([prompt_ids])
-    streamer = _TextStreamer(tok, on_text) if on_text else None
+    input_ids = torch.tensor([prompt_ids] * rows)
     with _seeded(settings):
         out = base.model.generate(
             input_ids=input_ids,
@@ -170,8 +174,11 @@ def generate(
             stopping_criteria=_stopper(cancel),
         )
     cancel.raise_if_set("generation")
-    new_ids = _trim(out[0, len(prompt_ids):].tolist(), tok.eos_token_id)
-    return Generation(prompt, tok.decode(new_ids, skip_special_tokens=True), prompt_ids, new_ids)
+    results = []
+    for row in range(rows):
+        new_ids = _trim(out[row, len(prompt_ids):].tolist(), tok.eos_token_id)
+        results.append(Generation(prompt, tok.decode(new_ids, skip_special_tokens=True), prompt_ids, new_ids))
+    return results
 
 
 @torch.no_grad()
@@ -261,24 +268,9 @@ def side_by_side(
 
 @torch.no_grad()
 def _generate_rows(base, prompt, rows, settings, on_token, progress, cancel) -> list[Generation]:
-    tok = base.tokenizer
-    prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
-    input_ids = torch.tensor([prompt_ids] * rows)
-    streamer = _BatchStreamer(tok, on_token, rows) if on_token else None
+    streamer = _BatchStreamer(base.tokenizer, on_token, rows) if on_token else None
     progress(Progress("generate", 0, rows, f"Generating {rows} columns in one batch"))
-    with _seeded(settings):
-        out = base.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            generation_config=_config(base, settings),
-            streamer=streamer,
-            stopping_criteria=_stopper(cancel),
-        )
-    cancel.raise_if_set("generation")
-    results = []
-    for row in range(rows):
-        new_ids = _trim(out[row, len(prompt_ids):].tolist(), tok.eos_token_id)
-        results.append(Generation(prompt, tok.decode(new_ids, skip_special_tokens=True), prompt_ids, new_ids))
+    results = _generate_same_prompt(base, prompt, rows, settings, streamer, cancel)
     progress(Progress("generate", rows, rows, "Done"))
     return results
 
