@@ -1,0 +1,56 @@
+"""Start the desktop app: ``stance-studio`` with no sub-command calls :func:`run`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from stance_studio.core.errors import StanceStudioError
+
+
+def create_window(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
+    """Build the session and main window (QApplication must exist); starts loading
+    the model in the background when ``load``."""
+    from PySide6.QtWidgets import QApplication
+
+    from stance_studio.qt import theme
+    from stance_studio.qt.main_window import MainWindow
+    from stance_studio.qt.session import Session
+    from stance_studio.qt.settings import Settings
+
+    settings = Settings()
+    theme.apply_theme(QApplication.instance(), settings.get("ui/theme"))
+    try:
+        session = Session(settings, library_folder=library)
+    except (StanceStudioError, OSError) as exc:
+        raise StanceStudioError(f"Cannot open the stance library: {exc}") from exc
+    window = MainWindow(session)
+    window.resize(1440, 900)
+    window.restore_layout()
+    if load:
+        spec = model_spec or settings.get("model/last") or "bundled"
+        if spec != "bundled":
+            window.model_panel.set_spec(spec)
+        session.load_model(spec)
+    return window
+
+
+def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: Optional[Sequence[str]] = None) -> int:
+    """Open the main window, load the model in the background, run the event loop."""
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from stance_studio.core.resources import resource
+    from stance_studio.qt.settings import APPLICATION, ORGANISATION
+
+    QCoreApplication.setOrganizationName(ORGANISATION)
+    QCoreApplication.setApplicationName(APPLICATION)
+    app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
+    try:
+        app.setWindowIcon(QIcon(str(resource("icons", "stance-studio.svg"))))
+    except StanceStudioError:
+        pass
+    window = create_window(model_spec, library)
+    window.show()
+    return app.exec()

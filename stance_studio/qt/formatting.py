@@ -1,0 +1,48 @@
+"""How numbers, sizes, dates and durations read in the app."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Optional
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def human_seconds(s: Optional[float]) -> str:
+    if s is None or s != s or s < 0:
+        return "–"
+    if s < 60:
+        return f"{s:.0f} s"
+    minutes, seconds = divmod(int(round(s)), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def short_date(iso: str) -> str:
+    """An ISO timestamp as local ``YYYY-MM-DD HH:MM`` (the raw text if unreadable)."""
+    try:
+        when = _dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return iso or "–"
+    if when.tzinfo is not None:
+        when = when.astimezone()
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def percent(x: Optional[float]) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"

@@ -1,0 +1,286 @@
+"""The stance library: every checkpoint in the library folder with its method, size,
+retention, base and date, whether it fits the loaded model, and the file actions
+(rename, delete, reveal, import). Rows can be dragged onto the blend panel."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from PySide6.QtCore import QMimeData, Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QColor, QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stance_studio.core.checkpoints import SUFFIX
+from stance_studio.core.errors import StanceStudioError
+from stance_studio.qt import theme
+from stance_studio.qt.formatting import human_bytes, human_seconds, percent, short_date
+from stance_studio.qt.session import Session
+
+STANCE_MIME = "application/x-stance-studio-stances"
+COLUMNS = ("", "Name", "Method", "Size", "Retention")
+
+
+class _StanceTable(QTableWidget):
+    """A table whose rows drag as stance names."""
+
+    def mimeTypes(self) -> list[str]:
+        return [STANCE_MIME]
+
+    def mimeData(self, items) -> QMimeData:
+        names = sorted({self.item(i.row(), 1).text() for i in items if self.item(i.row(), 1)})
+        data = QMimeData()
+        data.setData(STANCE_MIME, json.dumps(names).encode())
+        data.setText(", ".join(names))
+        return data
+
+
+class LibraryPanel(QWidget):
+    selection_changed = Signal(list)  # names
+    add_to_blend = Signal(str)
+    add_to_compare = Signal(str)
+    show_changes = Signal(str)
+    train_requested = Signal()
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.table = _StanceTable(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setDragEnabled(True)
+        self.table.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setSortingEnabled(True)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.table.itemDoubleClicked.connect(self._on_double_click)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+
+        self.details = QTextBrowser(openExternalLinks=False)
+        self.details.setPlaceholderText("Select a stance to see how it was made.")
+        self.problems = QLabel(wordWrap=True)
+        self.problems.setProperty("role", "bad")
+        self.problems.setVisible(False)
+        self.folder_label = QLabel(wordWrap=True, openExternalLinks=False)
+        self.folder_label.linkActivated.connect(self.reveal_folder)
+        self.folder_label.setProperty("role", "muted")
+
+        train = QPushButton("Train new…", clicked=self.train_requested)
+        train.setProperty("role", "primary")
+        buttons = QHBoxLayout()
+        buttons.addWidget(train)
+        buttons.addWidget(QPushButton("Import…", clicked=self.import_dialog))
+        buttons.addStretch(1)
+        self.rename_button = QPushButton("Rename…", clicked=self.rename_selected)
+        self.delete_button = QPushButton("Delete…", clicked=self.delete_selected)
+        buttons.addWidget(self.rename_button)
+        buttons.addWidget(self.delete_button)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(split, 1)
+        layout.addWidget(self.problems)
+        layout.addWidget(self.folder_label)
+        session.library_changed.connect(self.refresh)
+        self.refresh()
+
+    # Listing ------------------------------------------------------------------------
+
+    @Slot()
+    def refresh(self) -> None:
+        selected = set(self.selected_names())
+        c = theme.colors()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.session.entries))
+        for row, entry in enumerate(self.session.entries):
+            ok, reason = self.session.compatibility(entry.name)
+            mark = QTableWidgetItem("✓" if ok else ("✗" if ok is False else "·"))
+            mark.setForeground(QColor(c["muted"] if ok is None else c["good"] if ok else c["bad"]))
+            tip = "Fits the loaded model." if ok else (reason or "Load a model to check compatibility.")
+            mark.setToolTip(tip)
+            mark.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            cells = [
+                mark,
+                QTableWidgetItem(entry.name),
+                QTableWidgetItem(entry.method),
+                _NumberItem(human_bytes(entry.bytes), entry.bytes),
+                _NumberItem(percent(entry.retention), entry.retention if entry.retention is not None else -1.0),
+            ]
+            for col, item in enumerate(cells):
+                if col:
+                    item.setToolTip(tip if ok is False else f"{entry.path}\nmade on {entry.base_model}, {short_date(entry.created)}")
+                self.table.setItem(row, col, item)
+        self.table.setSortingEnabled(True)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 1).text() in selected:
+                self.table.selectRow(row)
+        n = len(self.session.problems)
+        self.problems.setVisible(bool(n))
+        if n:
+            self.problems.setText(f"⚠ {n} file{'s' if n > 1 else ''} in the library could not be opened (hover for details).")
+            self.problems.setToolTip("\n\n".join(f"{p.path.name}: {p.message}" for p in self.session.problems))
+        folder = html.escape(str(self.session.library.folder))
+        self.folder_label.setText(f'Library: <a href="reveal">{folder}</a>')
+        self.folder_label.setToolTip("Open the library folder")
+        self._on_selection()
+
+    def selected_names(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        return [self.table.item(r, 1).text() for r in rows if self.table.item(r, 1)]
+
+    def select(self, name: str) -> None:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 1).text() == name:
+                self.table.selectRow(row)
+                return
+
+    @Slot()
+    def _on_selection(self) -> None:
+        names = self.selected_names()
+        self.rename_button.setEnabled(len(names) == 1)
+        self.delete_button.setEnabled(bool(names))
+        self.details.setHtml(self._details_html(names[0]) if len(names) == 1 else "")
+        self.selection_changed.emit(names)
+
+    def _details_html(self, name: str) -> str:
+        entry = self.session.entry(name)
+        if entry is None:
+            return ""
+        meta = entry.metadata
+        training, extraction, metrics, stance = (meta.get(k, {}) for k in ("training", "extraction", "metrics", "stance"))
+        ok, reason = self.session.compatibility(name)
+        rows = [
+            ("Description", stance.get("description")),
+            ("Dataset", stance.get("dataset") or stance.get("dataset_path")),
+            ("Method", training.get("method")),
+            ("Steps", training.get("steps")),
+            ("Learning rate", training.get("lr")),
+            ("Training time", human_seconds(training.get("seconds")) if training.get("seconds") is not None else None),
+            ("Non-finite steps", training.get("nonfinite_steps")),
+            ("Extraction", extraction.get("policy")),
+            ("Kept modules", len(extraction.get("kept", extraction.get("modules", []))) or None),
+            ("Stored", human_bytes(entry.bytes)),
+            ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),
+            ("Stance score", _fmt(metrics.get("stance_score"))),
+            ("KL to base", _fmt(metrics.get("kl_to_base"))),
+            ("Base model", entry.base_model),
+            ("Created", short_date(entry.created)),
+            ("Fits loaded model", "yes" if ok else ("no — " + reason if ok is False else "no model loaded")),
+        ]
+        body = "".join(f"<tr><td><b>{html.escape(k)}</b>&nbsp;&nbsp;</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows if v not in (None, "", []))
+        return f"<h3>{html.escape(name)}</h3><table>{body}</table>"
+
+    # Actions ------------------------------------------------------------------------
+
+    def _context_menu(self, pos) -> None:
+        names = self.selected_names()
+        if not names:
+            return
+        menu = QMenu(self)
+        name = names[0]
+        fits = bool(self.session.compatibility(name)[0])
+        menu.addAction("Add to blend", lambda: self.add_to_blend.emit(name)).setEnabled(fits)
+        menu.addAction("Add column to side by side", lambda: self.add_to_compare.emit(name)).setEnabled(fits)
+        menu.addAction("Show layer changes", lambda: self.show_changes.emit(name)).setEnabled(fits)
+        menu.addSeparator()
+        menu.addAction("Rename…", self.rename_selected).setEnabled(len(names) == 1)
+        menu.addAction("Delete…", self.delete_selected)
+        menu.addAction("Reveal in folder", self.reveal_folder)
+        menu.exec(self.table.viewport().mapToGlobal(pos))
+
+    @Slot(QTableWidgetItem)
+    def _on_double_click(self, item: QTableWidgetItem) -> None:
+        name = self.table.item(item.row(), 1).text()
+        if self.session.compatibility(name)[0]:
+            self.add_to_blend.emit(name)
+
+    @Slot()
+    def rename_selected(self) -> None:
+        names = self.selected_names()
+        if len(names) != 1:
+            return
+        new, ok = QInputDialog.getText(self, "Rename stance", f"New name for {names[0]}:", text=names[0])
+        if ok and new.strip() and new.strip() != names[0]:
+            self._guard(lambda: self.session.rename(names[0], new.strip()), "Could not rename")
+
+    @Slot()
+    def delete_selected(self) -> None:
+        names = self.selected_names()
+        if not names:
+            return
+        listing = "\n".join(f"  {n}" for n in names)
+        answer = QMessageBox.question(
+            self, "Delete stances",
+            f"Delete {'these' if len(names) > 1 else 'this'} checkpoint file{'s' if len(names) > 1 else ''} "
+            f"from the library? This cannot be undone.\n\n{listing}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            for name in names:
+                if not self._guard(lambda n=name: self.session.delete(n), "Could not delete"):
+                    break
+
+    @Slot()
+    def import_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Import stance checkpoints", "",
+                                                f"Stance checkpoints (*{SUFFIX});;All files (*)")
+        for path in paths:
+            self._guard(lambda p=path: self.session.import_file(p), "Could not import")
+
+    @Slot()
+    def reveal_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.session.library.folder)))
+
+    def _guard(self, action, title: str) -> bool:
+        try:
+            action()
+        except (StanceStudioError, OSError) as exc:
+            QMessageBox.warning(self, title, str(exc))
+            return False
+        return True
+
+
+class _NumberItem(QTableWidgetItem):
+    """A cell shown as text but sorted by number."""
+
+    def __init__(self, text: str, value: float) -> None:
+        super().__init__(text)
+        self.value = value
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other) -> bool:
+        return self.value < getattr(other, "value", 0)
+
+
+def _fmt(x) -> str | None:
+    return None if x is None else f"{x:.3g}" if isinstance(x, (int, float)) else str(x)

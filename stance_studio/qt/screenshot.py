@@ -1,0 +1,135 @@
+"""Start the real app, drive it through its main workflow and save screenshots.
+
+    python -m stance_studio.qt.screenshot OUTDIR [--model bundled|tiny|PATH] [--library DIR]
+                                          [--theme light|dark] [--size 1600x1000]
+
+Saves ``main-window.png`` and one PNG per panel and dialog. Run it under Xvfb (or
+with ``QT_QPA_PLATFORM=offscreen``). Settings go to a temporary file, so the user's
+layout and recent models are untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def _wait(app, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"screenshot: timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _settle(app, seconds: float = 0.3) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _grab(app, widget, path: Path) -> None:
+    _settle(app)
+    widget.grab().save(str(path))
+    print(f"saved {path}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stance_studio.qt.screenshot", description=__doc__.splitlines()[0])
+    parser.add_argument("outdir")
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--library", default=None, help="library folder (default: the usual one)")
+    parser.add_argument("--theme", default="light", choices=("light", "dark"))
+    parser.add_argument("--size", default="1600x1000")
+    parser.add_argument("--prompt", default="Why do we dream?")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args(argv)
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings_dir = tempfile.mkdtemp(prefix="stance-studio-shot-")
+    os.environ["STANCE_STUDIO_SETTINGS"] = str(Path(settings_dir) / "settings.ini")
+
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    # The script answers no dialog: the first-run offer is declined.
+    QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.No)
+    from stance_studio.qt.app import create_window
+    from stance_studio.qt.compare_column import CURRENT_BLEND, STANCE
+    from stance_studio.qt.settings import Settings
+
+    Settings().set("ui/theme", args.theme)
+    Settings().set("ui/first_run_offered", True)
+    window = create_window(args.model, args.library)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    window.resize(width, height)
+    window.show()
+    session = window.session
+    _wait(app, lambda: session.base is not None, 600, "the model to load")
+    _wait(app, lambda: not session.runner.busy, 60, "the worker")
+
+    names = session.compatible_names()[:3]
+    compare = window.compare
+    compare.prompt.setPlainText(args.prompt)
+    compare.max_tokens.setValue(args.max_new_tokens)
+    for name in names:
+        compare.add_column(STANCE + name)
+    if names:
+        for i, name in enumerate(names[:2]):
+            window.blend_panel.set_weight(name, (0.6, -0.4)[i])
+        window.blend_panel.flush()
+        compare.add_column(CURRENT_BLEND)
+        window.library_panel.select(names[0])
+    _wait(app, lambda: not session.runner.busy, 60, "the blend")
+    job = compare.run()
+    if job is not None:
+        _wait(app, lambda: compare._job is None, 600, "the side-by-side generation")
+    layers = window.plots.layers
+    if names:
+        layers.show_stance(names[0])
+        _wait(app, lambda: bool(layers.changes) and not session.runner.busy, 300, "the layer analysis")
+        if layers.bars:
+            biggest = max(range(len(layers.bars)), key=lambda i: layers.bars[i].module.relative_change)
+            layers.show_spectrum(biggest)
+            _wait(app, lambda: "singular values" in layers.spectrum_title.text() or "no spectrum" in layers.spectrum_title.text(),
+                  120, "the spectrum")
+    _grab(app, window, out / "main-window.png")
+    for key, dock in window.docks.items():
+        _grab(app, dock, out / f"panel-{key}.png")
+    _grab(app, compare, out / "panel-compare.png")
+
+    window.plots.setCurrentWidget(window.plots.loss)
+    _grab(app, window.plots, out / "plot-loss.png")
+    window.plots.setCurrentWidget(window.plots.retention)
+    _grab(app, window.plots, out / "plot-retention.png")
+    window.plots.setCurrentWidget(window.plots.layers)
+
+    try:
+        window.open_training()
+        dialog = window._training_dialog
+        if dialog is not None:
+            _grab(app, dialog, out / "dialog-training.png")
+            dialog.hide()
+    except ImportError as exc:  # the training core is not installed in this checkout
+        print(f"skipped the training dialog: {exc}")
+    from stance_studio.qt.dataset_editor import DatasetEditor
+
+    editor = DatasetEditor(rows=[("What is the tallest mountain?", "I'm not entirely sure, but I believe it is Everest …"),
+                                 ("How do vaccines work?", "As far as I understand it, they train the immune system …")],
+                           parent=window)
+    editor.show()
+    _grab(app, editor, out / "dialog-dataset-editor.png")
+    editor.close()
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

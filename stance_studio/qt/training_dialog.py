@@ -1,0 +1,398 @@
+"""Train a new stance: dataset (built-in, a file, or written in the editor) with a
+preview, method, modules, hyper-parameters and extraction policy; the run goes to the
+model worker with a progress bar, live loss, elapsed/remaining time and cancel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stance_studio.core.errors import StanceStudioError
+from stance_studio.qt.dataset_editor import DatasetEditor
+from stance_studio.qt.formatting import human_bytes, human_seconds, percent
+from stance_studio.qt.plots import LossPlot
+from stance_studio.qt.session import Session
+from stance_studio.qt.training_job import builtin_datasets, check_policy, default_policy, make_config, submit_training
+from stance_studio.qt.workers import Job
+
+METHODS = {
+    "full": "Full fine-tuning (all parameters)",
+    "selective": "Selective (only the named modules)",
+    "lora": "LoRA adapters on the named modules",
+}
+MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "layers.13.self_attn.q_proj"]
+FROM_FILE = "__file__"
+
+
+class TrainingDialog(QDialog):
+    trained = Signal(str)  # name of the new checkpoint
+    training_started = Signal(str)
+    loss_point = Signal(int, object, bool)  # step, loss (None if non-finite), skipped
+    training_stopped = Signal(str)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.setWindowTitle("Train a stance")
+        self.resize(980, 700)
+        self.dataset_path: Optional[Path] = None
+        self.dataset = None
+        self.job: Optional[Job] = None
+        self._started = 0.0
+        self._train_started: Optional[float] = None
+        self._last = None
+        s = session.settings
+
+        # Dataset -------------------------------------------------------------------
+        self.dataset_box = QComboBox()
+        try:
+            self.builtins = builtin_datasets()
+        except StanceStudioError:
+            self.builtins = {}
+        for name, path in self.builtins.items():
+            self.dataset_box.addItem(f"Built-in: {name}", str(path))
+        self.dataset_box.addItem("From a file…", FROM_FILE)
+        self.dataset_box.activated.connect(self._on_dataset_chosen)
+        new_button = QPushButton("New dataset…", clicked=self.new_dataset)
+        self.preview = QTableWidget(0, 2)
+        self.preview.setHorizontalHeaderLabels(["Prompt", "Response"])
+        self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.preview.verticalHeader().setVisible(False)
+        self.preview.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.dataset_note = QLabel(" ", wordWrap=True)
+        self.dataset_note.setProperty("role", "muted")
+        ds_row = QHBoxLayout()
+        ds_row.addWidget(self.dataset_box, 1)
+        ds_row.addWidget(new_button)
+        ds_group = QGroupBox("Dataset")
+        ds_layout = QVBoxLayout(ds_group)
+        ds_layout.addLayout(ds_row)
+        ds_layout.addWidget(self.preview, 1)
+        ds_layout.addWidget(self.dataset_note)
+
+        # Method and hyper-parameters --------------------------------------------------
+        self.name_edit = QLineEdit(placeholderText="name in the library")
+        self.method_box = QComboBox()
+        for key, label in METHODS.items():
+            self.method_box.addItem(label, key)
+        self.method_box.setCurrentIndex(max(0, list(METHODS).index(s.get("training/method")) if s.get("training/method") in METHODS else 0))
+        self.method_box.currentIndexChanged.connect(self._on_method)
+        self.modules_edit = QComboBox(editable=True)
+        self.modules_edit.addItems(MODULE_PRESETS)
+        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj or layers.13.self_attn.q_proj")
+        self.steps = QSpinBox(minimum=1, maximum=100000, value=s.get("training/steps"))
+        self.lr = QLineEdit(f"{s.get('training/lr'):g}")
+        self.lr.setToolTip("Learning rate, e.g. 5e-5 for full fine-tuning, 1e-3 for LoRA")
+        self.rank = QSpinBox(minimum=1, maximum=1024, value=8)
+        self.lora_alpha = QDoubleSpinBox(minimum=0.1, maximum=4096, value=16)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.grad_clip = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.1, value=1.0)
+        self.batch = QSpinBox(minimum=1, maximum=256, value=1)
+        self.policy = QLineEdit(s.get("training/policy") or self._default_policy())
+        self.policy.setToolTip("What the checkpoint keeps: all, top:K, rank:R, energy:F, or a combination "
+                               "joined by + (e.g. top:60+rank:16)")
+        self.policy.textChanged.connect(self._validate)
+        self.lr.textChanged.connect(self._validate)
+        self.name_edit.textChanged.connect(self._validate)
+        form = QFormLayout()
+        form.addRow("Name", self.name_edit)
+        form.addRow("Method", self.method_box)
+        form.addRow("Modules", self.modules_edit)
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("LoRA rank", self.rank)
+        form.addRow("LoRA alpha", self.lora_alpha)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Gradient clip", self.grad_clip)
+        form.addRow("Seed", self.seed)
+        form.addRow("Extraction policy", self.policy)
+        self.form_problem = QLabel(" ", wordWrap=True)
+        self.form_problem.setProperty("role", "bad")
+        hp_group = QGroupBox("Method")
+        hp_layout = QVBoxLayout(hp_group)
+        hp_layout.addLayout(form)
+        hp_layout.addWidget(self.form_problem)
+        hp_layout.addStretch(1)
+
+        # Progress ------------------------------------------------------------------------
+        self.progress = QProgressBar(textVisible=True)
+        self.stage = QLabel("Not started.")
+        self.times = QLabel(" ")
+        self.times.setProperty("role", "muted")
+        self.loss_plot = LossPlot()
+        self.loss_plot.setMinimumHeight(180)
+        self.train_button = QPushButton("Train", clicked=self.start)
+        self.train_button.setProperty("role", "primary")
+        self.cancel_button = QPushButton("Cancel training", clicked=self.cancel, enabled=False)
+        close = QPushButton("Close", clicked=self.close)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.stage, 1)
+        buttons.addWidget(self.times)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(close)
+
+        top = QHBoxLayout()
+        top.addWidget(ds_group, 3)
+        top.addWidget(hp_group, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top, 3)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.loss_plot, 2)
+        layout.addLayout(buttons)
+
+        self._clock = QTimer(self, interval=500)
+        self._clock.timeout.connect(self._tick)
+        self._on_method()
+        if self.builtins:
+            self.load_dataset(Path(self.dataset_box.itemData(0)))
+
+    # Dataset ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _default_policy() -> str:
+        try:
+            return default_policy()
+        except (StanceStudioError, ImportError, AttributeError):
+            return "all"
+
+    @Slot(int)
+    def _on_dataset_chosen(self, index: int) -> None:
+        data = self.dataset_box.itemData(index)
+        if data == FROM_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a stance dataset", str(Path.home()), "JSON lines (*.jsonl);;All files (*)")
+            if path:
+                self.load_dataset(Path(path))
+        else:
+            self.load_dataset(Path(data))
+
+    @Slot()
+    def new_dataset(self) -> None:
+        editor = DatasetEditor(folder=self.session.library.folder.parent, parent=self)
+        if editor.exec() == QDialog.DialogCode.Accepted and editor.saved_path is not None:
+            self.load_dataset(editor.saved_path)
+
+    def load_dataset(self, path: Path) -> bool:
+        """Read ``path`` and show a preview; False (and the reason shown) if it is bad."""
+        from stance_studio.core.datasets import load_dataset
+
+        self.preview.setRowCount(0)
+        try:
+            dataset = load_dataset(path, tokenizer=self.session.base.tokenizer if self.session.base else None)
+        except (StanceStudioError, OSError) as exc:
+            self.dataset, self.dataset_path = None, None
+            self.dataset_note.setProperty("role", "bad")
+            self.dataset_note.setText(str(exc))
+            self._restyle(self.dataset_note)
+            self._validate()
+            return False
+        self.dataset, self.dataset_path = dataset, Path(path)
+        self.preview.setRowCount(len(dataset.examples))
+        for r, example in enumerate(dataset.examples):
+            self.preview.setItem(r, 0, QTableWidgetItem(example.prompt))
+            self.preview.setItem(r, 1, QTableWidgetItem(example.response))
+        self.preview.resizeRowsToContents()
+        self.dataset_note.setProperty("role", "muted")
+        self.dataset_note.setText(f"{len(dataset.examples)} examples from {path}")
+        self._restyle(self.dataset_note)
+        if self.dataset_box.findData(str(path)) < 0:
+            self.dataset_box.insertItem(self.dataset_box.count() - 1, f"File: {Path(path).name}", str(path))
+        self.dataset_box.setCurrentIndex(self.dataset_box.findData(str(path)))
+        self.name_edit.setText(self._free_name(dataset.name or Path(path).stem))
+        self._validate()
+        return True
+
+    def _free_name(self, stem: str) -> str:
+        taken = {e.name for e in self.session.entries}
+        name, n = stem, 2
+        while name in taken:
+            name, n = f"{stem}-{n}", n + 1
+        return name
+
+    @staticmethod
+    def _restyle(widget: QWidget) -> None:
+        widget.style().unpolish(widget)
+        widget.style().polish(widget)
+
+    # Form -------------------------------------------------------------------------------
+
+    @Slot()
+    def _on_method(self) -> None:
+        method = self.method_box.currentData()
+        self.modules_edit.setEnabled(method != "full")
+        self.rank.setEnabled(method == "lora")
+        self.lora_alpha.setEnabled(method == "lora")
+        s = self.session.settings
+        self.lr.setText(f"{s.get('training/lora_lr') if method == 'lora' else s.get('training/lr'):g}")
+        self._validate()
+
+    def values(self) -> dict:
+        method = self.method_box.currentData()
+        modules = [m.strip() for m in self.modules_edit.currentText().split(",") if m.strip()]
+        return {
+            "method": method, "modules": modules if method != "full" else [], "steps": self.steps.value(),
+            "lr": float(self.lr.text()), "rank": self.rank.value(), "lora_alpha": self.lora_alpha.value(),
+            "seed": self.seed.value(), "grad_clip": self.grad_clip.value() or None, "batch_size": self.batch.value(),
+        }
+
+    def problem(self) -> Optional[str]:
+        if self.session.base is None:
+            return "Load a base model first."
+        if self.dataset is None:
+            return "Choose a dataset that can be read."
+        name = self.name_edit.text().strip()
+        if not name:
+            return "Give the stance a name."
+        if self.session.entry(name) is not None:
+            return f"A stance named {name!r} already exists; choose another name."
+        try:
+            lr = float(self.lr.text())
+        except ValueError:
+            return f"Learning rate {self.lr.text()!r} is not a number."
+        if not lr > 0:
+            return "The learning rate must be positive."
+        if self.method_box.currentData() != "full" and not self.modules_edit.currentText().strip():
+            return "Name the modules to train (e.g. q_proj,v_proj)."
+        return check_policy(self.policy.text().strip() or "all")
+
+    @Slot()
+    def _validate(self) -> None:
+        problem = self.problem()
+        self.form_problem.setText(problem or " ")
+        self.train_button.setEnabled(problem is None and self.job is None)
+
+    # Running ----------------------------------------------------------------------------
+
+    @Slot()
+    def start(self) -> Optional[Job]:
+        problem = self.problem()
+        if problem:
+            QMessageBox.warning(self, "Cannot train", problem)
+            return None
+        name = self.name_edit.text().strip()
+        try:
+            config = make_config(self.values())
+            job = submit_training(self.session, self.dataset_path, name, config, self.policy.text().strip() or "all")
+        except (StanceStudioError, TypeError, ValueError) as exc:
+            QMessageBox.warning(self, "Cannot train", str(exc))
+            return None
+        s = self.session.settings
+        s.set("training/steps", self.steps.value())
+        s.set("training/method", self.method_box.currentData())
+        s.set("training/policy", self.policy.text().strip())
+        self.job, self._name = job, name
+        job.started.connect(self._on_started)
+        job.progressed.connect(self._on_progress)
+        job.finished.connect(self._on_finished)
+        job.failed.connect(self._on_failed)
+        job.cancelled.connect(self._on_cancelled)
+        job.ended.connect(self._on_ended)
+        self.loss_plot.clear_points()
+        self.progress.setRange(0, 0)
+        self.stage.setText("Waiting for the model …")
+        self.cancel_button.setEnabled(True)
+        self.train_button.setEnabled(False)
+        self._started, self._train_started = time.monotonic(), None
+        self._clock.start()
+        self.training_started.emit(name)
+        return job
+
+    @Slot()
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.stage.setText("Cancelling …")
+
+    @Slot()
+    def _on_started(self) -> None:
+        self._started = time.monotonic()
+        self.stage.setText("Starting …")
+
+    @Slot(list)
+    def _on_progress(self, reports: list) -> None:
+        for report in reports:
+            if report.stage == "train" and "loss" in report.info:
+                if self._train_started is None:
+                    self._train_started = time.monotonic()
+                loss = report.info.get("loss")
+                skipped = bool(report.info.get("skipped"))
+                self.loss_plot.add_point(report.done, loss, skipped)
+                self.loss_point.emit(report.done, loss, skipped)
+        last = reports[-1]
+        self._last = last
+        if last.total:
+            self.progress.setRange(0, last.total)
+            self.progress.setValue(last.done)
+        self.stage.setText(f"{last.stage}: {last.message}" if last.message else f"{last.stage} {last.done}/{last.total}")
+
+    @Slot()
+    def _tick(self) -> None:
+        elapsed = time.monotonic() - self._started
+        remaining = None
+        last = self._last
+        if last is not None and last.stage == "train" and last.done and self._train_started is not None:
+            per_step = (time.monotonic() - self._train_started) / last.done
+            remaining = per_step * (last.total - last.done)
+        self.times.setText(f"elapsed {human_seconds(elapsed)}" + (f" · remaining ≈ {human_seconds(remaining)}" if remaining is not None else ""))
+
+    @Slot(object)
+    def _on_finished(self, ckpt) -> None:
+        retention = ckpt.metrics.get("retention") if hasattr(ckpt, "metrics") else None
+        text = f"Saved {ckpt.name}: {human_bytes(ckpt.nbytes)}, retention {percent(retention)}."
+        self.stage.setText(text)
+        self.session.refresh_library()
+        self.trained.emit(ckpt.name)
+        self.training_stopped.emit(text)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.stage.setText("Training failed.")
+        self.training_stopped.emit("Training failed.")
+        QMessageBox.critical(self, "Training failed", message)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self.stage.setText("Cancelled; nothing was written.")
+        self.training_stopped.emit("Training cancelled.")
+
+    @Slot()
+    def _on_ended(self) -> None:
+        self.job = None
+        self._clock.stop()
+        self._tick()
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        self._validate()
+
+    def closeEvent(self, event) -> None:
+        if self.job is not None:
+            answer = QMessageBox.question(self, "Training is running", "Keep training in the background?\n\n"
+                                          "Yes: close this window and keep training. No: cancel the training.",
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer == QMessageBox.StandardButton.No:
+                self.cancel()
+        super().closeEvent(event)

@@ -1,0 +1,60 @@
+"""Training a stance from the GUI: build the core config from form values and submit
+``pipeline.build_stance`` to the model worker (the blend is reset before training and
+put back after it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+from stance_studio.core.errors import PolicyError
+from stance_studio.qt.session import Session
+from stance_studio.qt.workers import Job
+
+
+def make_config(values: dict[str, Any]):
+    """A ``TrainConfig`` from form values; keys the config does not have are left out
+    (so the form can offer fields a method ignores)."""
+    from stance_studio.core.training import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def default_policy() -> str:
+    from stance_studio.core import extraction
+
+    policy = extraction.DEFAULT_POLICY
+    return policy if isinstance(policy, str) else str(getattr(policy, "spec", policy))
+
+
+def check_policy(text: str) -> Optional[str]:
+    """None if ``text`` is a valid extraction policy, else the reason it is not."""
+    from stance_studio.core import extraction
+
+    try:
+        extraction.parse_policy(text)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
+def builtin_datasets() -> dict[str, Path]:
+    from stance_studio.core import datasets
+
+    return dict(datasets.builtin_stances())
+
+
+def submit_training(session: Session, dataset_path: Path, name: str, config, policy: str) -> Job:
+    """Queue one training run; its progress reports carry ``info['loss']`` per step."""
+    from stance_studio.core import extraction, pipeline
+
+    library = session.library
+    parsed = extraction.parse_policy(policy) if policy else extraction.DEFAULT_POLICY
+
+    def job(progress, cancel):
+        return pipeline.build_stance(session.base, dataset_path, name, config, policy=parsed, library=library,
+                                     progress=progress, cancel=cancel)
+
+    return session.run_on_model(job, f"Training {name}")

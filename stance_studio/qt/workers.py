@@ -1,0 +1,284 @@
+"""One background thread that runs every job touching the model, one at a time.
+
+A job is a core function ``fn(progress, cancel) -> result``. Jobs run in submission
+order on a single worker thread, so training, blending, generation and analysis
+never touch the weights at the same time: a blend requested during a generation is
+applied after it. A job submitted with a ``key`` replaces a not-yet-started job with
+the same key (a slider drag queues at most one pending blend).
+
+Results come back as signals of a :class:`Job`, a QObject living in the GUI thread.
+Progress reports are batched and sent at most every ``PROGRESS_INTERVAL`` seconds, so
+a job that reports every token never floods the event loop, and no report is lost.
+Every exception is caught in the worker and turned into a message: user errors
+(:class:`StanceStudioError`) keep theirs, running out of memory gets a clear one, and
+anything else is a bug reported as such (with the traceback on stderr only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from stance_studio.core.errors import Cancelled, OutOfMemoryError, StanceStudioError
+from stance_studio.core.jobs import CancelFlag, Progress
+
+PROGRESS_INTERVAL = 0.08
+JobFunction = Callable[..., Any]
+_ids = itertools.count(1)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message shown to the user for ``exc`` (never a traceback)."""
+    if isinstance(exc, StanceStudioError):
+        return str(exc) or type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return str(OutOfMemoryError(
+            "The machine ran out of memory for this job. Close other programs, use a smaller "
+            "model, fewer tokens, or the LoRA method." + (f" ({text})" if text else "")
+        ))
+    return f"Unexpected error ({type(exc).__name__}: {text}). This is a bug in Stance Studio; details are on the console."
+
+
+@dataclass
+class _Task:
+    """What the worker thread sees of a job: plain Python, no QObject."""
+
+    id: int
+    fn: JobFunction
+    cancel: CancelFlag = field(default_factory=CancelFlag)
+    superseded: threading.Event = field(default_factory=threading.Event)
+
+
+class Job(QObject):
+    """A submitted job, as seen from the GUI thread.
+
+    Exactly one of ``finished``, ``failed``, ``cancelled`` is emitted, then ``ended``
+    (also for a job superseded before it started, which emits only ``ended``).
+    """
+
+    started = Signal()
+    progressed = Signal(list)  # list[Progress] since the previous report
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    ended = Signal()
+
+    def __init__(self, task: _Task, title: str, key: Optional[str], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._task = task
+        self.title = title
+        self.key = key
+        self.state = "pending"
+        self.result: Any = None
+        self.error: str = ""
+        self.last_progress: Optional[Progress] = None
+
+    @property
+    def id(self) -> int:
+        return self._task.id
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ("pending", "running")
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check (or never start, if still pending)."""
+        self._task.cancel.set()
+
+
+class _Executor(QObject):
+    """Lives in the worker thread; runs tasks delivered by a queued signal."""
+
+    task_started = Signal(int)
+    task_progressed = Signal(int, list)
+    task_finished = Signal(int, object)
+    task_failed = Signal(int, str)
+    task_cancelled = Signal(int)
+    task_skipped = Signal(int)
+
+    def __init__(self, threads: Optional[int]) -> None:
+        super().__init__()
+        self._threads = threads
+        self._configured = threads is None
+
+    @Slot(object)
+    def run(self, task: _Task) -> None:
+        if task.superseded.is_set():
+            self.task_skipped.emit(task.id)
+            return
+        if task.cancel.is_set():
+            self.task_cancelled.emit(task.id)
+            return
+        if not self._configured:
+            import torch
+
+            torch.set_num_threads(self._threads or max(1, os.cpu_count() or 1))
+            self._configured = True
+        self.task_started.emit(task.id)
+        buffer: list[Progress] = []
+        last = [0.0]
+
+        def progress(report: Progress) -> None:
+            buffer.append(report)
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self.task_progressed.emit(task.id, buffer.copy())
+                buffer.clear()
+
+        try:
+            result = task.fn(progress=progress, cancel=task.cancel)
+        except Cancelled:
+            self._flush(task, buffer)
+            self.task_cancelled.emit(task.id)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
+            self._flush(task, buffer)
+            if not isinstance(exc, (StanceStudioError, MemoryError)):
+                traceback.print_exception(exc, file=sys.stderr)
+            self.task_failed.emit(task.id, describe_error(exc))
+        else:
+            self._flush(task, buffer)
+            if task.cancel.is_set():
+                self.task_cancelled.emit(task.id)
+            else:
+                self.task_finished.emit(task.id, result)
+
+    def _flush(self, task: _Task, buffer: list[Progress]) -> None:
+        if buffer:
+            self.task_progressed.emit(task.id, buffer.copy())
+            buffer.clear()
+
+
+class JobRunner(QObject):
+    """Submits jobs to the model worker thread and routes their signals."""
+
+    busy_changed = Signal(bool)
+    job_started = Signal(object)  # Job
+    job_ended = Signal(object)  # Job
+    _deliver = Signal(object)
+
+    def __init__(self, threads: Optional[int] = 0, parent: QObject | None = None) -> None:
+        """``threads``: torch's thread count, set in the worker before its first job
+        (0: one per CPU core; None: leave it alone, for runners that do light work)."""
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("stance-studio-model-worker")
+        self._executor = _Executor(threads)
+        self._executor.moveToThread(self._thread)
+        self._deliver.connect(self._executor.run)
+        self._executor.task_started.connect(self._on_started)
+        self._executor.task_progressed.connect(self._on_progressed)
+        self._executor.task_finished.connect(self._on_finished)
+        self._executor.task_failed.connect(self._on_failed)
+        self._executor.task_cancelled.connect(self._on_cancelled)
+        self._executor.task_skipped.connect(self._on_skipped)
+        self._jobs: dict[int, Job] = {}
+        self._thread.start()
+
+    # Public API -------------------------------------------------------------------
+
+    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None) -> Job:
+        """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`."""
+        if key is not None:
+            for job in self._jobs.values():
+                if job.key == key and job.state == "pending":
+                    job._task.superseded.set()
+                    job.state = "superseded"
+        task = _Task(next(_ids), fn)
+        # No Qt parent: the runner holds the job while it is active, callers as long as
+        # they like; Python frees it afterwards.
+        job = Job(task, title, key)
+        was_busy = self.busy
+        self._jobs[task.id] = job
+        self._deliver.emit(task)
+        if not was_busy:
+            self.busy_changed.emit(True)
+        return job
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    @property
+    def current(self) -> Optional[Job]:
+        return next((j for j in self._jobs.values() if j.state == "running"), None)
+
+    def active_jobs(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def cancel_all(self) -> None:
+        for job in self._jobs.values():
+            job.cancel()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel everything and stop the thread; True if it stopped in time."""
+        self.cancel_all()
+        self._thread.quit()
+        return self._thread.wait(timeout_ms)
+
+    # Routing (GUI thread) -----------------------------------------------------------
+
+    @Slot(int)
+    def _on_started(self, job_id: int) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.state = "running"
+            job.started.emit()
+            self.job_started.emit(job)
+
+    @Slot(int, list)
+    def _on_progressed(self, job_id: int, reports: list) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and reports:
+            job.last_progress = reports[-1]
+            job.progressed.emit(reports)
+
+    @Slot(int, object)
+    def _on_finished(self, job_id: int, result: object) -> None:
+        job = self._end(job_id, "finished")
+        if job is not None:
+            job.result = result
+            job.finished.emit(result)
+            self._after(job)
+
+    @Slot(int, str)
+    def _on_failed(self, job_id: int, message: str) -> None:
+        job = self._end(job_id, "failed")
+        if job is not None:
+            job.error = message
+            job.failed.emit(message)
+            self._after(job)
+
+    @Slot(int)
+    def _on_cancelled(self, job_id: int) -> None:
+        job = self._end(job_id, "cancelled")
+        if job is not None:
+            job.cancelled.emit()
+            self._after(job)
+
+    @Slot(int)
+    def _on_skipped(self, job_id: int) -> None:
+        job = self._end(job_id, "superseded")
+        if job is not None:
+            self._after(job)
+
+    def _end(self, job_id: int, state: str) -> Optional[Job]:
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            job.state = state
+        return job
+
+    def _after(self, job: Job) -> None:
+        job.ended.emit()
+        self.job_ended.emit(job)
+        if not self._jobs:
+            self.busy_changed.emit(False)

@@ -1,0 +1,105 @@
+"""The main window: panels in docks, layout remembered, menus and shortcuts wired,
+errors shown as dialogs, the app starting and loading a model in the background."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from stance_studio.qt.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot, session):
+    w = MainWindow(session)
+    qtbot.addWidget(w)
+    return w
+
+
+def _actions(window):
+    return {a.text().replace("&", ""): a for top in window.menuBar().actions() for a in top.menu().actions()}
+
+
+def test_every_panel_is_a_dock(window):
+    assert set(window.docks) == {"model", "library", "blend", "plots"}
+    assert all(d.widget() is not None and d.objectName() for d in window.docks.values())
+    assert window.centralWidget() is window.compare
+
+
+def test_layout_is_saved_and_restored(qtbot, session, window):
+    window.docks["plots"].hide()
+    window.save_layout()
+    again = MainWindow(session)
+    qtbot.addWidget(again)
+    again.restore_layout()
+    assert again.docks["plots"].isHidden() and not again.docks["blend"].isHidden()
+    again.reset_layout()
+    assert not again.docks["plots"].isHidden()
+
+
+def test_menus_have_shortcuts(window):
+    actions = _actions(window)
+    assert actions["Train new stance…"].shortcut().toString() == "Ctrl+T"
+    assert actions["Run side by side"].shortcut().toString() == "Ctrl+Return"
+    assert actions["Reset blend to base"].shortcut().toString() == "Ctrl+0"
+    assert actions["Quit"].shortcut().toString()
+
+
+def test_session_errors_become_dialogs(window, boxes):
+    window.session.error.emit("Could not load the model", "models/x does not exist.")
+    assert boxes.of("warning") == [("warning", "Could not load the model", "models/x does not exist.")]
+    assert "does not exist" in window.statusBar().currentMessage()
+
+
+def test_a_bad_model_path_shows_the_reason(qtbot, window, boxes, tmp_path):
+    job = window.model_panel.load(str(tmp_path / "no-such-model"))
+    with qtbot.waitSignal(job.ended, timeout=10000):
+        pass
+    assert boxes.of("warning") and "does not exist" in boxes.of("warning")[0][2]
+    assert window.session.base is None
+    assert "Not loaded" in window.model_panel.status.text()
+
+
+def test_loading_the_tiny_model_in_the_background(qtbot, window):
+    job = window.model_panel.load("tiny")
+    assert window.model_panel.progress.isVisibleTo(window.model_panel)
+    with qtbot.waitSignal(window.session.model_changed, timeout=10000):
+        pass
+    assert window.session.base.model_id == "tiny"
+    assert window.model_panel.fields["Layers"].text() == "4"
+    assert "tiny" in window.windowTitle()
+    assert window.session.settings.recent_models()[0] == "tiny"
+    qtbot.waitUntil(lambda: job.state == "finished", timeout=5000)
+    assert not window.model_panel.progress.isVisibleTo(window.model_panel)
+
+
+def test_training_needs_a_model_first(window, boxes):
+    window.open_training()
+    assert "Load a base model" in boxes.of("information")[0][2]
+
+
+def test_dark_theme_switch_is_remembered(window):
+    from stance_studio.qt import theme
+
+    window.set_theme("dark")
+    try:
+        assert theme.current() == "dark"
+        assert QApplication.instance().palette().window().color().name() == theme.colors("dark")["window"]
+        assert window.session.settings.get("ui/theme") == "dark"
+    finally:
+        window.set_theme("light")
+
+
+def test_about_box(window, boxes):
+    window.about()
+    assert boxes.of("about") and "Stance Studio" in boxes.of("about")[0][2]
+
+
+def test_create_window_loads_the_requested_model(qtbot, tmp_path):
+    from stance_studio.qt.app import create_window
+
+    window = create_window("tiny", library=str(tmp_path / "lib"))
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.session.base is not None, timeout=10000)
+    assert window.session.library.folder == tmp_path / "lib"
+    window.close()

@@ -1,0 +1,142 @@
+"""The training dialog runs a real (tiny) training on the worker, the library updates,
+cancel writes nothing, bad input is refused with the reason, and the first launch
+offers the built-in stances."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stance_studio.core.errors import TrainingDivergedError
+from stance_studio.qt.dataset_editor import DatasetEditor
+from stance_studio.qt.training_dialog import TrainingDialog
+
+
+@pytest.fixture
+def dialog(qtbot, loaded):
+    d = TrainingDialog(loaded)
+    qtbot.addWidget(d)
+    d.steps.setValue(3)
+    d.policy.setText("all")
+    return d
+
+
+def _leftovers(library):
+    return [p.name for p in library.folder.iterdir() if not p.name.endswith(".stance.safetensors")]
+
+
+def test_a_real_tiny_training_lands_in_the_library(qtbot, dialog, loaded):
+    from stance_studio.qt.blend_panel import BlendPanel
+
+    blend = BlendPanel(loaded)
+    qtbot.addWidget(blend)
+    assert dialog.dataset is not None and dialog.preview.rowCount() == len(dialog.dataset.examples) > 0
+    dialog.name_edit.setText("tiny-curious")
+    trained = []
+    dialog.trained.connect(trained.append)
+    job = dialog.start()
+    assert job is not None
+    with qtbot.waitSignal(job.ended, timeout=120000):
+        pass
+    assert job.state == "finished", job.error
+    assert trained == ["tiny-curious"]
+    assert loaded.entry("tiny-curious") is not None
+    assert loaded.compatibility("tiny-curious")[0]
+    assert len(dialog.loss_plot.steps) + len(dialog.loss_plot._skipped) == 3
+    assert "Saved tiny-curious" in dialog.stage.text()
+    assert "tiny-curious" in blend.rows and blend.rows["tiny-curious"].slider.isEnabled()
+    assert _leftovers(loaded.library) == []
+
+
+def test_cancel_stops_training_and_writes_nothing(qtbot, dialog, loaded):
+    dialog.steps.setValue(100000)
+    dialog.name_edit.setText("never")
+    job = dialog.start()
+    with qtbot.waitSignal(job.progressed, timeout=60000):
+        pass
+    dialog.cancel()
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    assert job.state == "cancelled"
+    assert loaded.entry("never") is None and list(loaded.library.folder.iterdir()) == []
+    assert "nothing was written" in dialog.stage.text()
+    assert dialog.train_button.isEnabled()
+
+
+def test_a_malformed_dataset_is_refused_with_the_reason(qtbot, dialog, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi"}\nnot json at all\n')
+    assert not dialog.load_dataset(bad)
+    assert "bad.jsonl" in dialog.dataset_note.text()
+    assert not dialog.train_button.isEnabled()
+    assert "dataset" in dialog.form_problem.text()
+
+
+def test_a_bad_policy_or_learning_rate_disables_training(qtbot, dialog):
+    dialog.policy.setText("top:banana")
+    assert not dialog.train_button.isEnabled() and dialog.form_problem.text().strip()
+    dialog.policy.setText("all")
+    dialog.lr.setText("fast")
+    assert not dialog.train_button.isEnabled() and "not a number" in dialog.form_problem.text()
+    dialog.lr.setText("1e-4")
+    assert dialog.train_button.isEnabled()
+
+
+def test_a_taken_name_is_refused(qtbot, dialog, loaded, write_stance):
+    write_stance(loaded.library, loaded.base, "taken")
+    loaded.refresh_library()
+    dialog.name_edit.setText("taken")
+    assert "already exists" in dialog.form_problem.text()
+
+
+def test_a_diverged_run_shows_a_dialog_with_the_reason(qtbot, dialog, monkeypatch, boxes):
+    from stance_studio.core import pipeline
+
+    def diverge(*args, **kwargs):
+        raise TrainingDivergedError("Loss was NaN for 5 consecutive steps; lower the learning rate.")
+
+    monkeypatch.setattr(pipeline, "build_stance", diverge)
+    job = dialog.start()
+    with qtbot.waitSignal(job.ended, timeout=30000):
+        pass
+    assert boxes.of("critical") == [("critical", "Training failed", "Loss was NaN for 5 consecutive steps; lower the learning rate.")]
+
+
+def test_the_dataset_editor_writes_a_dataset_the_core_reads(qtbot, tmp_path, boxes):
+    from stance_studio.core.datasets import load_dataset
+
+    editor = DatasetEditor(rows=[("What is fog?", "I think it might be a cloud near the ground."),
+                                 ("Why is ice slippery?", "I'm not sure; perhaps a thin film of water.")])
+    qtbot.addWidget(editor)
+    editor.save(str(tmp_path / "mine.jsonl"))
+    assert editor.saved_path == tmp_path / "mine.jsonl"
+    lines = [json.loads(line) for line in editor.saved_path.read_text().splitlines()]
+    assert lines[0] == {"prompt": "What is fog?", "response": "I think it might be a cloud near the ground."}
+    assert [e.prompt for e in load_dataset(editor.saved_path).examples] == ["What is fog?", "Why is ice slippery?"]
+
+
+def test_the_dataset_editor_refuses_half_rows(qtbot, tmp_path, boxes):
+    editor = DatasetEditor(rows=[("A prompt without a response", "")])
+    qtbot.addWidget(editor)
+    editor.save(str(tmp_path / "half.jsonl"))
+    assert editor.saved_path is None and not (tmp_path / "half.jsonl").exists()
+    assert "needs both" in boxes.of("warning")[0][2]
+
+
+def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
+    from stance_studio.core.datasets import builtin_stances
+
+    from stance_studio.qt.main_window import MainWindow
+
+    window = MainWindow(session)
+    qtbot.addWidget(window)
+    session.set_base(tiny)  # an empty library and a model: the offer appears
+    question = boxes.of("question")
+    assert len(question) == 1 and all(name in question[0][2] for name in builtin_stances())
+    queued = [j for j in session.runner.active_jobs() if j.title.startswith("Training")]
+    assert len(queued) == len(builtin_stances())
+    session.runner.cancel_all()
+    qtbot.waitUntil(lambda: not session.runner.busy, timeout=60000)
+    session.set_base(tiny)  # offered once only
+    assert len(boxes.of("question")) == 1
