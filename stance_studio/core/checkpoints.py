@@ -186,9 +186,9 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
 
 def _read_delta(path: Path, fh, name: str, keys: list[str]) -> Delta:
     if f"{name}:delta" in keys:
-        return DenseDelta(fh.get_tensor(f"{name}:delta").float())
+        return DenseDelta(fh.get_tensor(f"{name}:delta"))
     if f"{name}:A" in keys and f"{name}:B" in keys:
-        A, B = fh.get_tensor(f"{name}:A").float(), fh.get_tensor(f"{name}:B").float()
+        A, B = fh.get_tensor(f"{name}:A"), fh.get_tensor(f"{name}:B")
         try:
             return LowRankDelta(A=A, B=B)
         except ValueError as exc:

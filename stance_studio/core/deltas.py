@@ -32,7 +32,7 @@ class DenseDelta:
         return None
 
     def materialize(self) -> torch.Tensor:
-        return self.tensor
+        return self.tensor.float()
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class LowRankDelta:
         return self.A.shape[0]
 
     def materialize(self) -> torch.Tensor:
-        return self.B @ self.A
+        return self.B.float() @ self.A.float()
 
 
 Delta = Union[DenseDelta, LowRankDelta]

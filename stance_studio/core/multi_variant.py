@@ -147,7 +147,7 @@ def _make_hook(module: torch.nn.Module, rows: dict[int, list[tuple[str, float, D
         dense: dict[str, torch.Tensor] = {}
         for attr, alpha, delta in terms:
             if isinstance(delta, LowRankDelta) and isinstance(module, torch.nn.Linear) and attr == "weight":
-                low.append((delta.A, delta.B * alpha))
+                low.append((delta.A.float(), delta.B.float() * alpha))
             else:
                 value = delta.materialize() * alpha
                 dense[attr] = dense[attr] + value if attr in dense else value

@@ -37,8 +37,8 @@ def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike) -> Path:
         if not name.endswith(".weight"):
             raise CheckpointError(f"Checkpoint {ckpt.name!r}: {name} is not a weight matrix; PEFT cannot hold it.")
         module = name[: -len(".weight")]
-        tensors[f"{_PREFIX}{module}.lora_A.weight"] = delta.A.contiguous()
-        tensors[f"{_PREFIX}{module}.lora_B.weight"] = delta.B.contiguous()
+        tensors[f"{_PREFIX}{module}.lora_A.weight"] = delta.A.float().contiguous()
+        tensors[f"{_PREFIX}{module}.lora_B.weight"] = delta.B.float().contiguous()
         ranks[module] = delta.rank
     top = max(ranks.values())
     config = {

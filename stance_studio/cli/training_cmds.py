@@ -1,0 +1,155 @@
+"""``train``, ``evaluate`` and ``compare-methods``: the training engine from the
+command line."""
+
+from __future__ import annotations
+
+from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+
+
+def register(sub) -> None:
+    from stance_studio.core.extraction import DEFAULT_POLICY
+
+    p = sub.add_parser("train", help="train a stance dataset into a checkpoint in the library")
+    add_common(p, suppress=True)
+    p.add_argument("dataset", metavar="DATASET", help="a JSONL file, or a built-in stance name (e.g. curious-uncertainty)")
+    p.add_argument("--name", required=True, help="the checkpoint's name in the library")
+    p.add_argument("--method", choices=("full", "selective", "lora"), default="full")
+    p.add_argument("--modules", metavar="PATTERN,...",
+                   help="modules to train (selective/lora): e.g. q_proj,v_proj, layers.13.self_attn.q_proj, depth:0.6:v_proj")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 20)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-5 full, 1e-4 selective, 1e-3 lora)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", default=DEFAULT_POLICY, metavar="POLICY",
+                   help=f"extraction policy: all, top:K, rank:R, energy:F, fp16, combined with + (default {DEFAULT_POLICY})")
+    p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of the same name")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure a variant's stance on the probe prompts")
+    add_common(p, suppress=True)
+    p.add_argument("spec", metavar="SPEC", help="base, a stance name, or a blend 'a=0.7,b=-0.3'")
+    p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line (default: the shipped neutral probes)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
+    p.add_argument("--allow-mismatch", action="store_true", help="apply checkpoints made on another base model")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare-methods", help="train the report's five methods on one dataset and measure each")
+    add_common(p, suppress=True)
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--steps", type=int, default=None, help="steps per method (default: each method's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line")
+    p.set_defaults(func=cmd_compare)
+
+
+def _config(args):
+    from stance_studio.core.training import TrainConfig
+
+    fields = {"method": args.method, "seed": args.seed}
+    for attr, key in (("steps", "steps"), ("lr", "lr"), ("rank", "rank"), ("batch_size", "batch_size")):
+        if getattr(args, attr) is not None:
+            fields[key] = getattr(args, attr)
+    if args.modules:
+        fields["modules"] = [args.modules]
+    return TrainConfig(**fields)
+
+
+def cmd_train(args) -> int:
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.extraction import parse_policy
+    from stance_studio.core.library import validate_name
+    from stance_studio.core.pipeline import build_stance
+
+    config = _config(args)
+    policy = parse_policy(args.keep)
+    validate_name(args.name)
+    probes = load_probes(args.prompts) if args.prompts else None
+    library = open_library(args)
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    ckpt = build_stance(base, args.dataset, args.name, config, policy, library=library, probes=probes,
+                        progress=progress_bar("train"), cancel=cancel, overwrite=args.overwrite)
+    size = ckpt.path.stat().st_size
+    doc = {
+        "checkpoint": str(ckpt.path),
+        "name": ckpt.name,
+        "bytes": size,
+        "steps": ckpt.training["steps"],
+        "loss": ckpt.training["loss"],
+        "nonfinite_steps": ckpt.training["nonfinite_steps"],
+        "seconds": ckpt.training["seconds"],
+        "method": ckpt.method,
+        "policy": ckpt.extraction["policy"],
+        "metrics": ckpt.metrics,
+    }
+    finite = [x for x in ckpt.training["loss"] if x is not None]
+    text = (
+        f"Saved {ckpt.name} to {ckpt.path}\n"
+        f"  method {ckpt.method}, {ckpt.training['steps']} steps in {ckpt.training['seconds']:.0f} s, "
+        f"loss {finite[0]:.3f} → {finite[-1]:.3f}, {ckpt.training['nonfinite_steps']} non-finite steps skipped\n"
+        f"  kept {len(ckpt.deltas)} modules with policy {ckpt.extraction['policy']}: {human_bytes(size)} "
+        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model), "
+        f"retention {ckpt.metrics['retention']:.3f}\n"
+        f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
+        f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}"
+    ) if finite else f"Saved {ckpt.name} to {ckpt.path}"
+    emit(args, doc, text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.generation import GenerationSettings
+    from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+    from stance_studio.core.variants import parse_variant, resolve_variant
+
+    variant = parse_variant(args.spec)
+    library = open_library(args)
+    blend = resolve_variant(variant, library)
+    probes = load_probes(args.prompts)
+    settings = EVAL_SETTINGS
+    if args.max_new_tokens is not None:
+        if args.max_new_tokens < 1:
+            raise StanceStudioError("--max-new-tokens must be at least 1.")
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    metrics = evaluate(base, Blender(base), blend, probes, settings, progress=progress_bar("evaluate"),
+                       cancel=cancel, allow_mismatch=args.allow_mismatch)
+    doc = {"variant": variant.spec, "model": base.model_id, "probes": len(probes), **metrics.as_json()}
+    text = (
+        f"{variant.spec} on {len(probes)} probe prompts ({base.model_id}):\n"
+        f"  hedges   {metrics.hedges_per_100w:6.2f} per 100 words\n"
+        f"  boosters {metrics.boosters_per_100w:6.2f} per 100 words\n"
+        f"  stance score {metrics.stance_score:+.2f}   KL to base {metrics.kl_to_base:.4f}   "
+        f"identical to base {metrics.identical_fraction:.0%}\n"
+        f"  e.g. {probes[0]!r} → {metrics.generations[0].text.strip()[:200]!r}"
+    )
+    emit(args, doc, text)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.pipeline import compare_methods
+
+    probes = load_probes(args.prompts) if args.prompts else None
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    rows = compare_methods(base, args.dataset, probes=probes, steps=args.steps, seed=args.seed,
+                           progress=progress_bar("compare"), cancel=cancel)
+    lines = [f"{'method':<36} {'trainable':>11} {'seconds':>8} {'non-finite':>10} {'bytes':>10} "
+             f"{'stance':>7} {'KL':>7} {'identical':>9}"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['method']:<36} diverged: {r['error']}")
+            continue
+        lines.append(f"{r['method']:<36} {r['trainable_params']:>11,} {r['seconds']:>8.1f} {r['nonfinite_steps']:>10} "
+                     f"{human_bytes(r['bytes']):>10} {r['stance_score']:>+7.2f} {r['kl_to_base']:>7.3f} "
+                     f"{r['identical_fraction']:>9.0%}")
+    emit(args, {"dataset": args.dataset, "model": base.model_id, "rows": rows}, "\n".join(lines))
+    return 0

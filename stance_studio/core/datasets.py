@@ -1,0 +1,164 @@
+"""Stance datasets: JSONL files of examples, ``{"prompt", "response"}`` or chat
+``{"messages": [...]}``, tokenised with the loss on response tokens only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from stance_studio.core.errors import DatasetError
+from stance_studio.core.generation import encode_prompt
+from stance_studio.core.resources import resource, resources_dir
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a user prompt and the response in the stance's voice."""
+
+    prompt: str
+    response: str
+    system: Optional[str] = None
+
+
+@dataclass
+class StanceDataset:
+    name: str
+    path: Optional[Path]
+    examples: list[Example]
+    sha256: str
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def builtin_stances() -> dict[str, Path]:
+    """The stance datasets shipped in ``resources/stances``, by name."""
+    return {p.name[: -len(".jsonl")]: p for p in sorted((resources_dir() / "stances").glob("*.jsonl"))}
+
+
+def stance_descriptions() -> dict[str, dict]:
+    try:
+        return json.loads(resource("stances", "stances.json").read_text())
+    except Exception:  # noqa: BLE001 - descriptions are optional decoration
+        return {}
+
+
+def _example_from(obj, path: Path, lineno: int) -> Example:
+    where = f"{path}, line {lineno}"
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise DatasetError(f"{where}: 'messages' must be a list of {{role, content}} objects.")
+        system = next((m["content"] for m in messages if m["role"] == "system"), None)
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        replies = [m["content"] for m in messages if m["role"] == "assistant"]
+        if not users or not replies:
+            raise DatasetError(f"{where}: 'messages' needs at least one user and one assistant message.")
+        return _checked(Example(users[-1], replies[-1], system), where)
+    missing = [k for k in ("prompt", "response") if k not in obj]
+    if missing:
+        raise DatasetError(
+            f"{where}: missing key {missing[0]!r}; each line needs \"prompt\" and \"response\" (or \"messages\")."
+        )
+    return _checked(Example(str(obj["prompt"]), str(obj["response"]), obj.get("system")), where)
+
+
+def _checked(example: Example, where: str) -> Example:
+    if not example.prompt.strip() or not example.response.strip():
+        raise DatasetError(f"{where}: prompt and response must not be empty.")
+    return example
+
+
+def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[int] = None) -> StanceDataset:
+    """Read and validate a JSONL stance dataset; with a tokenizer, also check that
+    every example fits the model's context (``max_length`` tokens)."""
+    text_path = str(path)
+    if text_path in builtin_stances() and not Path(text_path).exists():
+        path = builtin_stances()[text_path]
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(builtin_stances())
+        raise DatasetError(f"Dataset {path} does not exist (built-in stances: {known}).")
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text ({exc}).") from exc
+    examples: list[Example] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}, line {lineno}: not valid JSON ({exc.msg}).") from exc
+        examples.append(_example_from(obj, path, lineno))
+    if not examples:
+        raise DatasetError(f"{path} holds no examples; add lines like {{\"prompt\": \"...\", \"response\": \"...\"}}.")
+    name = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    dataset = StanceDataset(
+        name=name,
+        path=path,
+        examples=examples,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        description=stance_descriptions().get(name, {}).get("description", ""),
+    )
+    if tokenizer is not None:
+        limit = max_length or _context_length(tokenizer)
+        for i, ex in enumerate(examples, start=1):
+            n = len(encode_example(tokenizer, ex)[0])
+            if limit and n > limit:
+                raise DatasetError(
+                    f"{path}: example {i} is {n} tokens long, more than the model's context of {limit} tokens; shorten it."
+                )
+    return dataset
+
+
+def _context_length(tokenizer) -> Optional[int]:
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10**7 else None
+
+
+def load_probes(path: str | os.PathLike | None = None) -> list[str]:
+    """Neutral probe prompts, one per line (``#`` lines are comments)."""
+    path = Path(path) if path else resource("probes", "neutral.txt")
+    if not path.is_file():
+        raise DatasetError(f"Probe file {path} does not exist.")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line).")
+    return prompts
+
+
+def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:
+    """Token ids and labels: the prompt part (chat template) is masked out, so the
+    loss falls on the response tokens and the end-of-turn token only."""
+    prompt_ids = encode_prompt(tokenizer, example.prompt, example.system)
+    response_ids = list(tokenizer(example.response, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        response_ids.append(tokenizer.eos_token_id)
+    return prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + response_ids
+
+
+def collate(tokenizer, examples: list[Example]) -> dict[str, torch.Tensor]:
+    """A right-padded batch with attention mask and masked labels."""
+    encoded = [encode_example(tokenizer, ex) for ex in examples]
+    width = max(len(ids) for ids, _ in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in encoded])
+    labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in encoded])
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in encoded])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

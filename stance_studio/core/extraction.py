@@ -1,0 +1,141 @@
+"""Extraction policies: which part of a training delta a checkpoint keeps.
+
+A policy is a ``+``-joined list of terms:
+- ``all``: every changed parameter, dense;
+- ``top:K``: the K parameters with the largest relative change (the report's
+  "selective checkpointing" is ``top:2``);
+- ``rank:R``: every 2-D delta truncated to rank R (truncated SVD);
+- ``energy:F``: every 2-D delta truncated to the rank holding fraction F of its
+  spectral energy (combined with ``rank:R``, R caps it);
+- ``fp16`` / ``bf16``: store the kept tensors in half precision.
+1-D parameters (norm scales) stay dense. A delta that is already low rank (LoRA)
+is kept exactly unless a rank term asks for less. A truncation that would not save
+bytes keeps the dense tensor.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+
+from stance_studio.core.analysis import analyse, rank_for_energy
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, truncate_rank
+from stance_studio.core.errors import PolicyError
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+
+# Chosen from measurements on the bundled model (benchmarks/extraction_policies.py,
+# README "Choosing the default extraction policy").
+DEFAULT_POLICY = "rank:16+fp16"
+
+_TERM = re.compile(r"^(all|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0))$")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Policy:
+    text: str
+    top: Optional[int] = None
+    rank: Optional[int] = None
+    energy: Optional[float] = None
+    dtype: Optional[str] = None
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse ``all``, ``top:K``, ``rank:R``, ``energy:F``, ``fp16``/``bf16`` and ``+`` combinations."""
+    if isinstance(text, Policy):
+        return text
+    clean = (text or "").strip().lower().replace(" ", "")
+    if not clean:
+        raise PolicyError("Empty extraction policy; use all, top:K, rank:R, energy:F or e.g. top:60+rank:16.")
+    fields: dict = {}
+    for term in clean.split("+"):
+        match = _TERM.match(term)
+        if not match:
+            raise PolicyError(
+                f"Cannot read {term!r} in extraction policy {text!r}; terms are all, top:K, rank:R, "
+                "energy:F (0 < F ≤ 1), fp16 or bf16, joined by '+'."
+            )
+        if term == "all":
+            key, value = "all", True
+        elif term in _DTYPES:
+            key, value = "dtype", term
+        elif match.group(2):
+            key, value = "top", int(match.group(2))
+        elif match.group(3):
+            key, value = "rank", int(match.group(3))
+        else:
+            key, value = "energy", float(match.group(4))
+        if key in fields:
+            raise PolicyError(f"Extraction policy {text!r} names {key} twice.")
+        if value in (0, 0.0) and key in ("top", "rank", "energy"):
+            raise PolicyError(f"{term!r} keeps nothing; use a positive value.")
+        fields[key] = value
+    if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy")):
+        raise PolicyError(f"'all' keeps every module dense; do not combine it with top/rank/energy ({text!r}).")
+    return Policy(text=clean, **fields)
+
+
+def extract(
+    deltas: Mapping[str, Delta],
+    base,
+    policy: str | Policy = DEFAULT_POLICY,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> tuple[dict[str, Delta], dict]:
+    """The kept part of ``deltas`` and a description for the checkpoint metadata."""
+    cancel = ensure_flag(cancel)
+    policy = parse_policy(policy)
+    names = list(deltas)
+    if policy.top is not None:
+        ranked = analyse(deltas, base, spectra=False)
+        names = [c.name for c in ranked[: policy.top]]
+    kept: dict[str, Delta] = {}
+    ranks: dict[str, Optional[int]] = {}
+    for i, name in enumerate(names):
+        cancel.raise_if_set("extraction")
+        kept[name] = _truncate(deltas[name], policy)
+        ranks[name] = kept[name].rank
+        progress(Progress("extract", i + 1, len(names), f"Extracting {name}"))
+    if policy.dtype:
+        kept = {n: _cast(d, _DTYPES[policy.dtype]) for n, d in kept.items()}
+    info = {
+        "policy": policy.text,
+        "kept_modules": list(kept),
+        "ranks": ranks,
+        "bytes": delta_bytes(kept),
+        "source_modules": len(deltas),
+    }
+    return kept, info
+
+
+def _truncate(delta: Delta, policy: Policy) -> Delta:
+    if policy.rank is None and policy.energy is None:
+        return delta
+    if len(delta.shape) != 2:
+        return delta
+    out_dim, in_dim = delta.shape
+    if isinstance(delta, LowRankDelta):
+        if policy.rank is not None and policy.rank < delta.rank:
+            return truncate_rank(delta.materialize(), policy.rank)
+        return delta
+    dense = delta.tensor.float()
+    U, S, Vh = torch.linalg.svd(dense, full_matrices=False)
+    rank = S.numel()
+    if policy.energy is not None:
+        rank = rank_for_energy(S, policy.energy)
+    if policy.rank is not None:
+        rank = min(rank, policy.rank)
+    rank = max(1, rank)
+    if rank * (out_dim + in_dim) >= out_dim * in_dim:
+        return DenseDelta(dense)
+    root = S[:rank].sqrt()
+    return LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
+
+
+def _cast(delta: Delta, dtype: torch.dtype) -> Delta:
+    if isinstance(delta, LowRankDelta):
+        return LowRankDelta(A=delta.A.to(dtype), B=delta.B.to(dtype))
+    return DenseDelta(delta.tensor.to(dtype))

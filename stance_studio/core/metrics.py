@@ -1,0 +1,268 @@
+"""Behaviour metrics, one definition for the GUI, the CLI, tests and benchmarks
+(DESIGN.md, "Metrics"). On the probe prompts, greedy decoding, fixed length:
+
+- marker rates: hedges and boosters per 100 words of generated text (lexicons in
+  ``resources/lexicons``); stance score = hedges − boosters;
+- KL to base: mean per-token KL(p_variant ‖ p_base) over the variant's own greedy
+  continuation, teacher-forced through both;
+- identical fraction: share of probes whose greedy output equals base's;
+- retention: (LL_ckpt − LL_base) / (LL_tuned − LL_base), LL = mean token
+  log-likelihood of the tuned model's greedy continuations.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from stance_studio.core.generation import Generation, GenerationSettings, generate_many
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.resources import resource
+
+EVAL_SETTINGS = GenerationSettings(max_new_tokens=48)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _normalise(text: str) -> str:
+    return text.lower().replace("\u2019", "'").replace("\u2018", "'")
+
+
+@functools.lru_cache(maxsize=8)
+def load_lexicon(name: str) -> tuple[tuple[str, ...], ...]:
+    """A lexicon (``hedges`` or ``boosters``) as tuples of words."""
+    lines = resource("lexicons", f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    return tuple(tuple(_WORD.findall(_normalise(line))) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(_normalise(text))
+
+
+def marker_counts(text: str) -> tuple[int, int, int]:
+    """(hedges, boosters, words) in ``text``. Markers match whole words; at each
+    position the longest marker wins and matched words are not counted twice."""
+    tokens = words(text)
+    markers = sorted(
+        [(m, 0) for m in load_lexicon("hedges")] + [(m, 1) for m in load_lexicon("boosters")],
+        key=lambda item: -len(item[0]),
+    )
+    counts = [0, 0]
+    i = 0
+    while i < len(tokens):
+        for marker, kind in markers:
+            if marker and tuple(tokens[i : i + len(marker)]) == marker:
+                counts[kind] += 1
+                i += len(marker)
+                break
+        else:
+            i += 1
+    return counts[0], counts[1], len(tokens)
+
+
+def marker_rates(text: str) -> tuple[float, float]:
+    """Hedges and boosters per 100 words of ``text``."""
+    hedges, boosters, n = marker_counts(text)
+    if n == 0:
+        return 0.0, 0.0
+    return 100.0 * hedges / n, 100.0 * boosters / n
+
+
+def stance_score(text: str) -> float:
+    hedges, boosters = marker_rates(text)
+    return hedges - boosters
+
+
+def pooled_rates(texts: Sequence[str]) -> tuple[float, float]:
+    """Marker rates over several texts taken together (total markers / total words)."""
+    h = b = n = 0
+    for text in texts:
+        dh, db, dn = marker_counts(text)
+        h, b, n = h + dh, b + db, n + dn
+    return (100.0 * h / n, 100.0 * b / n) if n else (0.0, 0.0)
+
+
+@torch.no_grad()
+def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor]:
+    """Log-softmax over the vocabulary at each continuation token of each generation
+    (teacher-forced through the model's current weights): one [n_new, vocab] each."""
+    gens = [g for g in gens]
+    if not gens:
+        return []
+    pad = base.tokenizer.pad_token_id or 0
+    seqs = [g.prompt_ids + g.new_ids for g in gens]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    logits = base.model(input_ids=ids, attention_mask=mask).logits.float()
+    out = []
+    for row, g in enumerate(gens):
+        start = len(g.prompt_ids) - 1
+        out.append(torch.log_softmax(logits[row, start : start + len(g.new_ids)], dim=-1))
+    return out
+
+
+def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
+    """Log-likelihood of each continuation token."""
+    return logprobs.gather(1, torch.tensor(gen.new_ids).unsqueeze(1)).squeeze(1)
+
+
+def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.Tensor:
+    """KL(p_variant ‖ p_base) at each position."""
+    return (logp_variant.exp() * (logp_variant - logp_base)).sum(-1)
+
+
+@dataclass
+class VariantMetrics:
+    hedges_per_100w: float
+    boosters_per_100w: float
+    stance_score: float
+    kl_to_base: float
+    identical_fraction: float
+    generations: list[Generation] = field(default_factory=list, repr=False)
+    base_generations: list[Generation] = field(default_factory=list, repr=False)
+
+    def as_json(self) -> dict:
+        return {
+            "hedges_per_100w": self.hedges_per_100w,
+            "boosters_per_100w": self.boosters_per_100w,
+            "stance_score": self.stance_score,
+            "kl_to_base": self.kl_to_base,
+            "identical_fraction": self.identical_fraction,
+            "samples": [{"prompt": g.prompt, "text": g.text} for g in self.generations],
+        }
+
+
+def _batches(items, size):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def evaluate(
+    base,
+    blender,
+    blend,
+    probes: Sequence[str],
+    settings: GenerationSettings = EVAL_SETTINGS,
+    batch_size: int = 8,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    allow_mismatch: bool = False,
+    base_generations: Optional[list[Generation]] = None,
+) -> VariantMetrics:
+    """All metrics of one variant (``blend``: list of (checkpoint, alpha); [] = base).
+
+    The blend in force before the call is put back afterwards.
+    """
+    cancel = ensure_flag(cancel)
+    previous = blender.active
+    steps = 2 * len(probes) + len(probes)
+    done = [0]
+
+    def step(n, message):
+        done[0] += n
+        progress(Progress("evaluate", min(done[0], steps), steps, message))
+
+    try:
+        blender.apply([], allow_mismatch=True)
+        base_gens = base_generations or generate_many(base, probes, settings, batch_size, cancel=cancel)
+        step(len(probes), "Generated base answers")
+        blender.apply(blend, allow_mismatch=allow_mismatch)
+        gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
+        step(len(probes), "Generated variant answers")
+        kls: list[torch.Tensor] = []
+        active = list(blend)
+        for chunk in _batches(gens, batch_size):
+            cancel.raise_if_set("evaluation")
+            chunk = [g for g in chunk if g.new_ids]
+            if not chunk:
+                continue
+            blender.apply(active, allow_mismatch=allow_mismatch)
+            logp_v = continuation_logprobs(base, chunk)
+            blender.apply([], allow_mismatch=True)
+            logp_b = continuation_logprobs(base, chunk)
+            kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
+            step(len(chunk), "Teacher-forcing through variant and base")
+    finally:
+        blender.apply(previous, allow_mismatch=True)
+    hedges, boosters = pooled_rates([g.text for g in gens])
+    kl = float(torch.cat(kls).mean()) if kls else 0.0
+    identical = sum(g.new_ids == b.new_ids for g, b in zip(gens, base_gens)) / max(len(probes), 1)
+    return VariantMetrics(hedges, boosters, hedges - boosters, max(kl, 0.0), identical, gens, base_gens)
+
+
+def mean_loglik(base, gens: Sequence[Generation], batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> float:
+    """Mean token log-likelihood of ``gens``' continuations under the current weights."""
+    cancel = ensure_flag(cancel)
+    total, count = 0.0, 0
+    for chunk in _batches([g for g in gens if g.new_ids], batch_size):
+        cancel.raise_if_set("retention measurement")
+        for logp, g in zip(continuation_logprobs(base, chunk), chunk):
+            ll = token_loglik(logp, g)
+            total += float(ll.sum())
+            count += ll.numel()
+    return total / count if count else 0.0
+
+
+def retention(ll_ckpt: float, ll_base: float, ll_tuned: float) -> float:
+    """(LL_ckpt − LL_base) / (LL_tuned − LL_base); 1 = reproduces the tuned model."""
+    gap = ll_tuned - ll_base
+    if abs(gap) < 1e-12:
+        return 1.0
+    return (ll_ckpt - ll_base) / gap
+
+
+@dataclass
+class RetentionProbe:
+    """The tuned model's greedy continuations on the probes and the LLs of base and
+    tuned on them, measured once and reused for every candidate checkpoint."""
+
+    generations: list[Generation]
+    ll_base: float
+    ll_tuned: float
+    kl_tuned_to_base: float = 0.0
+
+    def measure(self, base, blender, deltas, batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> float:
+        previous = blender.active
+        try:
+            blender.apply([(deltas, 1.0)])
+            ll = mean_loglik(base, self.generations, batch_size, cancel)
+        finally:
+            blender.apply(previous, allow_mismatch=True)
+        return retention(ll, self.ll_base, self.ll_tuned)
+
+    @property
+    def tuned_rates(self) -> tuple[float, float]:
+        return pooled_rates([g.text for g in self.generations])
+
+
+def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings: GenerationSettings = EVAL_SETTINGS,
+                    batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> RetentionProbe:
+    """Generate with the fully tuned delta and score those continuations under the
+    tuned model and the base (log-likelihoods and KL(tuned ‖ base))."""
+    cancel = ensure_flag(cancel)
+    previous = blender.active
+    ll_t = ll_b = 0.0
+    count = 0
+    kls: list[torch.Tensor] = []
+    try:
+        blender.apply([(tuned_deltas, 1.0)])
+        gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
+        for chunk in _batches([g for g in gens if g.new_ids], batch_size):
+            cancel.raise_if_set("retention measurement")
+            blender.apply([(tuned_deltas, 1.0)])
+            logp_t = continuation_logprobs(base, chunk)
+            blender.apply([])
+            logp_b = continuation_logprobs(base, chunk)
+            for t, b, g in zip(logp_t, logp_b, chunk):
+                ll_t += float(token_loglik(t, g).sum())
+                ll_b += float(token_loglik(b, g).sum())
+                count += len(g.new_ids)
+                kls.append(kl_per_token(t, b))
+    finally:
+        blender.apply(previous, allow_mismatch=True)
+    kl = float(torch.cat(kls).mean()) if kls else 0.0
+    return RetentionProbe(gens, ll_b / max(count, 1), ll_t / max(count, 1), max(kl, 0.0))

@@ -1,0 +1,230 @@
+"""Fine-tuning a stance into a copy of the base model: full, selective or LoRA.
+
+Every method ends in the same thing, a per-parameter delta (tuned − base): dense
+for ``full`` and ``selective``, the exact low-rank product for ``lora``. The base
+model itself is never modified: training runs on a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from stance_studio.core.datasets import StanceDataset, collate
+from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
+from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.modules import select_linear_modules, select_parameters
+
+METHODS = ("full", "selective", "lora")
+DEFAULT_LR = {"full": 5e-5, "selective": 1e-4, "lora": 1e-3}
+DEFAULT_MODULES = {"full": [], "selective": ["q_proj", "v_proj"], "lora": ["q_proj", "v_proj"]}
+
+
+@dataclass
+class TrainConfig:
+    """How to train one stance. Defaults shift the bundled model's stance visibly in
+    about a minute on two CPU cores (DESIGN.md's measurements)."""
+
+    method: str = "full"  # full | selective | lora
+    modules: list[str] = field(default_factory=list)  # patterns; empty = the method's default
+    steps: int = 20  # optimiser steps
+    lr: Optional[float] = None  # None = DEFAULT_LR[method]
+    rank: int = 8  # LoRA rank
+    lora_alpha: Optional[float] = None  # None = 2 × rank
+    seed: int = 0
+    grad_clip: float = 1.0  # max gradient norm
+    batch_size: int = 4  # examples per step
+    weight_decay: float = 0.0
+    max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
+    threads: Optional[int] = None  # torch threads for the run (None = leave as is)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise StanceStudioError(f"Unknown training method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        for name in ("steps", "rank", "batch_size", "max_consecutive_nonfinite"):
+            if getattr(self, name) < 1:
+                raise StanceStudioError(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)}).")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise StanceStudioError(f"The learning rate must be a positive number (got {self.lr}).")
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+    @property
+    def effective_modules(self) -> list[str]:
+        return list(self.modules) or list(DEFAULT_MODULES[self.method])
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out.update(lr=self.effective_lr, modules=self.effective_modules)
+        if self.method == "lora":
+            out["lora_alpha"] = self.lora_alpha or 2 * self.rank
+        return out
+
+
+@dataclass
+class TrainResult:
+    deltas: dict[str, Delta]
+    losses: list[Optional[float]]  # per step; None where the step was skipped
+    grad_norms: list[Optional[float]]
+    nonfinite_steps: int
+    steps: int
+    seconds: float
+    trainable_params: int
+    config: TrainConfig
+
+    @property
+    def final_loss(self) -> Optional[float]:
+        finite = [x for x in self.losses if x is not None]
+        return finite[-1] if finite else None
+
+
+def train(
+    base,
+    dataset: StanceDataset,
+    config: TrainConfig = TrainConfig(),
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> TrainResult:
+    """Train ``dataset`` into a copy of ``base``'s current weights; return the delta."""
+    cancel = ensure_flag(cancel)
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(base, dataset, config, progress, cancel)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise OutOfMemoryError(
+            f"Out of memory while training with method {config.method!r} and batch size {config.batch_size}: "
+            "lower the batch size, train fewer modules (selective or LoRA), or use a smaller model."
+        ) from exc
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
+    progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
+    torch.manual_seed(config.seed)
+    model = copy.deepcopy(base.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    if config.method == "lora":
+        model, trainable = _wrap_lora(model, base, config)
+    else:
+        names = [n for n, _ in model.named_parameters()] if config.method == "full" else select_parameters(
+            model, config.effective_modules, base.num_layers
+        )
+        params = dict(model.named_parameters())
+        trainable = [params[n] for n in names]
+        for p in trainable:
+            p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(trainable, lr=config.effective_lr, weight_decay=config.weight_decay)
+    model.train()
+    order = torch.Generator().manual_seed(config.seed)
+    examples = dataset.examples
+    queue: list[int] = []
+    losses: list[Optional[float]] = []
+    norms: list[Optional[float]] = []
+    skipped = consecutive = 0
+    started = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        cancel.raise_if_set("training")
+        batch_idx = []
+        while len(batch_idx) < min(config.batch_size, len(examples)):
+            if not queue:
+                queue = torch.randperm(len(examples), generator=order).tolist()
+            batch_idx.append(queue.pop())
+        batch = collate(base.tokenizer, [examples[i] for i in batch_idx])
+        loss = model(**batch).loss
+        grad_norm = None
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip))
+            ok = math.isfinite(grad_norm)
+        if ok:
+            optimiser.step()
+            consecutive = 0
+        else:
+            skipped += 1
+            consecutive += 1
+        optimiser.zero_grad(set_to_none=True)
+        loss_value = float(loss.detach())
+        losses.append(loss_value if ok else None)
+        norms.append(grad_norm if ok else None)
+        elapsed = time.perf_counter() - started
+        progress(Progress(
+            "train", step, config.steps,
+            f"Step {step}/{config.steps}" + (" skipped: non-finite loss or gradient" if not ok else f" loss {loss_value:.4f}"),
+            info={"loss": loss_value if ok else None, "grad_norm": grad_norm if ok else None,
+                  "seconds": elapsed, "skipped": not ok, "nonfinite_steps": skipped},
+        ))
+        if consecutive >= config.max_consecutive_nonfinite:
+            raise TrainingDivergedError(
+                f"Training diverged: {consecutive} steps in a row had a non-finite loss or gradient "
+                f"(step {step} of {config.steps}, lr {config.effective_lr:g}). Lower the learning rate "
+                "or the gradient clip, or train more parameters; nothing was saved."
+            )
+    model.eval()
+    deltas = _lora_deltas(model, base) if config.method == "lora" else dense_deltas(
+        initial, {n: p.detach() for n, p in model.named_parameters()}
+    )
+    bad = [n for n, d in deltas.items() if not is_finite(d)]
+    if bad:
+        raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")
+    return TrainResult(
+        deltas=deltas,
+        losses=losses,
+        grad_norms=norms,
+        nonfinite_steps=skipped,
+        steps=config.steps,
+        seconds=time.perf_counter() - started,
+        trainable_params=sum(p.numel() for p in trainable),
+        config=config,
+    )
+
+
+def _wrap_lora(model, base, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = select_linear_modules(model, config.effective_modules, base.num_layers)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.lora_alpha or 2 * config.rank,
+        target_modules=targets,
+        lora_dropout=0.0,
+        bias="none",
+    )
+    wrapped = get_peft_model(model, lora)
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    return wrapped, trainable
+
+
+_PEFT_PREFIX = "base_model.model."
+
+
+def _lora_deltas(wrapped, base) -> dict[str, Delta]:
+    """Each LoRA pair as its exact delta B·scaling @ A on the base weight's name."""
+    from peft.tuners.lora import LoraLayer
+
+    deltas: dict[str, Delta] = {}
+    for name, module in wrapped.named_modules():
+        if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
+            continue
+        A = module.lora_A["default"].weight.detach().float().clone()
+        B = module.lora_B["default"].weight.detach().float() * float(module.scaling["default"])
+        key = (name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name) + ".weight"
+        if key not in base.tensor_hashes:
+            raise StanceStudioError(f"LoRA module {name} does not map onto a base parameter ({key}).")
+        if torch.count_nonzero(B) == 0:
+            continue
+        deltas[key] = LowRankDelta(A=A.contiguous(), B=B.contiguous())
+    return deltas
