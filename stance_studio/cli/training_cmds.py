@@ -57,19 +57,23 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
-    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.errors import LibraryError
     from stance_studio.core.extraction import parse_policy
-    from stance_studio.core.library import validate_name
     from stance_studio.core.pipeline import build_stance
 
+    # Every input is checked before the model loads, so a typo fails in a second.
     config = _config(args)
     policy = parse_policy(args.keep)
-    validate_name(args.name)
+    dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     library = open_library(args)
+    if library.path_for(args.name).exists() and not args.overwrite:
+        raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
+                           "choose another name or pass --overwrite.")
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    ckpt = build_stance(base, args.dataset, args.name, config, policy, library=library, probes=probes,
+    ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
                         progress=progress_bar("train"), cancel=cancel, overwrite=args.overwrite)
     size = ckpt.path.stat().st_size
     doc = {
@@ -134,13 +138,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.pipeline import compare_methods
 
+    dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    rows = compare_methods(base, args.dataset, probes=probes, steps=args.steps, seed=args.seed,
+    rows = compare_methods(base, dataset, probes=probes, steps=args.steps, seed=args.seed,
                            progress=progress_bar("compare"), cancel=cancel)
     lines = [f"{'method':<36} {'trainable':>11} {'seconds':>8} {'non-finite':>10} {'bytes':>10} "
              f"{'stance':>7} {'KL':>7} {'identical':>9}"]

@@ -26,6 +26,7 @@ class Example:
     prompt: str
     response: str
     system: Optional[str] = None
+    line: Optional[int] = field(default=None, compare=False, repr=False)  # where it sits in its file
 
 
 @dataclass
@@ -66,13 +67,13 @@ def _example_from(obj, path: Path, lineno: int) -> Example:
         replies = [m["content"] for m in messages if m["role"] == "assistant"]
         if not users or not replies:
             raise DatasetError(f"{where}: 'messages' needs at least one user and one assistant message.")
-        return _checked(Example(users[-1], replies[-1], system), where)
+        return _checked(Example(users[-1], replies[-1], system, lineno), where)
     missing = [k for k in ("prompt", "response") if k not in obj]
     if missing:
         raise DatasetError(
             f"{where}: missing key {missing[0]!r}; each line needs \"prompt\" and \"response\" (or \"messages\")."
         )
-    return _checked(Example(str(obj["prompt"]), str(obj["response"]), obj.get("system")), where)
+    return _checked(Example(str(obj["prompt"]), str(obj["response"]), obj.get("system"), lineno), where)
 
 
 def _checked(example: Example, where: str) -> Example:
@@ -116,14 +117,33 @@ def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[i
         description=stance_descriptions().get(name, {}).get("description", ""),
     )
     if tokenizer is not None:
-        limit = max_length or _context_length(tokenizer)
-        for i, ex in enumerate(examples, start=1):
-            n = len(encode_example(tokenizer, ex)[0])
-            if limit and n > limit:
-                raise DatasetError(
-                    f"{path}: example {i} is {n} tokens long, more than the model's context of {limit} tokens; shorten it."
-                )
+        check_context(dataset, tokenizer, max_length)
     return dataset
+
+
+def check_context(dataset: StanceDataset, tokenizer, max_length: Optional[int] = None) -> None:
+    """Raise if an example, chat template included, is longer than ``max_length``
+    tokens (default: the tokenizer's ``model_max_length``)."""
+    limit = max_length or _context_length(tokenizer)
+    if not limit:
+        return
+    for i, ex in enumerate(dataset.examples, start=1):
+        n = len(encode_example(tokenizer, ex)[0])
+        if n > limit:
+            where = f"line {ex.line}" if ex.line else f"example {i}"
+            raise DatasetError(
+                f"{dataset.path}, {where}: the example is {n} tokens long, more than the model's context of "
+                f"{limit} tokens; shorten it."
+            )
+
+
+def model_context(base) -> Optional[int]:
+    """The longest sequence ``base`` takes: the smaller of its position limit and its
+    tokenizer's ``model_max_length`` (None when neither is known)."""
+    config = getattr(base.model, "config", None)
+    limits = [getattr(config, "max_position_embeddings", None), _context_length(base.tokenizer)]
+    limits = [x for x in limits if isinstance(x, int) and x > 0]
+    return min(limits) if limits else None
 
 
 def _context_length(tokenizer) -> Optional[int]:

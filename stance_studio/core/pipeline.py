@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
-from stance_studio.core.datasets import StanceDataset, load_dataset, load_probes
+from stance_studio.core.datasets import StanceDataset, check_context, load_dataset, load_probes, model_context
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import LibraryError, TrainingDivergedError
 from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
@@ -20,7 +20,11 @@ from stance_studio.core.training import TrainConfig, train
 
 
 def _dataset(base, dataset) -> StanceDataset:
-    return dataset if isinstance(dataset, StanceDataset) else load_dataset(dataset, base.tokenizer)
+    """A validated dataset whose every example fits ``base``'s context."""
+    if isinstance(dataset, StanceDataset):
+        check_context(dataset, base.tokenizer, model_context(base))
+        return dataset
+    return load_dataset(dataset, base.tokenizer, model_context(base))
 
 
 def build_stance(

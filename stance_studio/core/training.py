@@ -115,7 +115,6 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     model = copy.deepcopy(base.model)
     for p in model.parameters():
         p.requires_grad_(False)
-    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     if config.method == "lora":
         model, trainable = _wrap_lora(model, base, config)
     else:
@@ -174,9 +173,13 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
                 "or the gradient clip, or train more parameters; nothing was saved."
             )
     model.eval()
-    deltas = _lora_deltas(model, base) if config.method == "lora" else dense_deltas(
-        initial, {n: p.detach() for n, p in model.named_parameters()}
-    )
+    if config.method == "lora":
+        deltas = _lora_deltas(model, base)
+    else:
+        # The base is the copy's starting point and is never touched, so it serves
+        # as W0 without holding a second copy of the weights in memory.
+        w0, tuned = base.parameters, dict(model.named_parameters())
+        deltas = dense_deltas({n: w0[n].detach() for n in names}, {n: tuned[n].detach() for n in names})
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")

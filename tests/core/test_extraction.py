@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from stance_studio.core.analysis import analyse, rank_for_energy, singular_values
+from stance_studio.core.deltas import DenseDelta, LowRankDelta
+from stance_studio.core.errors import PolicyError
+from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
+
+
+@pytest.fixture
+def deltas(tiny, deltas_factory):
+    return deltas_factory(tiny, kinds=("q_proj", "v_proj", "up_proj", "down_proj"), include_norm=True, seed=4)
+
+
+def test_parse_policies():
+    p = parse_policy("top:60+rank:16")
+    assert (p.top, p.rank, p.energy, p.dtype) == (60, 16, None, None)
+    assert parse_policy("energy:0.9+fp16").energy == 0.9
+    assert parse_policy(DEFAULT_POLICY).text == DEFAULT_POLICY
+    for bad in ["", "rank:x", "top:0", "energy:1.5", "rank:4+rank:8", "all+rank:4", "keep-all"]:
+        with pytest.raises(PolicyError):
+            parse_policy(bad)
+
+
+def test_all_keeps_everything_exactly(tiny, deltas):
+    kept, info = extract(deltas, tiny, "all")
+    assert set(kept) == set(deltas) and info["policy"] == "all"
+    assert all(torch.equal(kept[n].tensor, deltas[n].tensor) for n in deltas)
+
+
+def test_rank_r_really_is_rank_r(tiny, deltas):
+    kept, info = extract(deltas, tiny, "rank:3")
+    for name, delta in kept.items():
+        if len(delta.shape) == 1:
+            assert isinstance(delta, DenseDelta)  # norm scales stay dense
+            continue
+        assert isinstance(delta, LowRankDelta) and delta.rank == 3
+        assert int(torch.linalg.matrix_rank(delta.materialize())) == 3
+        assert info["ranks"][name] == 3
+    # it is the best rank-3 approximation: the error is the tail of the spectrum
+    name = "model.layers.0.mlp.up_proj.weight"
+    sv = singular_values(deltas[name])
+    err = (deltas[name].tensor - kept[name].materialize()).norm()
+    assert abs(float(err) - float(sv[3:].norm())) < 1e-4
+
+
+def test_top_k_keeps_the_k_most_changed(tiny, deltas):
+    kept, info = extract(deltas, tiny, "top:5")
+    ranking = [c.name for c in analyse(deltas, tiny, spectra=False)]
+    assert list(kept) == ranking[:5] and info["kept_modules"] == ranking[:5]
+
+
+def test_energy_picks_the_rank_holding_that_energy(tiny, deltas):
+    kept, _ = extract(deltas, tiny, "energy:0.6")
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert kept[name].rank == rank_for_energy(singular_values(deltas[name]), 0.6)
+
+
+def test_half_precision_halves_bytes(tiny, deltas):
+    full, info32 = extract(deltas, tiny, "rank:4")
+    half, info16 = extract(deltas, tiny, "rank:4+fp16")
+    assert info16["bytes"] * 2 == info32["bytes"]
+    assert all(t.dtype == torch.float16 for d in half.values() for t in ([d.A, d.B] if isinstance(d, LowRankDelta) else [d.tensor]))
+
+
+def test_truncation_that_saves_nothing_stays_dense(tiny, deltas):
+    kept, _ = extract(deltas, tiny, "rank:30")  # 30 × (32 + 32) > 32 × 32
+    assert isinstance(kept["model.layers.0.self_attn.q_proj.weight"], DenseDelta)
+
+
+def test_lora_deltas_stay_exact_unless_a_lower_rank_is_asked(tiny, deltas_factory):
+    lora = deltas_factory(tiny, rank=4)
+    kept, _ = extract(lora, tiny, "rank:16")
+    assert all(kept[n] is lora[n] for n in lora)
+    lower, _ = extract(lora, tiny, "rank:2")
+    assert all(d.rank == 2 for d in lower.values())

@@ -1,0 +1,81 @@
+import pytest
+
+from stance_studio.core.errors import Cancelled, LibraryError, TrainingDivergedError
+from stance_studio.core.jobs import CancelFlag
+from stance_studio.core.library import Library
+from stance_studio.core.pipeline import build_stance, compare_methods
+from stance_studio.core.training import TrainConfig
+
+PROBES = ["why is the sky blue", "how do bees make honey"]
+
+
+def test_build_stance_saves_a_measured_checkpoint(tiny, library_path):
+    lib = Library(library_path)
+    stages = set()
+    ckpt = build_stance(tiny, "curious-uncertainty", "curious", TrainConfig(steps=3, lr=3e-3), policy="all",
+                        library=lib, probes=PROBES, progress=lambda p: stages.add(p.stage))
+    assert {"train", "extract", "measure"} <= stages
+    assert lib.names() == ["curious"]
+    loaded = lib.load("curious")
+    assert loaded.training["method"] == "full" and len(loaded.training["loss"]) == 3
+    assert loaded.training["nonfinite_steps"] == 0 and loaded.training["seconds"] > 0
+    assert loaded.stance["dataset_hash"] == ckpt.stance["dataset_hash"] and loaded.stance["description"]
+    assert loaded.extraction["policy"] == "all"
+    # the whole delta is kept, so the checkpoint reproduces the tuned model
+    assert loaded.metrics["retention"] == pytest.approx(1.0, abs=1e-4)
+    assert loaded.base["fingerprint"] == tiny.fingerprint(list(loaded.deltas))
+
+
+def test_low_rank_policy_is_smaller_and_retains_less(tiny, library_path):
+    lib = Library(library_path)
+    ckpt = build_stance(tiny, "curious-uncertainty", "r1", TrainConfig(steps=3, lr=3e-3), policy="rank:1",
+                        library=lib, probes=PROBES)
+    assert ckpt.extraction["bytes"] < ckpt.training["full_delta_bytes"] / 4
+    assert ckpt.metrics["retention"] < 1.0
+
+
+def test_diverged_run_writes_nothing(tiny, library_path):
+    lib = Library(library_path)
+    with pytest.raises(TrainingDivergedError):
+        build_stance(tiny, "curious-uncertainty", "bad", TrainConfig(lr=1e6, grad_clip=1e30, steps=10),
+                     library=lib, probes=PROBES)
+    assert list(library_path.iterdir()) == []
+
+
+def test_cancelled_run_writes_nothing(tiny, library_path):
+    lib = Library(library_path)
+    flag = CancelFlag()
+
+    def progress(p):
+        if p.stage == "extract":
+            flag.set()
+
+    with pytest.raises(Cancelled):
+        build_stance(tiny, "curious-uncertainty", "c", TrainConfig(steps=2), library=lib, probes=PROBES,
+                     progress=progress, cancel=flag)
+    assert list(library_path.iterdir()) == []
+
+
+def test_existing_name_is_refused_before_training(tiny, library_path):
+    lib = Library(library_path)
+    build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES)
+    steps = []
+    with pytest.raises(LibraryError, match="already exists"):
+        build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES,
+                     progress=steps.append)
+    assert steps == []
+
+
+def test_compare_methods_rows(tiny):
+    methods = [("full", TrainConfig(steps=2, lr=1e-2)),
+               ("lora", TrainConfig(method="lora", steps=2, lr=1e-1)),
+               ("diverges", TrainConfig(lr=1e6, grad_clip=1e30, steps=10))]
+    rows = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES)
+    assert [r["method"] for r in rows] == ["base", "full", "lora", "diverges"]
+    assert rows[0]["identical_fraction"] == 1.0 and rows[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+    for row in rows[1:3]:
+        for key in ("trainable_params", "seconds", "nonfinite_steps", "bytes", "stance_score", "kl_to_base",
+                    "identical_fraction"):
+            assert row[key] is not None, key
+    assert rows[2]["trainable_params"] < rows[1]["trainable_params"]
+    assert "diverged" in rows[3]["error"].lower() and rows[3]["stance_score"] is None

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from stance_studio.core.datasets import load_dataset
+from stance_studio.core.deltas import DenseDelta, LowRankDelta
+from stance_studio.core.errors import Cancelled, StanceStudioError, TrainingDivergedError, UnknownModuleError
+from stance_studio.core.jobs import CancelFlag
+from stance_studio.core.training import TrainConfig, train
+
+
+@pytest.fixture
+def data(tiny):
+    return load_dataset("curious-uncertainty", tiny.tokenizer)
+
+
+def snapshot(base):
+    return {n: p.detach().clone() for n, p in base.model.named_parameters()}
+
+
+def test_full_training_lowers_loss_and_leaves_base_untouched(tiny, data):
+    before = snapshot(tiny)
+    result = train(tiny, data, TrainConfig(lr=3e-3, steps=12))
+    assert result.losses[-1] < result.losses[0]
+    assert set(result.deltas) == set(before)  # every parameter moves
+    assert all(isinstance(d, DenseDelta) for d in result.deltas.values())
+    assert result.trainable_params == tiny.num_parameters() and result.nonfinite_steps == 0
+    for name, p in tiny.model.named_parameters():
+        assert torch.equal(p.detach(), before[name]) and not p.requires_grad
+
+
+def test_selective_changes_only_matching_parameters(tiny, data):
+    result = train(tiny, data, TrainConfig(method="selective", modules=["layers.1.self_attn.q_proj", "depth:0.9:v_proj"],
+                                          lr=1e-2, steps=3))
+    assert set(result.deltas) == {"model.layers.1.self_attn.q_proj.weight", "model.layers.3.self_attn.v_proj.weight"}
+
+
+def test_lora_stores_exact_low_rank_deltas(tiny, data):
+    result = train(tiny, data, TrainConfig(method="lora", rank=3, steps=4, lr=1e-2))
+    assert len(result.deltas) == 8  # q_proj and v_proj of 4 layers
+    for name, delta in result.deltas.items():
+        assert isinstance(delta, LowRankDelta) and delta.rank == 3
+        assert name.endswith(("q_proj.weight", "v_proj.weight"))
+        assert delta.shape == tuple(tiny.parameters[name].shape)
+    assert result.trainable_params == sum(3 * (s[0] + s[1]) for s in (d.shape for d in result.deltas.values()))
+
+
+def test_lora_delta_reproduces_the_adapter(tiny, data, monkeypatch):
+    """The stored B·scaling @ A equals the merged adapter's weight change."""
+    import stance_studio.core.training as training
+
+    captured = {}
+    real = training._lora_deltas
+
+    def spy(wrapped, base):
+        deltas = real(wrapped, base)
+        merged = wrapped.merge_and_unload()
+        captured.update({n: p.detach().clone() for n, p in merged.named_parameters()})
+        return deltas
+
+    monkeypatch.setattr(training, "_lora_deltas", spy)
+    result = train(tiny, data, TrainConfig(method="lora", rank=2, steps=3, lr=5e-2))
+    for name, delta in result.deltas.items():
+        torch.testing.assert_close(tiny.parameters[name].detach() + delta.materialize(), captured[name],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_training_is_seeded(tiny, data):
+    a = train(tiny, data, TrainConfig(steps=3, lr=1e-3, seed=1))
+    b = train(tiny, data, TrainConfig(steps=3, lr=1e-3, seed=1))
+    c = train(tiny, data, TrainConfig(steps=3, lr=1e-3, seed=2))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert a.losses == b.losses and torch.equal(a.deltas[name].tensor, b.deltas[name].tensor)
+    assert not torch.equal(a.deltas[name].tensor, c.deltas[name].tensor)
+
+
+def test_diverging_learning_rate_skips_steps_then_stops(tiny, data):
+    seen = []
+    with pytest.raises(TrainingDivergedError, match="non-finite"):
+        train(tiny, data, TrainConfig(lr=1e6, steps=30, grad_clip=1e30), progress=lambda p: seen.append(p.info))
+    skipped = [i for i in seen if i.get("skipped")]
+    assert len(skipped) == 3 and skipped[-1]["nonfinite_steps"] == 3
+
+
+def test_isolated_non_finite_step_is_skipped_and_counted(tiny, data, monkeypatch):
+    """One bad batch: the step is skipped, counted, and training carries on."""
+    import stance_studio.core.training as training
+
+    real = training.collate
+    calls = {"n": 0}
+
+    def poisoned(tokenizer, examples):
+        batch = real(tokenizer, examples)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            batch["labels"][:] = -100  # no target tokens: the loss is NaN
+        return batch
+
+    monkeypatch.setattr(training, "collate", poisoned)
+    result = train(tiny, data, TrainConfig(steps=4, lr=1e-3))
+    assert result.nonfinite_steps == 1 and result.losses[1] is None
+    assert all(torch.isfinite(d.tensor).all() for d in result.deltas.values())
+
+
+def test_cancel_stops_between_steps(tiny, data):
+    flag = CancelFlag()
+    steps = []
+
+    def progress(p):
+        if p.stage == "train" and p.done:
+            steps.append(p.done)
+            if p.done == 2:
+                flag.set()
+
+    with pytest.raises(Cancelled):
+        train(tiny, data, TrainConfig(steps=10), progress=progress, cancel=flag)
+    assert steps == [1, 2]
+
+
+def test_unknown_module_lists_valid_names(tiny, data):
+    with pytest.raises(UnknownModuleError) as err:
+        train(tiny, data, TrainConfig(method="selective", modules=["nonexistent_proj"]))
+    assert "nonexistent_proj" in str(err.value) and "model.layers" in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"method": "sgd"}, {"steps": 0}, {"lr": -1.0}, {"rank": 0}])
+def test_bad_config_is_a_clear_error(kwargs):
+    with pytest.raises(StanceStudioError):
+        TrainConfig(**kwargs)
