@@ -125,7 +125,7 @@ class ComparePanel(QWidget):
         column.set_choices(self.choices())
         column.shown_weights = self.weights_for(spec) or ()
         column.remove_requested.connect(self.remove_column)
-        column.variant_changed.connect(self._save_columns)
+        column.variant_changed.connect(self._on_variant_changed)
         self.columns.append(column)
         self.splitter.addWidget(column)
         self._save_columns()
@@ -156,6 +156,14 @@ class ComparePanel(QWidget):
         for column in self.columns:
             column.set_choices(choices)
         self._on_blend_changed(self.session.blend_weights)
+
+    @Slot()
+    def _on_variant_changed(self) -> None:
+        # A column that now shows another variant starts from that variant's
+        # weights, so a later blend change is not mistaken for a change of it.
+        for column in self.columns:
+            column.shown_weights = self.weights_for(column.spec) or ()
+        self._save_columns()
 
     def _save_columns(self) -> None:
         self.session.settings.set_json("compare/columns", [c.spec for c in self.columns])
