@@ -7,6 +7,10 @@ A policy is a ``+``-joined list of terms:
 - ``rank:R``: every 2-D delta truncated to rank R (truncated SVD);
 - ``energy:F``: every 2-D delta truncated to the rank holding fraction F of its
   spectral energy (combined with ``rank:R``, R caps it);
+- ``budget:F``: a byte budget of fraction F of the base model's bytes, spent on the
+  singular directions with the most energy per byte across all modules (the
+  truncation with the least total squared error for that size); 1-D parameters
+  are kept dense first;
 - ``fp16`` / ``bf16``: store the kept tensors in half precision.
 1-D parameters (norm scales) stay dense. A delta that is already low rank (LoRA)
 is kept exactly unless a rank term asks for less. A truncation that would not save
@@ -30,7 +34,7 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 # README "Choosing the default extraction policy").
 DEFAULT_POLICY = "rank:16+fp16"
 
-_TERM = re.compile(r"^(all|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0))$")
+_TERM = re.compile(r"^(all|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0)|budget:(0?\.\d+|1(?:\.0*)?|0))$")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -40,6 +44,7 @@ class Policy:
     top: Optional[int] = None
     rank: Optional[int] = None
     energy: Optional[float] = None
+    budget: Optional[float] = None
     dtype: Optional[str] = None
 
 
@@ -66,14 +71,16 @@ def parse_policy(text: str) -> Policy:
             key, value = "top", int(match.group(2))
         elif match.group(3):
             key, value = "rank", int(match.group(3))
-        else:
+        elif match.group(4):
             key, value = "energy", float(match.group(4))
+        else:
+            key, value = "budget", float(match.group(5))
         if key in fields:
             raise PolicyError(f"Extraction policy {text!r} names {key} twice.")
-        if value in (0, 0.0) and key in ("top", "rank", "energy"):
+        if value in (0, 0.0) and key in ("top", "rank", "energy", "budget"):
             raise PolicyError(f"{term!r} keeps nothing; use a positive value.")
         fields[key] = value
-    if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy")):
+    if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy", "budget")):
         raise PolicyError(f"'all' keeps every module dense; do not combine it with top/rank/energy ({text!r}).")
     return Policy(text=clean, **fields)
 
@@ -94,7 +101,12 @@ def extract(
         names = [c.name for c in ranked[: policy.top]]
     kept: dict[str, Delta] = {}
     ranks: dict[str, Optional[int]] = {}
-    for i, name in enumerate(names):
+    if policy.budget is not None:
+        item_bytes = 2 if policy.dtype else 4
+        kept = _spend_budget({n: deltas[n] for n in names}, policy, policy.budget * base.parameter_bytes() / item_bytes,
+                             progress, cancel)
+        ranks = {n: d.rank for n, d in kept.items()}
+    for i, name in enumerate(names if policy.budget is None else []):
         cancel.raise_if_set("extraction")
         kept[name] = _truncate(deltas[name], policy)
         ranks[name] = kept[name].rank
@@ -133,6 +145,53 @@ def _truncate(delta: Delta, policy: Policy) -> Delta:
         return DenseDelta(dense)
     root = S[:rank].sqrt()
     return LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
+
+
+def _factors(delta: Delta):
+    """U·√S, √S·Vh and S of a 2-D delta (cheap for factors already low rank)."""
+    if isinstance(delta, LowRankDelta):
+        Qb, Rb = torch.linalg.qr(delta.B.float())
+        Qa, Ra = torch.linalg.qr(delta.A.float().T)
+        u, s, vh = torch.linalg.svd(Rb @ Ra.T)
+        U, Vh = Qb @ u, vh @ Qa.T
+    else:
+        U, s, Vh = torch.linalg.svd(delta.tensor.float(), full_matrices=False)
+    return U, s, Vh
+
+
+def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: float, progress, cancel) -> dict[str, Delta]:
+    """Greedy allocation of singular directions by energy per stored value."""
+    kept: dict[str, Delta] = {}
+    spectra = {}
+    for i, (name, delta) in enumerate(deltas.items()):
+        cancel.raise_if_set("extraction")
+        if len(delta.shape) != 2:
+            kept[name] = delta
+            budget_items -= delta.shape[0] if delta.shape else 1
+        else:
+            spectra[name] = _factors(delta)
+        progress(Progress("extract", i + 1, len(deltas), f"Analysing {name}"))
+    candidates = []
+    for name, (_, s, _) in spectra.items():
+        out_dim, in_dim = deltas[name].shape
+        cap = min(s.numel(), policy.rank or s.numel(), (out_dim * in_dim) // (out_dim + in_dim))
+        cost = out_dim + in_dim
+        energy = (s[:cap].double() ** 2).tolist()
+        candidates.extend((e / cost, name, k, cost) for k, e in enumerate(energy))
+    candidates.sort(key=lambda c: -c[0])
+    chosen: dict[str, int] = {}
+    for _, name, k, cost in candidates:
+        if cost > budget_items:
+            continue
+        if k != chosen.get(name, 0):
+            continue  # directions of one module are taken in order
+        chosen[name] = k + 1
+        budget_items -= cost
+    for name, rank in chosen.items():
+        U, s, Vh = spectra[name]
+        root = s[:rank].sqrt()
+        kept[name] = LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
+    return {n: kept[n] for n in deltas if n in kept}
 
 
 def _cast(delta: Delta, dtype: torch.dtype) -> Delta:

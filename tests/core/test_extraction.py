@@ -74,3 +74,17 @@ def test_lora_deltas_stay_exact_unless_a_lower_rank_is_asked(tiny, deltas_factor
     assert all(kept[n] is lora[n] for n in lora)
     lower, _ = extract(lora, tiny, "rank:2")
     assert all(d.rank == 2 for d in lower.values())
+
+
+def test_budget_stays_within_bytes_and_prefers_energetic_directions(tiny, deltas_factory):
+    deltas = deltas_factory(tiny, kinds=("q_proj", "up_proj"), include_norm=True, seed=6)
+    # make one module's delta much larger: it must receive more rank than its twin
+    big = "model.layers.1.mlp.up_proj.weight"
+    deltas[big] = type(deltas[big])(deltas[big].tensor * 10)
+    budget = 0.1 * tiny.parameter_bytes()
+    kept, info = extract(deltas, tiny, "budget:0.1")
+    assert info["bytes"] <= budget and info["bytes"] > 0.9 * budget
+    assert kept[big].rank > kept["model.layers.2.mlp.up_proj.weight"].rank
+    assert all(isinstance(kept[n], DenseDelta) for n in deltas if len(deltas[n].shape) == 1)
+    half, info16 = extract(deltas, tiny, "budget:0.1+fp16")
+    assert info16["bytes"] <= budget and sum(d.rank or 0 for d in half.values()) > sum(d.rank or 0 for d in kept.values())
