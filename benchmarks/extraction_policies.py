@@ -16,7 +16,7 @@ import sys
 import time
 
 from stance_studio.core.blend import Blender
-from stance_studio.core.datasets import load_dataset, load_probes
+from stance_studio.core.datasets import encode_example, load_dataset, load_probes
 from stance_studio.core.extraction import DEFAULT_POLICY, extract
 from stance_studio.core.metrics import retention_probe
 from stance_studio.core.models import load_base
@@ -25,6 +25,7 @@ from stance_studio.core.training import TrainConfig, train
 CANDIDATES = [
     "top:2", "top:50", "top:100", "rank:1", "rank:4", "rank:8", "rank:16", "rank:16+fp16",
     "rank:32+fp16", "energy:0.5+fp16", "energy:0.8+fp16", "top:100+rank:16+fp16", "all",
+    "budget:0.02+fp16", "rank:16+aware+fp16", "budget:0.02+aware+fp16",
 ]
 
 
@@ -48,8 +49,9 @@ def main(argv=None) -> int:
     if DEFAULT_POLICY not in policies:
         policies.append(DEFAULT_POLICY)
     print(f"{'policy':<24} {'modules':>7} {'bytes':>12} {'% of base':>9} {'retention':>9}")
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
     for policy in policies:
-        kept, info = extract(result.deltas, base, policy)
+        kept, info = extract(result.deltas, base, policy, calibration=calibration)
         ret = probe.measure(base, blender, kept)
         row = {"policy": policy, "modules": len(kept), "bytes": info["bytes"],
                "fraction_of_base": info["bytes"] / base_bytes, "retention": ret}

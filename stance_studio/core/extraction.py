@@ -11,6 +11,10 @@ A policy is a ``+``-joined list of terms:
   singular directions with the most energy per byte across all modules (the
   truncation with the least total squared error for that size); 1-D parameters
   are kept dense first;
+- ``aware``: activation-aware truncation: the SVD is taken of Δ·diag(s), s the
+  RMS of each input channel of the module on calibration text (the training
+  examples), so the kept directions are those that change the module's *outputs*
+  most, not its weights;
 - ``fp16`` / ``bf16``: store the kept tensors in half precision.
 1-D parameters (norm scales) stay dense. A delta that is already low rank (LoRA)
 is kept exactly unless a rank term asks for less. A truncation that would not save
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -34,7 +38,7 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 # README "Choosing the default extraction policy").
 DEFAULT_POLICY = "rank:16+fp16"
 
-_TERM = re.compile(r"^(all|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0)|budget:(0?\.\d+|1(?:\.0*)?|0))$")
+_TERM = re.compile(r"^(all|aware|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0)|budget:(0?\.\d+|1(?:\.0*)?|0))$")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -45,6 +49,7 @@ class Policy:
     rank: Optional[int] = None
     energy: Optional[float] = None
     budget: Optional[float] = None
+    aware: bool = False
     dtype: Optional[str] = None
 
 
@@ -65,6 +70,8 @@ def parse_policy(text: str) -> Policy:
             )
         if term == "all":
             key, value = "all", True
+        elif term == "aware":
+            key, value = "aware", True
         elif term in _DTYPES:
             key, value = "dtype", term
         elif match.group(2):
@@ -80,8 +87,10 @@ def parse_policy(text: str) -> Policy:
         if value in (0, 0.0) and key in ("top", "rank", "energy", "budget"):
             raise PolicyError(f"{term!r} keeps nothing; use a positive value.")
         fields[key] = value
-    if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy", "budget")):
+    if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy", "budget", "aware")):
         raise PolicyError(f"'all' keeps every module dense; do not combine it with top/rank/energy ({text!r}).")
+    if fields.get("aware") and not any(k in fields for k in ("rank", "energy", "budget")):
+        raise PolicyError(f"'aware' changes how deltas are truncated; combine it with rank, energy or budget ({text!r}).")
     return Policy(text=clean, **fields)
 
 
@@ -91,10 +100,16 @@ def extract(
     policy: str | Policy = DEFAULT_POLICY,
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
+    calibration: Optional[Sequence[Sequence[int]]] = None,
 ) -> tuple[dict[str, Delta], dict]:
-    """The kept part of ``deltas`` and a description for the checkpoint metadata."""
+    """The kept part of ``deltas`` and a description for the checkpoint metadata.
+
+    ``calibration`` (token id sequences, e.g. the training examples) is needed by
+    the ``aware`` term; without it an ``aware`` policy truncates plainly.
+    """
     cancel = ensure_flag(cancel)
     policy = parse_policy(policy)
+    scales = activation_scales(base, calibration, deltas) if policy.aware and calibration else {}
     names = list(deltas)
     if policy.top is not None:
         ranked = analyse(deltas, base, spectra=False)
@@ -104,11 +119,11 @@ def extract(
     if policy.budget is not None:
         item_bytes = 2 if policy.dtype else 4
         kept = _spend_budget({n: deltas[n] for n in names}, policy, policy.budget * base.parameter_bytes() / item_bytes,
-                             progress, cancel)
+                             progress, cancel, scales)
         ranks = {n: d.rank for n, d in kept.items()}
     for i, name in enumerate(names if policy.budget is None else []):
         cancel.raise_if_set("extraction")
-        kept[name] = _truncate(deltas[name], policy)
+        kept[name] = _truncate(deltas[name], policy, scales.get(name))
         ranks[name] = kept[name].rank
         progress(Progress("extract", i + 1, len(names), f"Extracting {name}"))
     if policy.dtype:
@@ -119,11 +134,12 @@ def extract(
         "ranks": ranks,
         "bytes": delta_bytes(kept),
         "source_modules": len(deltas),
+        "activation_aware": bool(scales),
     }
     return kept, info
 
 
-def _truncate(delta: Delta, policy: Policy) -> Delta:
+def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None) -> Delta:
     if policy.rank is None and policy.energy is None:
         return delta
     if len(delta.shape) != 2:
@@ -134,7 +150,7 @@ def _truncate(delta: Delta, policy: Policy) -> Delta:
             return truncate_rank(delta.materialize(), policy.rank)
         return delta
     dense = delta.tensor.float()
-    U, S, Vh = torch.linalg.svd(dense, full_matrices=False)
+    U, S, Vh = _factors(delta, scale)
     rank = S.numel()
     if policy.energy is not None:
         rank = rank_for_energy(S, policy.energy)
@@ -143,23 +159,72 @@ def _truncate(delta: Delta, policy: Policy) -> Delta:
     rank = max(1, rank)
     if rank * (out_dim + in_dim) >= out_dim * in_dim:
         return DenseDelta(dense)
-    root = S[:rank].sqrt()
+    return _from_svd(U, S, Vh, rank)
+
+
+def _from_svd(U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor, rank: int) -> LowRankDelta:
+    """The rank-``rank`` truncation as factors B = U√S, A = √S·Vh."""
+    root = s[:rank].sqrt()
     return LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
 
 
-def _factors(delta: Delta):
-    """U·√S, √S·Vh and S of a 2-D delta (cheap for factors already low rank)."""
+def _factors(delta: Delta, scale: Optional[torch.Tensor] = None):
+    """U, S and Vh with delta = U diag(S) Vh (cheap for factors already low rank).
+
+    With an input-channel ``scale`` the SVD is of delta·diag(scale) and Vh is
+    unscaled afterwards, so truncations keep what matters for the outputs.
+    """
     if isinstance(delta, LowRankDelta):
+        A = delta.A.float() if scale is None else delta.A.float() * scale
         Qb, Rb = torch.linalg.qr(delta.B.float())
-        Qa, Ra = torch.linalg.qr(delta.A.float().T)
+        Qa, Ra = torch.linalg.qr(A.T)
         u, s, vh = torch.linalg.svd(Rb @ Ra.T)
         U, Vh = Qb @ u, vh @ Qa.T
     else:
-        U, s, Vh = torch.linalg.svd(delta.tensor.float(), full_matrices=False)
+        M = delta.tensor.float() if scale is None else delta.tensor.float() * scale
+        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+    if scale is not None:
+        Vh = Vh / scale
     return U, s, Vh
 
 
-def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: float, progress, cancel) -> dict[str, Delta]:
+@torch.no_grad()
+def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mapping[str, Delta],
+                      batch_size: int = 4) -> dict[str, torch.Tensor]:
+    """RMS of each input channel of every linear module a delta touches, over the
+    calibration token sequences run through the base model."""
+    modules = dict(base.model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+    for name in deltas:
+        module = modules.get(name.rpartition(".")[0])
+        if not isinstance(module, torch.nn.Linear) or not name.endswith(".weight"):
+            continue
+
+        def hook(mod, args, name=name):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            sums[name] = sums.get(name, 0) + (x * x).sum(0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        seqs = [list(s) for s in calibration]
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start : start + batch_size]
+            width = max(len(s) for s in chunk)
+            pad = base.tokenizer.pad_token_id or 0
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+            base.model(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6) for n in sums}
+
+
+def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: float, progress, cancel,
+                  scales: Mapping[str, torch.Tensor]) -> dict[str, Delta]:
     """Greedy allocation of singular directions by energy per stored value."""
     kept: dict[str, Delta] = {}
     spectra = {}
@@ -169,7 +234,7 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: flo
             kept[name] = delta
             budget_items -= delta.shape[0] if delta.shape else 1
         else:
-            spectra[name] = _factors(delta)
+            spectra[name] = _factors(delta, scales.get(name))
         progress(Progress("extract", i + 1, len(deltas), f"Analysing {name}"))
     candidates = []
     for name, (_, s, _) in spectra.items():
@@ -188,9 +253,7 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: flo
         chosen[name] = k + 1
         budget_items -= cost
     for name, rank in chosen.items():
-        U, s, Vh = spectra[name]
-        root = s[:rank].sqrt()
-        kept[name] = LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
+        kept[name] = _from_svd(*spectra[name], rank)
     return {n: kept[n] for n in deltas if n in kept}
 
 

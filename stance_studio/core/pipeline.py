@@ -59,7 +59,8 @@ def build_stance(
     try:
         blender.reset()
         result = train(base, data, config, progress=progress, cancel=cancel)
-        kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel)
+        calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+        kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration)
         progress(Progress("measure", 0, 1, f"Measuring retention on {len(probes)} probe prompts"))
         probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
         kept_retention = probe.measure(base, blender, kept, cancel=cancel)

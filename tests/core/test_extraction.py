@@ -88,3 +88,24 @@ def test_budget_stays_within_bytes_and_prefers_energetic_directions(tiny, deltas
     assert all(isinstance(kept[n], DenseDelta) for n in deltas if len(deltas[n].shape) == 1)
     half, info16 = extract(deltas, tiny, "budget:0.1+fp16")
     assert info16["bytes"] <= budget and sum(d.rank or 0 for d in half.values()) > sum(d.rank or 0 for d in kept.values())
+
+
+def test_activation_aware_truncation_minimises_output_error(tiny, deltas_factory):
+    from stance_studio.core.datasets import encode_example, load_dataset
+    from stance_studio.core.extraction import activation_scales
+
+    deltas = deltas_factory(tiny, kinds=("up_proj", "down_proj"), seed=8)
+    data = load_dataset("curious-uncertainty", tiny.tokenizer)
+    calibration = [encode_example(tiny.tokenizer, ex)[0] for ex in data.examples[:4]]
+    scales = activation_scales(tiny, calibration, deltas)
+    assert set(scales) == set(deltas)
+    plain, _ = extract(deltas, tiny, "rank:2")
+    aware, info = extract(deltas, tiny, "rank:2+aware", calibration=calibration)
+    assert info["activation_aware"]
+    for name, delta in deltas.items():
+        s = scales[name]
+        err_plain = ((delta.tensor - plain[name].materialize()) * s).norm()
+        err_aware = ((delta.tensor - aware[name].materialize()) * s).norm()
+        assert aware[name].rank == 2 and err_aware <= err_plain * (1 + 1e-5)
+    with pytest.raises(PolicyError, match="aware"):
+        parse_policy("aware")
