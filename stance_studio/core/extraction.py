@@ -36,7 +36,7 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 
 # Chosen from measurements on the bundled model (benchmarks/extraction_policies.py,
 # README "Choosing the default extraction policy").
-DEFAULT_POLICY = "rank:16+fp16"
+DEFAULT_POLICY = "budget:0.02+fp16"
 
 _TERM = re.compile(r"^(all|aware|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0)|budget:(0?\.\d+|1(?:\.0*)?|0))$")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
