@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
-from stance_studio.core.datasets import StanceDataset, check_context, load_dataset, load_probes, model_context
+from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, load_probes, model_context
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import LibraryError, TrainingDivergedError
 from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
