@@ -37,6 +37,9 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 # Chosen from measurements on the bundled model (benchmarks/extraction_policies.py,
 # README "Choosing the default extraction policy").
 DEFAULT_POLICY = "budget:0.02+fp16"
+# What a ``budget`` keeps back for the checkpoint metadata that is not per module
+# (training record, metrics, stance description); see ``extract``.
+FILE_RESERVE_BYTES = 16 * 1024
 
 _TERM = re.compile(r"^(all|aware|fp16|bf16|top:(\d+)|rank:(\d+)|energy:(0?\.\d+|1(?:\.0*)?|0)|budget:(0?\.\d+|1(?:\.0*)?|0))$")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -101,11 +104,15 @@ def extract(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     calibration: Optional[Sequence[Sequence[int]]] = None,
+    reserve_bytes: int = FILE_RESERVE_BYTES,
 ) -> tuple[dict[str, Delta], dict]:
     """The kept part of ``deltas`` and a description for the checkpoint metadata.
 
     ``calibration`` (token id sequences, e.g. the training examples) is needed by
     the ``aware`` term; without it an ``aware`` policy truncates plainly.
+    A ``budget`` is a budget for the whole checkpoint file: the header entries of
+    every kept module and ``reserve_bytes`` for the rest of the metadata (training
+    record, metrics) are paid from it before any tensor value.
     """
     cancel = ensure_flag(cancel)
     policy = parse_policy(policy)
@@ -118,8 +125,8 @@ def extract(
     ranks: dict[str, Optional[int]] = {}
     if policy.budget is not None:
         item_bytes = 2 if policy.dtype else 4
-        kept = _spend_budget({n: deltas[n] for n in names}, policy, policy.budget * base.parameter_bytes() / item_bytes,
-                             progress, cancel, scales)
+        budget_bytes = policy.budget * base.parameter_bytes() - reserve_bytes
+        kept = _spend_budget({n: deltas[n] for n in names}, policy, budget_bytes, item_bytes, progress, cancel, scales)
         ranks = {n: d.rank for n, d in kept.items()}
     for i, name in enumerate(names if policy.budget is None else []):
         cancel.raise_if_set("extraction")
@@ -196,6 +203,7 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
     modules = dict(base.model.named_modules())
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    real: dict[str, torch.Tensor] = {}  # the current batch's non-padding positions
     handles = []
     for name in deltas:
         module = modules.get(name.rpartition(".")[0])
@@ -203,7 +211,7 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
             continue
 
         def hook(mod, args, name=name):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])[real["rows"]]
             sums[name] = sums.get(name, 0) + (x * x).sum(0)
             counts[name] = counts.get(name, 0) + x.shape[0]
 
@@ -216,6 +224,7 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
             pad = base.tokenizer.pad_token_id or 0
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
             mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+            real["rows"] = mask.reshape(-1).bool()
             base.model(input_ids=ids, attention_mask=mask)
     finally:
         for h in handles:
@@ -223,16 +232,23 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
     return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6) for n in sums}
 
 
-def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: float, progress, cancel,
-                  scales: Mapping[str, torch.Tensor]) -> dict[str, Delta]:
-    """Greedy allocation of singular directions by energy per stored value."""
+def module_header_bytes(name: str) -> int:
+    """An upper bound of what one kept module adds to a checkpoint's header: two
+    safetensors entries (A and B) and its name in the extraction record twice."""
+    return 2 * (len(name) + 72) + 2 * (len(name) + 12)
+
+
+def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_bytes: float, item_bytes: int, progress,
+                  cancel, scales: Mapping[str, torch.Tensor]) -> dict[str, Delta]:
+    """Greedy allocation of singular directions by energy per stored byte."""
     kept: dict[str, Delta] = {}
     spectra = {}
+    budget_items = budget_bytes / item_bytes
     for i, (name, delta) in enumerate(deltas.items()):
         cancel.raise_if_set("extraction")
         if len(delta.shape) != 2:
             kept[name] = delta
-            budget_items -= delta.shape[0] if delta.shape else 1
+            budget_items -= (delta.shape[0] if delta.shape else 1) + module_header_bytes(name) / item_bytes
         else:
             spectra[name] = _factors(delta, scales.get(name))
         progress(Progress("extract", i + 1, len(deltas), f"Analysing {name}"))
@@ -246,14 +262,19 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_items: flo
     candidates.sort(key=lambda c: -c[0])
     chosen: dict[str, int] = {}
     for _, name, k, cost in candidates:
-        if cost > budget_items:
-            continue
         if k != chosen.get(name, 0):
             continue  # directions of one module are taken in order
+        if k == 0:
+            cost += module_header_bytes(name) / item_bytes  # the first direction pays for the header entries
+        if cost > budget_items:
+            continue
         chosen[name] = k + 1
         budget_items -= cost
     for name, rank in chosen.items():
-        kept[name] = _from_svd(*spectra[name], rank)
+        delta = deltas[name]
+        # a low-rank (LoRA) delta that fits whole is kept as it is: exact, not re-factorised
+        exact = isinstance(delta, LowRankDelta) and rank >= delta.rank
+        kept[name] = delta if exact else _from_svd(*spectra[name], rank)
     return {n: kept[n] for n in deltas if n in kept}
 
 

@@ -3,6 +3,7 @@ checkpoint in the library, and the report's method comparison, measured."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from typing import Optional, Sequence
@@ -12,7 +13,7 @@ from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
 from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, load_probes, model_context
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import LibraryError, TrainingDivergedError
-from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
+from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.library import Library
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate, retention_probe
@@ -59,8 +60,24 @@ def build_stance(
     try:
         blender.reset()
         result = train(base, data, config, progress=progress, cancel=cancel)
+        training = {
+            "method": config.method,
+            "hyperparameters": config.as_json(),
+            "steps": result.steps,
+            "lr": config.effective_lr,
+            "loss": result.losses,
+            "grad_norms": result.grad_norms,
+            "nonfinite_steps": result.nonfinite_steps,
+            "skipped_steps": result.nonfinite_steps,
+            "trainable_params": result.trainable_params,
+            "seconds": result.seconds,
+            "full_delta_bytes": delta_bytes(result.deltas),
+        }
         calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
-        kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration)
+        # a byte budget covers the whole file, this record included
+        reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))
+        kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
+                             reserve_bytes=reserve)
         progress(Progress("measure", 0, 1, f"Measuring retention on {len(probes)} probe prompts"))
         probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
         kept_retention = probe.measure(base, blender, kept, cancel=cancel)
@@ -73,19 +90,7 @@ def build_stance(
             base,
             stance={"description": data.description, "dataset": str(data.path), "dataset_name": data.name,
                     "dataset_hash": data.sha256, "examples": len(data)},
-            training={
-                "method": config.method,
-                "hyperparameters": config.as_json(),
-                "steps": result.steps,
-                "lr": config.effective_lr,
-                "loss": result.losses,
-                "grad_norms": result.grad_norms,
-                "nonfinite_steps": result.nonfinite_steps,
-                "skipped_steps": result.nonfinite_steps,
-                "trainable_params": result.trainable_params,
-                "seconds": result.seconds,
-                "full_delta_bytes": delta_bytes(result.deltas),
-            },
+            training=training,
             extraction=info,
             metrics={
                 "retention": kept_retention,

@@ -4,7 +4,7 @@ import torch
 from stance_studio.core.analysis import analyse, rank_for_energy, singular_values
 from stance_studio.core.deltas import DenseDelta, LowRankDelta
 from stance_studio.core.errors import PolicyError
-from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
+from stance_studio.core.extraction import DEFAULT_POLICY, extract, module_header_bytes, parse_policy
 
 
 @pytest.fixture
@@ -76,17 +76,25 @@ def test_lora_deltas_stay_exact_unless_a_lower_rank_is_asked(tiny, deltas_factor
     assert all(d.rank == 2 for d in lower.values())
 
 
+def test_budget_reserves_room_for_the_metadata(tiny, deltas_factory):
+    deltas = deltas_factory(tiny, kinds=("q_proj", "up_proj"), seed=6)
+    _, open_info = extract(deltas, tiny, "budget:0.2", reserve_bytes=0)
+    _, reserved_info = extract(deltas, tiny, "budget:0.2", reserve_bytes=20_000)
+    assert reserved_info["bytes"] <= open_info["bytes"] - 20_000 + 4096
+
+
 def test_budget_stays_within_bytes_and_prefers_energetic_directions(tiny, deltas_factory):
     deltas = deltas_factory(tiny, kinds=("q_proj", "up_proj"), include_norm=True, seed=6)
     # make one module's delta much larger: it must receive more rank than its twin
     big = "model.layers.1.mlp.up_proj.weight"
     deltas[big] = type(deltas[big])(deltas[big].tensor * 10)
     budget = 0.1 * tiny.parameter_bytes()
-    kept, info = extract(deltas, tiny, "budget:0.1")
-    assert info["bytes"] <= budget and info["bytes"] > 0.9 * budget
+    kept, info = extract(deltas, tiny, "budget:0.1", reserve_bytes=0)
+    headers = sum(module_header_bytes(n) for n in kept)
+    assert info["bytes"] + headers <= budget and info["bytes"] + headers > 0.9 * budget
     assert kept[big].rank > kept["model.layers.2.mlp.up_proj.weight"].rank
     assert all(isinstance(kept[n], DenseDelta) for n in deltas if len(deltas[n].shape) == 1)
-    half, info16 = extract(deltas, tiny, "budget:0.1+fp16")
+    half, info16 = extract(deltas, tiny, "budget:0.1+fp16", reserve_bytes=0)
     assert info16["bytes"] <= budget and sum(d.rank or 0 for d in half.values()) > sum(d.rank or 0 for d in kept.values())
 
 
@@ -109,3 +117,24 @@ def test_activation_aware_truncation_minimises_output_error(tiny, deltas_factory
         assert aware[name].rank == 2 and err_aware <= err_plain * (1 + 1e-5)
     with pytest.raises(PolicyError, match="aware"):
         parse_policy("aware")
+
+
+def test_activation_scales_ignore_padding(tiny, deltas_factory):
+    """Scales are statistics of the calibration text: padding a batch must not move them."""
+    from stance_studio.core.datasets import encode_example, load_dataset
+    from stance_studio.core.extraction import activation_scales
+
+    deltas = deltas_factory(tiny, kinds=("q_proj", "down_proj"), seed=9)
+    data = load_dataset("curious-uncertainty", tiny.tokenizer)
+    calibration = [encode_example(tiny.tokenizer, ex)[0] for ex in data.examples[:4]]
+    assert len({len(ids) for ids in calibration}) > 1  # a batch of these needs padding
+    one_by_one = activation_scales(tiny, calibration, deltas, batch_size=1)
+    batched = activation_scales(tiny, calibration, deltas, batch_size=4)
+    for name in deltas:
+        torch.testing.assert_close(batched[name], one_by_one[name], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_deltas_that_fit_the_budget_are_kept_exactly(tiny, deltas_factory):
+    lora = deltas_factory(tiny, rank=3)
+    kept, _ = extract(lora, tiny, "budget:0.5")
+    assert all(kept[n] is lora[n] for n in lora)

@@ -34,6 +34,18 @@ def test_low_rank_policy_is_smaller_and_retains_less(tiny, library_path):
     assert ckpt.metrics["retention"] < 1.0
 
 
+@pytest.mark.parametrize("steps", [3, 60])
+def test_budget_policy_bounds_the_whole_file(tiny, library_path, steps):
+    """A byte budget holds for the file on disk: tensors, header and training record."""
+    lib = Library(library_path)
+    ckpt = build_stance(tiny, "curious-uncertainty", "b", TrainConfig(steps=steps, lr=1e-3), policy="budget:0.3",
+                        library=lib, probes=PROBES)
+    budget = 0.3 * tiny.parameter_bytes()
+    size = ckpt.path.stat().st_size
+    assert size <= budget
+    assert ckpt.extraction["bytes"] > 0.3 * budget  # the budget is spent, not hoarded
+
+
 def test_diverged_run_writes_nothing(tiny, library_path):
     lib = Library(library_path)
     with pytest.raises(TrainingDivergedError):
