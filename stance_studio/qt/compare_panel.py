@@ -57,8 +57,8 @@ class ComparePanel(QWidget):
         self.greedy.setToolTip("Greedy decoding is deterministic; untick to sample with a fixed seed.")
         self.temperature = QDoubleSpinBox(minimum=0.05, maximum=3.0, singleStep=0.05, value=settings.get("compare/temperature"))
         self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=settings.get("compare/top_p"))
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=settings.get("compare/seed"))
-        self.seed.setMaximumWidth(90)
+        self.seed = QSpinBox(minimum=0, maximum=999_999, value=min(999_999, settings.get("compare/seed")))
+        self.seed.setToolTip("Seed of the sampler; the same seed gives the same samples.")
         self.greedy.toggled.connect(self._on_greedy)
         self._on_greedy(self.greedy.isChecked())
 
@@ -77,14 +77,25 @@ class ComparePanel(QWidget):
         self.status.setProperty("role", "muted")
 
         knobs = QHBoxLayout()
-        for label, widget in (("Max tokens", self.max_tokens), (None, self.greedy), ("Temperature", self.temperature),
-                              ("Top-p", self.top_p), ("Seed", self.seed)):
+        for label, widget, tip in (("Tokens", self.max_tokens, "Most new tokens per column"), (None, self.greedy, None),
+                                   ("Temp.", self.temperature, "Sampling temperature"),
+                                   ("Top-p", self.top_p, "Nucleus sampling: keep the most likely tokens up to this mass"),
+                                   ("Seed", self.seed, None)):
             if label:
-                knobs.addWidget(QLabel(label))
+                caption = QLabel(label, toolTip=tip or widget.toolTip())
+                caption.setBuddy(widget)
+                knobs.addWidget(caption)
+            if tip:
+                widget.setToolTip(tip)
             knobs.addWidget(widget)
         knobs.addStretch(1)
-        knobs.addWidget(self.stop_button)
-        knobs.addWidget(self.run_button)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+        top = QHBoxLayout()
+        top.addWidget(self.prompt, 1)
+        top.addLayout(buttons)
         footer = QHBoxLayout()
         footer.addWidget(self.status, 1)
         footer.addWidget(add)
@@ -100,7 +111,7 @@ class ComparePanel(QWidget):
         scroll.setWidget(self.columns_box)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(self.prompt)
+        layout.addLayout(top)
         layout.addLayout(knobs)
         layout.addWidget(scroll, 1)
         layout.addLayout(footer)

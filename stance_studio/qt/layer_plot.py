@@ -94,28 +94,30 @@ class LayerChangeView(QWidget):
         self._request = 0
 
         self.stance_box = QComboBox(toolTip="Stance to analyse")
-        self.stance_box.setMinimumContentsLength(16)
+        self.stance_box.setMinimumContentsLength(10)
         self.stance_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.stance_box.currentTextChanged.connect(self._on_stance)
-        self.metric_box = QComboBox()
+        self.metric_box = QComboBox(toolTip="What each bar measures")
+        self.metric_box.setMinimumContentsLength(12)
+        self.metric_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         for key, label in METRIC_LABELS.items():
             self.metric_box.addItem(label, key)
         self.metric_box.currentIndexChanged.connect(self.redraw)
-        self.mode_box = QComboBox()
+        self.mode_box = QComboBox(toolTip="Module kinds stacked in one bar per layer, or side by side")
         self.mode_box.addItems(["stacked", "grouped"])
         self.mode_box.currentIndexChanged.connect(self.redraw)
         self.kinds_button = QToolButton(text="Module kinds", popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
         self.kinds_menu = QMenu(self.kinds_button)
         self.kinds_button.setMenu(self.kinds_menu)
         export = QPushButton("Export…", clicked=lambda: export_plot(self.plot.getPlotItem(), self, "layer-changes"))
-        self.note = QLabel(" ")
+        self.note = QLabel(" ", wordWrap=True)
         self.note.setProperty("role", "muted")
 
         self.plot = pg.PlotWidget()
         self.plot.showGrid(y=True, alpha=0.2)
         self.plot.setLabel("bottom", "layer")
         self.plot.getPlotItem().setMenuEnabled(False)
-        self.legend = QLabel(" ")
+        self.legend = QLabel(" ", wordWrap=True)
         self.bar_item = ClickableBars()
         self.bar_item.hovered.connect(self._on_hover)
         self.bar_item.clicked.connect(self.show_spectrum)
@@ -139,7 +141,7 @@ class LayerChangeView(QWidget):
         right_layout.addWidget(export_sv, 0, Qt.AlignmentFlag.AlignRight)
 
         controls = QHBoxLayout()
-        for widget in (QLabel("Stance"), self.stance_box, QLabel("Metric"), self.metric_box, self.mode_box, self.kinds_button):
+        for widget in (self.stance_box, self.metric_box, self.mode_box, self.kinds_button):
             controls.addWidget(widget)
         controls.addStretch(1)
         controls.addWidget(export)

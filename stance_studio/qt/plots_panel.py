@@ -22,7 +22,7 @@ class LossView(QWidget):
         super().__init__(parent)
         self.session = session
         self.plot = LossPlot()
-        self.title = QLabel("Select a stance in the library to see its training loss.")
+        self.title = QLabel("Select a stance in the library to see its training loss.", wordWrap=True)
         self.title.setProperty("role", "muted")
         self.live = False
         export = QPushButton("Export…", clicked=lambda: export_plot(self.plot.getPlotItem(), self, "loss"))
@@ -76,7 +76,7 @@ class RetentionView(QWidget):
         self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, tip=self._tip)
         self.plot.addItem(self.scatter)
         self.labels: list[pg.TextItem] = []
-        self.note = QLabel(" ")
+        self.note = QLabel(" ", wordWrap=True)
         self.note.setProperty("role", "muted")
         export = QPushButton("Export…", clicked=lambda: export_plot(self.plot.getPlotItem(), self, "size-vs-retention"))
         row = QHBoxLayout()

@@ -103,3 +103,21 @@ def test_create_window_loads_the_requested_model(qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.session.base is not None, timeout=10000)
     assert window.session.library.folder == tmp_path / "lib"
     window.close()
+
+
+def test_window_fits_a_1280_pixel_wide_screen_with_a_stance_in_every_panel(qtbot, loaded, write_stance):
+    """Long legends, notes and many columns wrap or scroll: they never widen the window."""
+    from stance_studio.qt.compare_column import CURRENT_BLEND, STANCE
+
+    write_stance(loaded.library, loaded.base, "a-stance-with-a-rather-long-name", kinds=("q_proj", "v_proj", "up_proj"))
+    loaded.refresh_library()
+    window = MainWindow(loaded)
+    qtbot.addWidget(window)
+    window.show()
+    name = "a-stance-with-a-rather-long-name"
+    for spec in (STANCE + name, CURRENT_BLEND, STANCE + name, STANCE + name):
+        window.compare.add_column(spec)
+    window.plots.layers.show_stance(name)
+    qtbot.waitUntil(lambda: bool(window.plots.layers.changes) and not loaded.runner.busy, timeout=10000)
+    assert "up_proj" in window.plots.layers.legend.text()
+    assert window.minimumSizeHint().width() <= 1280
