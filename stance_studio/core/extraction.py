@@ -57,19 +57,20 @@ class Policy:
 
 
 def parse_policy(text: str) -> Policy:
-    """Parse ``all``, ``top:K``, ``rank:R``, ``energy:F``, ``fp16``/``bf16`` and ``+`` combinations."""
+    """Parse ``all``, ``top:K``, ``rank:R``, ``energy:F``, ``budget:F``, ``aware``, ``fp16``/``bf16``
+    and ``+`` combinations."""
     if isinstance(text, Policy):
         return text
     clean = (text or "").strip().lower().replace(" ", "")
     if not clean:
-        raise PolicyError("Empty extraction policy; use all, top:K, rank:R, energy:F or e.g. top:60+rank:16.")
+        raise PolicyError("Empty extraction policy; use all, top:K, rank:R, energy:F, budget:F or e.g. top:60+rank:16.")
     fields: dict = {}
     for term in clean.split("+"):
         match = _TERM.match(term)
         if not match:
             raise PolicyError(
                 f"Cannot read {term!r} in extraction policy {text!r}; terms are all, top:K, rank:R, "
-                "energy:F (0 < F ≤ 1), fp16 or bf16, joined by '+'."
+                "energy:F (0 < F ≤ 1), budget:F (0 < F ≤ 1), aware, fp16 or bf16, joined by '+'."
             )
         if term == "all":
             key, value = "all", True
@@ -91,7 +92,7 @@ def parse_policy(text: str) -> Policy:
             raise PolicyError(f"{term!r} keeps nothing; use a positive value.")
         fields[key] = value
     if fields.pop("all", False) and any(k in fields for k in ("top", "rank", "energy", "budget", "aware")):
-        raise PolicyError(f"'all' keeps every module dense; do not combine it with top/rank/energy ({text!r}).")
+        raise PolicyError(f"'all' keeps every module dense; do not combine it with top/rank/energy/budget ({text!r}).")
     if fields.get("aware") and not any(k in fields for k in ("rank", "energy", "budget")):
         raise PolicyError(f"'aware' changes how deltas are truncated; combine it with rank, energy or budget ({text!r}).")
     return Policy(text=clean, **fields)

@@ -38,7 +38,7 @@ class TrainConfig:
     rank: int = 8  # LoRA rank
     lora_alpha: Optional[float] = None  # None = 2 × rank
     seed: int = 0
-    grad_clip: float = 1.0  # max gradient norm
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     batch_size: int = 4  # examples per step
     weight_decay: float = 0.0
     max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
@@ -50,6 +50,8 @@ class TrainConfig:
         for name in ("steps", "rank", "batch_size", "max_consecutive_nonfinite"):
             if getattr(self, name) < 1:
                 raise StanceStudioError(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)}).")
+        if not self.grad_clip >= 0:
+            raise StanceStudioError(f"The gradient clip must be 0 (off) or a positive norm (got {self.grad_clip}).")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise StanceStudioError(f"The learning rate must be a positive number (got {self.lr}).")
 
@@ -147,7 +149,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         ok = bool(torch.isfinite(loss))
         if ok:
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf))
             ok = math.isfinite(grad_norm)
         if ok:
             optimiser.step()

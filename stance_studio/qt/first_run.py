@@ -14,7 +14,7 @@ from stance_studio.qt.workers import Job
 def queue_builtin_training(session: Session, names: list[str] | None = None) -> list[Job]:
     """Queue one full fine-tuning run per built-in stance not yet in the library."""
     settings = session.settings
-    config = make_config({"method": "full", "steps": settings.get("training/steps"), "lr": settings.get("training/lr")})
+    config = make_config({"method": "full", "steps": settings.get("training/steps")})
     policy = settings.get("training/policy") or default_policy()
     jobs = []
     for name, path in builtin_datasets().items():
@@ -48,8 +48,9 @@ def offer_builtin_training(session: Session, parent: QWidget, ask_even_if_not_em
     answer = QMessageBox.question(
         parent, "Train the built-in stances",
         f"Your stance library has no built-in stances yet. Train them now on {session.base.model_id}?\n\n{listing}\n\n"
-        f"Each is full fine-tuning on its example set for {steps} steps (about a minute each on a laptop CPU for "
-        "the bundled model). Training runs in the background; you can cancel it from the status bar.",
+        f"Each is full fine-tuning on its example set for {steps} steps, then extraction and a retention "
+        "measurement on the probe prompts (a few minutes each on a laptop CPU for the bundled model). Training runs "
+        "in the background; you can cancel it from the status bar.",
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes,
     )
     if answer != QMessageBox.StandardButton.Yes:

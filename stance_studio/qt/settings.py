@@ -14,6 +14,8 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from stance_studio.core.training import TrainConfig
+
 ORGANISATION = "stance-studio"
 APPLICATION = "Stance Studio"
 MAX_RECENT_MODELS = 8
@@ -31,9 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "compare/temperature": 0.7,
     "compare/top_p": 0.95,
     "compare/seed": 0,
-    "training/steps": 15,
-    "training/lr": 5e-5,
-    "training/lora_lr": 1e-3,
+    "training/steps": TrainConfig.steps,
     "training/method": "full",
     "training/policy": "",
     "ui/theme": "light",

@@ -31,11 +31,13 @@ from PySide6.QtWidgets import (
 )
 
 from stance_studio.core.errors import StanceStudioError
+from stance_studio.core.extraction import DEFAULT_POLICY
+from stance_studio.core.training import DEFAULT_LR, DEFAULT_MODULES, TrainConfig
 from stance_studio.qt.dataset_editor import DatasetEditor
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
 from stance_studio.qt.plots import LossPlot
 from stance_studio.qt.session import Session
-from stance_studio.qt.training_job import builtin_datasets, check_policy, default_policy, make_config, submit_training
+from stance_studio.qt.training_job import builtin_datasets, check_policy, make_config, submit_training
 from stance_studio.qt.workers import Job
 
 METHODS = {
@@ -104,16 +106,22 @@ class TrainingDialog(QDialog):
         self.modules_edit.addItems(MODULE_PRESETS)
         self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj or layers.13.self_attn.q_proj")
         self.steps = QSpinBox(minimum=1, maximum=100000, value=s.get("training/steps"))
-        self.lr = QLineEdit(f"{s.get('training/lr'):g}")
-        self.lr.setToolTip("Learning rate, e.g. 5e-5 for full fine-tuning, 1e-3 for LoRA")
-        self.rank = QSpinBox(minimum=1, maximum=1024, value=8)
-        self.lora_alpha = QDoubleSpinBox(minimum=0.1, maximum=4096, value=16)
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
-        self.grad_clip = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.1, value=1.0)
-        self.batch = QSpinBox(minimum=1, maximum=256, value=1)
-        self.policy = QLineEdit(s.get("training/policy") or self._default_policy())
-        self.policy.setToolTip("What the checkpoint keeps: all, top:K, rank:R, energy:F, or a combination "
-                               "joined by + (e.g. top:60+rank:16)")
+        defaults = TrainConfig()
+        self.lr = QLineEdit(f"{defaults.effective_lr:g}")
+        self.lr.setToolTip("Learning rate; each method starts at its default ("
+                           + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items()) + ")")
+        self.rank = QSpinBox(minimum=1, maximum=1024, value=defaults.rank)
+        self.lora_alpha = QDoubleSpinBox(minimum=0.0, maximum=4096, value=0.0, specialValueText="2 × rank")
+        self.lora_alpha.setToolTip("LoRA scaling alpha (the update is scaled by alpha / rank); 0 means 2 × rank")
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=defaults.seed)
+        self.grad_clip = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.1, value=defaults.grad_clip,
+                                        specialValueText="off")
+        self.grad_clip.setToolTip("Largest gradient norm before clipping; 0 turns clipping off")
+        self.batch = QSpinBox(minimum=1, maximum=256, value=defaults.batch_size)
+        self.policy = QLineEdit(s.get("training/policy") or DEFAULT_POLICY)
+        self.policy.setToolTip("What the checkpoint keeps: all, top:K, rank:R, energy:F, budget:F (a share of the "
+                               "base model's bytes), aware, fp16/bf16, joined by + (e.g. rank:16+fp16); "
+                               f"empty means the default {DEFAULT_POLICY}")
         self.policy.textChanged.connect(self._validate)
         self.lr.textChanged.connect(self._validate)
         self.name_edit.textChanged.connect(self._validate)
@@ -171,13 +179,6 @@ class TrainingDialog(QDialog):
             self.load_dataset(Path(self.dataset_box.itemData(0)))
 
     # Dataset ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _default_policy() -> str:
-        try:
-            return default_policy()
-        except (StanceStudioError, ImportError, AttributeError):
-            return "all"
 
     @Slot(int)
     def _on_dataset_chosen(self, index: int) -> None:
@@ -243,10 +244,11 @@ class TrainingDialog(QDialog):
     def _on_method(self) -> None:
         method = self.method_box.currentData()
         self.modules_edit.setEnabled(method != "full")
+        if method != "full" and not self.modules_edit.currentText().strip():
+            self.modules_edit.setEditText(",".join(DEFAULT_MODULES[method]))
         self.rank.setEnabled(method == "lora")
         self.lora_alpha.setEnabled(method == "lora")
-        s = self.session.settings
-        self.lr.setText(f"{s.get('training/lora_lr') if method == 'lora' else s.get('training/lr'):g}")
+        self.lr.setText(f"{DEFAULT_LR[method]:g}")
         self._validate()
 
     def values(self) -> dict:
@@ -254,8 +256,8 @@ class TrainingDialog(QDialog):
         modules = [m.strip() for m in self.modules_edit.currentText().split(",") if m.strip()]
         return {
             "method": method, "modules": modules if method != "full" else [], "steps": self.steps.value(),
-            "lr": float(self.lr.text()), "rank": self.rank.value(), "lora_alpha": self.lora_alpha.value(),
-            "seed": self.seed.value(), "grad_clip": self.grad_clip.value() or None, "batch_size": self.batch.value(),
+            "lr": float(self.lr.text()), "rank": self.rank.value(), "lora_alpha": self.lora_alpha.value() or None,
+            "seed": self.seed.value(), "grad_clip": self.grad_clip.value(), "batch_size": self.batch.value(),
         }
 
     def problem(self) -> Optional[str]:
@@ -276,7 +278,7 @@ class TrainingDialog(QDialog):
             return "The learning rate must be positive."
         if self.method_box.currentData() != "full" and not self.modules_edit.currentText().strip():
             return "Name the modules to train (e.g. q_proj,v_proj)."
-        return check_policy(self.policy.text().strip() or "all")
+        return check_policy(self.policy.text().strip() or DEFAULT_POLICY)
 
     @Slot()
     def _validate(self) -> None:
@@ -295,7 +297,8 @@ class TrainingDialog(QDialog):
         name = self.name_edit.text().strip()
         try:
             config = make_config(self.values())
-            job = submit_training(self.session, self.dataset_path, name, config, self.policy.text().strip() or "all")
+            job = submit_training(self.session, self.dataset_path, name, config,
+                                  self.policy.text().strip() or DEFAULT_POLICY)
         except (StanceStudioError, TypeError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot train", str(exc))
             return None

@@ -23,10 +23,9 @@ def make_config(values: dict[str, Any]):
 
 
 def default_policy() -> str:
-    from stance_studio.core import extraction
+    from stance_studio.core.extraction import DEFAULT_POLICY
 
-    policy = extraction.DEFAULT_POLICY
-    return policy if isinstance(policy, str) else str(getattr(policy, "spec", policy))
+    return DEFAULT_POLICY
 
 
 def check_policy(text: str) -> Optional[str]:
@@ -55,6 +54,6 @@ def submit_training(session: Session, dataset_path: Path, name: str, config, pol
 
     def job(progress, cancel):
         return pipeline.build_stance(session.base, dataset_path, name, config, policy=parsed, library=library,
-                                     progress=progress, cancel=cancel)
+                                     blender=session.blender, progress=progress, cancel=cancel)
 
     return session.run_on_model(job, f"Training {name}")

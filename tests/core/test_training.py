@@ -122,7 +122,16 @@ def test_unknown_module_lists_valid_names(tiny, data):
     assert "nonexistent_proj" in str(err.value) and "model.layers" in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs", [{"method": "sgd"}, {"steps": 0}, {"lr": -1.0}, {"rank": 0}])
+@pytest.mark.parametrize("kwargs", [{"method": "sgd"}, {"steps": 0}, {"lr": -1.0}, {"rank": 0}, {"grad_clip": -1.0}])
 def test_bad_config_is_a_clear_error(kwargs):
     with pytest.raises(StanceStudioError):
         TrainConfig(**kwargs)
+
+
+def test_grad_clip_zero_turns_clipping_off(tiny, data):
+    """A tiny clip norm shrinks every update; 0 leaves the gradients as they are."""
+    clipped = train(tiny, data, TrainConfig(steps=2, lr=1e-3, grad_clip=1e-6))
+    free = train(tiny, data, TrainConfig(steps=2, lr=1e-3, grad_clip=0.0))
+    assert all(g is not None and g > 1e-3 for g in free.grad_norms)  # norms are reported before clipping
+    moved = lambda r: sum(float(d.materialize().abs().sum()) for d in r.deltas.values())  # noqa: E731
+    assert moved(free) > moved(clipped)

@@ -83,6 +83,25 @@ def test_a_bad_policy_or_learning_rate_disables_training(qtbot, dialog):
     assert dialog.train_button.isEnabled()
 
 
+def test_the_form_starts_from_the_core_defaults_for_each_method(qtbot, loaded):
+    """The dialog, the first-run offer and the command line train with the same defaults."""
+    from stance_studio.core.training import DEFAULT_LR, DEFAULT_MODULES, TrainConfig
+    from stance_studio.qt.training_job import make_config
+
+    d = TrainingDialog(loaded)
+    qtbot.addWidget(d)
+    for method in ("full", "selective", "lora"):
+        d.method_box.setCurrentIndex(d.method_box.findData(method))
+        d.modules_edit.setEditText("")
+        d._on_method()
+        config = make_config(d.values())
+        expected = TrainConfig(method=method, modules=list(DEFAULT_MODULES[method]))
+        assert config.effective_lr == DEFAULT_LR[method]
+        assert (config.steps, config.batch_size, config.grad_clip, config.lora_alpha) == (
+            expected.steps, expected.batch_size, expected.grad_clip, expected.lora_alpha)
+        assert config.effective_modules == expected.effective_modules
+
+
 def test_a_taken_name_is_refused(qtbot, dialog, loaded, write_stance):
     write_stance(loaded.library, loaded.base, "taken")
     loaded.refresh_library()
