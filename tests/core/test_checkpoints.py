@@ -128,3 +128,16 @@ def test_cancelled_write_leaves_no_partial_file(tiny, deltas_factory, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(make_checkpoint("c", deltas_factory(tiny), tiny), tmp_path / "c.stance.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_file_has_the_usual_permissions(tiny, deltas_factory, tmp_path):
+    """A library can be shared: the file gets the mode of any new file (umask), not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(make_checkpoint("shared", deltas_factory(tiny), tiny), tmp_path / f"shared{SUFFIX}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
