@@ -113,10 +113,18 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# read once, at import: changing the umask is process-wide, so never while workers write files
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _refuse_pickle(path: Path) -> None:

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from stance_studio.core import checkpoints
 from stance_studio.core.checkpoints import (
     FORMAT,
     SUFFIX,
@@ -130,12 +131,13 @@ def test_cancelled_write_leaves_no_partial_file(tiny, deltas_factory, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_saved_file_has_the_usual_permissions(tiny, deltas_factory, tmp_path):
+def test_saved_file_has_the_usual_permissions(tiny, deltas_factory, tmp_path, monkeypatch):
     """A library can be shared: the file gets the mode of any new file (umask), not mkstemp's 0600."""
     import os
     import stat
 
     old = os.umask(0o022)
+    monkeypatch.setattr(checkpoints, "_UMASK", 0o022)
     try:
         path = save_checkpoint(make_checkpoint("shared", deltas_factory(tiny), tiny), tmp_path / f"shared{SUFFIX}")
     finally:
