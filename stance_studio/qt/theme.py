@@ -41,22 +41,19 @@ def series_color(index: int) -> str:
     return SERIES[index % len(SERIES)]
 
 
+# palette role -> colour key of the theme
+_ROLES = {
+    "Window": "window", "WindowText": "text", "Base": "base", "AlternateBase": "alt", "ToolTipBase": "tooltip",
+    "ToolTipText": "text", "Text": "text", "Button": "button", "ButtonText": "text", "Highlight": "highlight",
+    "HighlightedText": "highlight_text", "PlaceholderText": "muted", "Link": "highlight",
+}
+
+
 def _palette(c: dict[str, str]) -> QPalette:
     pal = QPalette()
     role = QPalette.ColorRole
-    pal.setColor(role.Window, QColor(c["window"]))
-    pal.setColor(role.WindowText, QColor(c["text"]))
-    pal.setColor(role.Base, QColor(c["base"]))
-    pal.setColor(role.AlternateBase, QColor(c["alt"]))
-    pal.setColor(role.ToolTipBase, QColor(c["tooltip"]))
-    pal.setColor(role.ToolTipText, QColor(c["text"]))
-    pal.setColor(role.Text, QColor(c["text"]))
-    pal.setColor(role.Button, QColor(c["button"]))
-    pal.setColor(role.ButtonText, QColor(c["text"]))
-    pal.setColor(role.Highlight, QColor(c["highlight"]))
-    pal.setColor(role.HighlightedText, QColor(c["highlight_text"]))
-    pal.setColor(role.PlaceholderText, QColor(c["muted"]))
-    pal.setColor(role.Link, QColor(c["highlight"]))
+    for name, key in _ROLES.items():
+        pal.setColor(getattr(role, name), QColor(c[key]))
     for r in (role.Text, role.WindowText, role.ButtonText):
         pal.setColor(QPalette.ColorGroup.Disabled, r, QColor(c["muted"]))
     return pal

@@ -16,6 +16,16 @@ def _row(panel, name):
     return _column(panel, 1).index(name)
 
 
+def _panel(qtbot, session, write_stance=None, *names):
+    """A library panel over ``session``'s library, after writing stances ``names``."""
+    for name in names:
+        write_stance(session.library, session.base, name)
+    session.refresh_library()
+    panel = LibraryPanel(session)
+    qtbot.addWidget(panel)
+    return panel
+
+
 def test_lists_entries_with_compatibility(qtbot, loaded, write_stance):
     from stance_studio.core.tiny import tiny_base
 
@@ -61,10 +71,7 @@ def test_folder_changes_update_the_list(qtbot, loaded, write_stance):
 
 
 def test_rename(qtbot, loaded, write_stance, monkeypatch):
-    write_stance(loaded.library, loaded.base, "old")
-    loaded.refresh_library()
-    panel = LibraryPanel(loaded)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, loaded, write_stance, "old")
     panel.select("old")
     monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("new name", True)))
     panel.rename_selected()
@@ -73,10 +80,7 @@ def test_rename(qtbot, loaded, write_stance, monkeypatch):
 
 
 def test_rename_to_a_bad_name_shows_the_reason(qtbot, loaded, write_stance, monkeypatch, boxes):
-    write_stance(loaded.library, loaded.base, "old")
-    loaded.refresh_library()
-    panel = LibraryPanel(loaded)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, loaded, write_stance, "old")
     panel.select("old")
     monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("../escape", True)))
     panel.rename_selected()
@@ -86,9 +90,7 @@ def test_rename_to_a_bad_name_shows_the_reason(qtbot, loaded, write_stance, monk
 
 def test_delete_asks_first_and_respects_cancel(qtbot, loaded, write_stance, boxes):
     path = write_stance(loaded.library, loaded.base, "doomed")
-    loaded.refresh_library()
-    panel = LibraryPanel(loaded)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, loaded)
     panel.select("doomed")
     boxes.answer = QMessageBox.StandardButton.Cancel
     panel.delete_selected()
@@ -114,20 +116,14 @@ def test_import_copies_a_checkpoint_and_refuses_a_pickle(qtbot, loaded, write_st
 
 
 def test_rows_drag_as_stance_names(qtbot, loaded, write_stance):
-    write_stance(loaded.library, loaded.base, "curious")
-    loaded.refresh_library()
-    panel = LibraryPanel(loaded)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, loaded, write_stance, "curious")
     items = [panel.table.item(0, c) for c in range(panel.table.columnCount())]
     data = panel.table.mimeData(items)
     assert bytes(data.data(STANCE_MIME)) == b'["curious"]'
 
 
 def test_details_show_how_the_stance_was_made(qtbot, loaded, write_stance):
-    write_stance(loaded.library, loaded.base, "curious")
-    loaded.refresh_library()
-    panel = LibraryPanel(loaded)
-    qtbot.addWidget(panel)
+    panel = _panel(qtbot, loaded, write_stance, "curious")
     seen = []
     panel.selection_changed.connect(seen.append)
     panel.select("curious")
