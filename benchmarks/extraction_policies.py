@@ -3,9 +3,10 @@
 Trains a stance with the default full fine-tuning on the bundled model (or --model),
 then extracts the delta with each candidate policy and measures its retention on the
 probe prompts (DESIGN.md's definition) and its bytes as a share of the base model.
-This is the measurement behind extraction.DEFAULT_POLICY.
+This is the measurement behind extraction.DEFAULT_POLICY; the same job is
+``stance-studio compare-policies`` and the app's Experiments window.
 
-    python benchmarks/extraction_policies.py [--model SPEC] [--dataset NAME] [--json OUT]
+    python benchmarks/extraction_policies.py [--model SPEC] [--dataset NAME] [--json OUT] [--policies P ...]
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from stance_studio.core.blend import Blender
-from stance_studio.core.datasets import encode_example, load_dataset, load_probes
-from stance_studio.core.extraction import DEFAULT_POLICY, extract
-from stance_studio.core.metrics import retention_probe
+from stance_studio.core.experiments import compare_policies
+from stance_studio.core.extraction import DEFAULT_POLICY
 from stance_studio.core.models import load_base
-from stance_studio.core.training import TrainConfig, train
+from stance_studio.core.training import TrainConfig
 
 CANDIDATES = [
     "top:2", "top:50", "top:100", "rank:1", "rank:4", "rank:8", "rank:16", "rank:16+fp16",
@@ -37,31 +35,26 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", nargs="*", default=None)
     args = parser.parse_args(argv)
     base = load_base(args.model)
-    data = load_dataset(args.dataset, base.tokenizer)
-    t0 = time.perf_counter()
-    result = train(base, data, TrainConfig())
-    print(f"trained {data.name}: {result.steps} steps in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    blender = Blender(base)
-    probe = retention_probe(base, blender, result.deltas, load_probes())
-    base_bytes = base.parameter_bytes()
-    rows = []
-    policies = args.policies or CANDIDATES
+    policies = list(args.policies or CANDIDATES)
     if DEFAULT_POLICY not in policies:
         policies.append(DEFAULT_POLICY)
     print(f"{'policy':<24} {'modules':>7} {'bytes':>12} {'% of base':>9} {'retention':>9}")
-    calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
-    for policy in policies:
-        kept, info = extract(result.deltas, base, policy, calibration=calibration)
-        ret = probe.measure(base, blender, kept)
-        row = {"policy": policy, "modules": len(kept), "bytes": info["bytes"],
-               "fraction_of_base": info["bytes"] / base_bytes, "retention": ret}
-        rows.append(row)
-        mark = "  (default)" if policy == DEFAULT_POLICY else ""
-        print(f"{policy:<24} {len(kept):>7} {info['bytes']:>12,} {100 * row['fraction_of_base']:>8.2f}% {ret:>9.3f}{mark}",
-              flush=True)
+
+    def show(p) -> None:
+        row = p.info.get("row")
+        if row is None:
+            return
+        ret = "–" if row["retention"] is None else f"{row['retention']:.3f}"
+        mark = "  (default)" if row["default"] else ""
+        print(f"{row['policy']:<24} {row['modules']:>7} {row['bytes']:>12,} {100 * row['fraction_of_base']:>8.2f}% "
+              f"{ret:>9}{mark}", flush=True)
+
+    result = compare_policies(base, args.dataset, policies, TrainConfig(), progress=show)
+    t = result["training"]
+    print(f"trained {t['dataset']}: {t['steps']} steps in {t['seconds']:.0f} s", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"model": base.model_id, "dataset": data.name, "rows": rows}, fh, indent=2)
+            json.dump({"model": base.model_id, "dataset": t["dataset"], **result}, fh, indent=2)
     return 0
 
 

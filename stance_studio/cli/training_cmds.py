@@ -1,5 +1,5 @@
-"""``train``, ``evaluate`` and ``compare-methods``: the training engine from the
-command line."""
+"""``train``, ``evaluate``, ``compare-methods`` and ``compare-policies``: the training
+engine and the report's comparisons from the command line."""
 
 from __future__ import annotations
 
@@ -42,6 +42,24 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line")
     p.set_defaults(func=cmd_compare)
+
+    from stance_studio.core.experiments import POLICY_CANDIDATES
+
+    p = sub.add_parser("compare-policies",
+                       help="train a dataset once and measure size and retention of each extraction policy")
+    add_common(p, suppress=True)
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--keep", action="append", metavar="POLICY",
+                   help="a policy to compare (repeat it); default: " + " ".join(POLICY_CANDIDATES))
+    p.add_argument("--method", choices=("full", "selective", "lora"), default="full")
+    p.add_argument("--modules", metavar="PATTERN,...", help="modules to train (selective/lora)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 20)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement")
+    p.set_defaults(func=cmd_compare_policies)
 
 
 def _config(args):
@@ -139,7 +157,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_compare(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.pipeline import compare_methods
+    from stance_studio.core.experiments import compare_methods
 
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
@@ -157,4 +175,28 @@ def cmd_compare(args) -> int:
                      f"{human_bytes(r['bytes']):>10} {r['stance_score']:>+7.2f} {r['kl_to_base']:>7.3f} "
                      f"{r['identical_fraction']:>9.0%}")
     emit(args, {"dataset": args.dataset, "model": base.model_id, "rows": rows}, "\n".join(lines))
+    return 0
+
+
+def cmd_compare_policies(args) -> int:
+    from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.experiments import POLICY_CANDIDATES, compare_policies, parse_policies
+
+    config = _config(args)
+    policies = parse_policies(args.keep or POLICY_CANDIDATES)
+    dataset = load_dataset(args.dataset)
+    probes = load_probes(args.prompts) if args.prompts else None
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    result = compare_policies(base, dataset, policies, config, probes=probes,
+                              progress=progress_bar("compare"), cancel=cancel)
+    t = result["training"]
+    lines = [f"{t['dataset']}: {t['method']} training, {t['steps']} steps in {t['seconds']:.0f} s; "
+             f"the full delta is {human_bytes(t['full_delta_bytes'])}",
+             f"{'policy':<24} {'modules':>7} {'bytes':>10} {'% of base':>9} {'retention':>9}"]
+    for r in result["rows"]:
+        retention = "–" if r["retention"] is None else f"{r['retention']:.3f}"
+        lines.append(f"{r['policy']:<24} {r['modules']:>7} {human_bytes(r['bytes']):>10} "
+                     f"{100 * r['fraction_of_base']:>8.2f}% {retention:>9}" + ("  (default)" if r["default"] else ""))
+    emit(args, {"dataset": args.dataset, "model": base.model_id, **result}, "\n".join(lines))
     return 0

@@ -1,26 +1,25 @@
-"""Whole jobs the GUI's training dialog and the CLI both run: train a stance into a
-checkpoint in the library, and the report's method comparison, measured."""
+"""The whole job the GUI's training dialog and the CLI both run: train a stance,
+extract the kept delta, measure its retention and save it in the library."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
 from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, load_probes, model_context
 from stance_studio.core.deltas import delta_bytes
-from stance_studio.core.errors import LibraryError, TrainingDivergedError
+from stance_studio.core.errors import LibraryError
 from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.library import Library
-from stance_studio.core.metrics import EVAL_SETTINGS, evaluate, retention_probe
+from stance_studio.core.metrics import EVAL_SETTINGS, retention_probe
 from stance_studio.core.training import TrainConfig, train
 
 
-def _dataset(base, dataset) -> StanceDataset:
+def validated_dataset(base, dataset) -> StanceDataset:
     """A validated dataset whose every example fits ``base``'s context."""
     if isinstance(dataset, StanceDataset):
         check_context(dataset, base.tokenizer, model_context(base))
@@ -52,7 +51,7 @@ def build_stance(
     target = library.path_for(name)
     if target.exists() and not overwrite:
         raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
-    data = _dataset(base, dataset)
+    data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
     previous = blender.active
@@ -110,71 +109,3 @@ def build_stance(
         return ckpt
     finally:
         blender.apply(previous, allow_mismatch=True)
-
-
-def report_methods(num_layers: int) -> list[tuple[str, TrainConfig]]:
-    """The research report's five approaches, on this model (layers by depth)."""
-    return [
-        ("full", TrainConfig(method="full")),
-        ("lora r8 q,v all layers", TrainConfig(method="lora", rank=8, modules=["q_proj", "v_proj"])),
-        ("lora r32 one v_proj (depth 0.63)", TrainConfig(method="lora", rank=32, modules=["depth:0.63:v_proj"])),
-        ("selective q,v at depth 0.53+0.63", TrainConfig(
-            method="selective", modules=["depth:0.53:q_proj", "depth:0.53:v_proj", "depth:0.63:q_proj", "depth:0.63:v_proj"])),
-        ("selective q,v at depth 0.63", TrainConfig(method="selective", modules=["depth:0.63:q_proj", "depth:0.63:v_proj"])),
-    ]
-
-
-def compare_methods(
-    base,
-    dataset,
-    methods: Optional[Sequence[tuple[str, TrainConfig]]] = None,
-    probes: Optional[Sequence[str]] = None,
-    steps: Optional[int] = None,
-    seed: int = 0,
-    progress: ProgressCallback = no_progress,
-    cancel: Optional[CancelFlag] = None,
-) -> list[dict]:
-    """Train every method on one dataset and measure each fully tuned delta: the
-    report's comparison table, measured instead of judged by eye."""
-    cancel = ensure_flag(cancel)
-    data = _dataset(base, dataset)
-    probes = list(probes) if probes is not None else load_probes()
-    methods = list(methods) if methods is not None else report_methods(base.num_layers)
-    blender = Blender(base)
-    previous = blender.active
-    rows: list[dict] = []
-    try:
-        blender.reset()
-        progress(Progress("compare", 0, len(methods) + 1, "Generating base answers"))
-        base_metrics = evaluate(base, blender, [], probes, cancel=cancel)
-        rows.append({"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
-                     **_metric_fields(base_metrics)})
-        for i, (label, config) in enumerate(methods, start=1):
-            cancel.raise_if_set("comparison")
-            config = replace(config, seed=seed, **({"steps": steps} if steps else {}))
-            progress(Progress("compare", i, len(methods) + 1, f"Training {label}"))
-            row = {"method": label, "config": config.as_json()}
-            try:
-                result = train(base, data, config, cancel=cancel)
-            except TrainingDivergedError as exc:
-                row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
-                           stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
-                rows.append(row)
-                continue
-            metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel,
-                               base_generations=base_metrics.generations)
-            row.update(trainable_params=result.trainable_params, seconds=result.seconds,
-                       nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
-                       final_loss=result.final_loss, **_metric_fields(metrics))
-            rows.append(row)
-        progress(Progress("compare", len(methods) + 1, len(methods) + 1, "Done"))
-        return rows
-    finally:
-        blender.apply(previous, allow_mismatch=True)
-
-
-def _metric_fields(m) -> dict:
-    return {"stance_score": m.stance_score, "hedges_per_100w": m.hedges_per_100w,
-            "boosters_per_100w": m.boosters_per_100w, "kl_to_base": m.kl_to_base,
-            "identical_fraction": m.identical_fraction,
-            "sample": m.generations[0].text if m.generations else ""}

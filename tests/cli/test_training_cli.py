@@ -47,10 +47,10 @@ def test_train_with_bad_policy_or_module_exits_2(capsys):
 
 
 def test_compare_methods_json(tmp_path, capsys, monkeypatch):
-    import stance_studio.core.pipeline as pipeline
+    import stance_studio.core.experiments as experiments
     from stance_studio.core.training import TrainConfig
 
-    monkeypatch.setattr(pipeline, "report_methods", lambda n: [("full", TrainConfig(steps=1)),
+    monkeypatch.setattr(experiments, "report_methods", lambda n: [("full", TrainConfig(steps=1)),
                                                               ("lora", TrainConfig(method="lora", steps=1))])
     probes = tmp_path / "p.txt"
     probes.write_text("why is the sky blue\n")
@@ -61,3 +61,23 @@ def test_compare_methods_json(tmp_path, capsys, monkeypatch):
     assert [r["method"] for r in rows] == ["base", "full", "lora"]
     assert {"method", "trainable_params", "seconds", "nonfinite_steps", "bytes", "stance_score", "kl_to_base",
             "identical_fraction"} <= set(rows[1])
+
+
+def test_compare_policies_json(tmp_path, capsys):
+    probes = tmp_path / "p.txt"
+    probes.write_text("why is the sky blue\nhow do bees make honey\n")
+    code, out, _ = _run(capsys, ["compare-policies", "curious-uncertainty", "--model", "tiny", "--prompts", str(probes),
+                                 "--steps", "2", "--lr", "1e-2", "--keep", "all", "--keep", "rank:1", "--json"])
+    assert code == 0
+    doc = json.loads(out)
+    assert [r["policy"] for r in doc["rows"]] == ["all", "rank:1"]
+    assert doc["training"]["steps"] == 2
+    full, rank1 = doc["rows"]
+    assert rank1["bytes"] < full["bytes"]
+    assert abs(full["retention"] - 1.0) < 1e-4
+
+
+def test_compare_policies_refuses_a_bad_policy_before_loading(capsys):
+    code, _, err = _run(capsys, ["compare-policies", "curious-uncertainty", "--model", "/no/such/model",
+                                 "--keep", "rank:x"])
+    assert code == 2 and "rank:x" in err and "Traceback" not in err

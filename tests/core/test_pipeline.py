@@ -3,7 +3,7 @@ import pytest
 from stance_studio.core.errors import Cancelled, LibraryError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag
 from stance_studio.core.library import Library
-from stance_studio.core.pipeline import build_stance, compare_methods
+from stance_studio.core.pipeline import build_stance
 from stance_studio.core.training import TrainConfig
 
 PROBES = ["why is the sky blue", "how do bees make honey"]
@@ -76,18 +76,3 @@ def test_existing_name_is_refused_before_training(tiny, library_path):
         build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES,
                      progress=steps.append)
     assert steps == []
-
-
-def test_compare_methods_rows(tiny):
-    methods = [("full", TrainConfig(steps=2, lr=1e-2)),
-               ("lora", TrainConfig(method="lora", steps=2, lr=1e-1)),
-               ("diverges", TrainConfig(lr=1e6, grad_clip=1e30, steps=10))]
-    rows = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES)
-    assert [r["method"] for r in rows] == ["base", "full", "lora", "diverges"]
-    assert rows[0]["identical_fraction"] == 1.0 and rows[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
-    for row in rows[1:3]:
-        for key in ("trainable_params", "seconds", "nonfinite_steps", "bytes", "stance_score", "kl_to_base",
-                    "identical_fraction"):
-            assert row[key] is not None, key
-    assert rows[2]["trainable_params"] < rows[1]["trainable_params"]
-    assert "diverged" in rows[3]["error"].lower() and rows[3]["stance_score"] is None

@@ -1,0 +1,174 @@
+"""The research report's comparisons, measured instead of judged by eye.
+
+- :func:`compare_methods`: train one dataset with each training method (the report's
+  five approaches by default) and measure every fully tuned delta on the probes.
+- :func:`compare_policies`: train once, then extract the delta with each extraction
+  policy and measure its size and retention (the size-against-retention curve; the
+  report's "selective checkpointing" is ``top:2``).
+
+Both are jobs (progress callback, cancel flag) that the GUI's experiments window and
+the CLI run unchanged. Each row is reported as soon as it is measured, in
+``Progress.info["row"]``, so a table can fill in live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional, Sequence
+
+from stance_studio.core.blend import Blender
+from stance_studio.core.datasets import encode_example, load_probes
+from stance_studio.core.deltas import delta_bytes
+from stance_studio.core.errors import PolicyError, TrainingDivergedError
+from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.metrics import evaluate, retention_probe
+from stance_studio.core.pipeline import validated_dataset
+from stance_studio.core.training import TrainConfig, train
+
+# The candidates of the README's policy table: the report's Path 2 (top:2), more
+# modules, every module at a fixed rank, spectral-energy and byte-budget truncation.
+POLICY_CANDIDATES = (
+    "top:2", "top:50", "top:100", "rank:1", "rank:4", "rank:16", "rank:16+fp16", "rank:32+fp16",
+    "energy:0.5+fp16", "energy:0.8+fp16", DEFAULT_POLICY, "all",
+)
+
+
+def report_methods(num_layers: int) -> list[tuple[str, TrainConfig]]:
+    """The research report's five approaches, on this model (layers by depth)."""
+    return [
+        ("full", TrainConfig(method="full")),
+        ("lora r8 q,v all layers", TrainConfig(method="lora", rank=8, modules=["q_proj", "v_proj"])),
+        ("lora r32 one v_proj (depth 0.63)", TrainConfig(method="lora", rank=32, modules=["depth:0.63:v_proj"])),
+        ("selective q,v at depth 0.53+0.63", TrainConfig(
+            method="selective", modules=["depth:0.53:q_proj", "depth:0.53:v_proj", "depth:0.63:q_proj", "depth:0.63:v_proj"])),
+        ("selective q,v at depth 0.63", TrainConfig(method="selective", modules=["depth:0.63:q_proj", "depth:0.63:v_proj"])),
+    ]
+
+
+def _labelled(progress: ProgressCallback, label: str) -> ProgressCallback:
+    """Forward a sub-job's reports with ``label`` in front of their message."""
+
+    def report(p: Progress) -> None:
+        progress(replace(p, message=f"{label}: {p.message}" if p.message else label))
+
+    return report
+
+
+def compare_methods(
+    base,
+    dataset,
+    methods: Optional[Sequence[tuple[str, TrainConfig]]] = None,
+    probes: Optional[Sequence[str]] = None,
+    steps: Optional[int] = None,
+    seed: int = 0,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> list[dict]:
+    """Train every method on one dataset and measure each fully tuned delta: the
+    report's comparison table. The first row is the base model itself."""
+    cancel = ensure_flag(cancel)
+    data = validated_dataset(base, dataset)
+    probes = list(probes) if probes is not None else load_probes()
+    methods = list(methods) if methods is not None else report_methods(base.num_layers)
+    total = len(methods) + 1
+    blender = Blender(base)
+    previous = blender.active
+    rows: list[dict] = []
+    try:
+        blender.reset()
+        progress(Progress("compare", 0, total, "Generating base answers"))
+        base_metrics = evaluate(base, blender, [], probes, cancel=cancel,
+                                progress=_labelled(progress, "base"))
+        row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
+               **_metric_fields(base_metrics)}
+        rows.append(row)
+        progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
+        for i, (label, config) in enumerate(methods, start=1):
+            cancel.raise_if_set("comparison")
+            config = replace(config, seed=seed, **({"steps": steps} if steps else {}))
+            row = {"method": label, "config": config.as_json()}
+            try:
+                result = train(base, data, config, progress=_labelled(progress, label), cancel=cancel)
+            except TrainingDivergedError as exc:
+                row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
+                           stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
+            else:
+                metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel,
+                                   base_generations=base_metrics.generations, progress=_labelled(progress, label))
+                row.update(trainable_params=result.trainable_params, seconds=result.seconds,
+                           nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
+                           final_loss=result.final_loss, **_metric_fields(metrics))
+            rows.append(row)
+            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
+        return rows
+    finally:
+        blender.apply(previous, allow_mismatch=True)
+
+
+def _metric_fields(m) -> dict:
+    return {"stance_score": m.stance_score, "hedges_per_100w": m.hedges_per_100w,
+            "boosters_per_100w": m.boosters_per_100w, "kl_to_base": m.kl_to_base,
+            "identical_fraction": m.identical_fraction,
+            "sample": m.generations[0].text if m.generations else ""}
+
+
+def parse_policies(texts: Sequence[str]) -> list[str]:
+    """Validate a list of extraction policies (duplicates dropped, order kept)."""
+    out: list[str] = []
+    for text in texts:
+        policy = parse_policy(text)
+        if policy.text not in out:
+            out.append(policy.text)
+    if not out:
+        raise PolicyError("Name at least one extraction policy to compare.")
+    return out
+
+
+def compare_policies(
+    base,
+    dataset,
+    policies: Sequence[str] = POLICY_CANDIDATES,
+    config: TrainConfig = TrainConfig(),
+    probes: Optional[Sequence[str]] = None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> dict:
+    """Train ``dataset`` once with ``config``, then extract the delta with each policy
+    and measure its retention (DESIGN.md's definition) and bytes.
+
+    Returns ``{"training": {...}, "base_model_bytes": N, "rows": [...]}``; each row has
+    ``policy``, ``modules``, ``bytes``, ``fraction_of_base`` and ``retention``.
+    """
+    cancel = ensure_flag(cancel)
+    policies = parse_policies(policies)
+    data = validated_dataset(base, dataset)
+    probes = list(probes) if probes is not None else load_probes()
+    blender = Blender(base)
+    previous = blender.active
+    total = len(policies) + 1
+    base_bytes = base.parameter_bytes()
+    try:
+        blender.reset()
+        result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
+        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+        probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
+        progress(Progress("compare", 1, total, "Measured the tuned model"))
+        calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+        rows: list[dict] = []
+        for i, text in enumerate(policies, start=1):
+            cancel.raise_if_set("comparison")
+            kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+            row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
+                   "fraction_of_base": info["bytes"] / base_bytes,
+                   "retention": probe.measure(base, blender, kept, cancel=cancel),
+                   "default": text == DEFAULT_POLICY}
+            rows.append(row)
+            progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
+        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                    "seconds": result.seconds, "final_loss": result.final_loss,
+                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                    "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
+        return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
+    finally:
+        blender.apply(previous, allow_mismatch=True)

@@ -1,0 +1,55 @@
+import pytest
+
+from stance_studio.core.errors import Cancelled, PolicyError
+from stance_studio.core.experiments import compare_methods, compare_policies, parse_policies
+from stance_studio.core.jobs import CancelFlag
+from stance_studio.core.training import TrainConfig
+
+PROBES = ["why is the sky blue", "how do bees make honey"]
+
+
+def test_compare_methods_rows(tiny):
+    methods = [("full", TrainConfig(steps=2, lr=1e-2)),
+               ("lora", TrainConfig(method="lora", steps=2, lr=1e-1)),
+               ("diverges", TrainConfig(lr=1e6, grad_clip=1e30, steps=10))]
+    reported = []
+    rows = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES,
+                           progress=lambda p: reported.append(p.info["row"]) if "row" in p.info else None)
+    assert [r["method"] for r in rows] == ["base", "full", "lora", "diverges"]
+    # every row is reported as soon as it is measured, in order
+    assert reported == rows
+    assert rows[0]["identical_fraction"] == 1.0 and rows[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+    for row in rows[1:3]:
+        for key in ("trainable_params", "seconds", "nonfinite_steps", "bytes", "stance_score", "kl_to_base",
+                    "identical_fraction"):
+            assert row[key] is not None, key
+    assert rows[2]["trainable_params"] < rows[1]["trainable_params"]
+    assert "diverged" in rows[3]["error"].lower() and rows[3]["stance_score"] is None
+
+
+def test_compare_policies_measures_size_against_retention(tiny):
+    before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    rows_seen = []
+    result = compare_policies(tiny, "curious-uncertainty", ["all", "rank:1", "top:1"],
+                              TrainConfig(steps=3, lr=1e-2), probes=PROBES,
+                              progress=lambda p: rows_seen.append(p.info["row"]) if "row" in p.info else None)
+    rows = {r["policy"]: r for r in result["rows"]}
+    assert list(rows) == ["all", "rank:1", "top:1"] and rows_seen == result["rows"]
+    # the whole delta reproduces the tuned model; anything less is smaller
+    assert rows["all"]["retention"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["rank:1"]["bytes"] < rows["all"]["bytes"] and rows["top:1"]["modules"] == 1
+    assert rows["all"]["fraction_of_base"] == pytest.approx(rows["all"]["bytes"] / tiny.parameter_bytes())
+    assert result["training"]["steps"] == 3 and result["training"]["ll_tuned"] > result["training"]["ll_base"]
+    # the base model is untouched
+    for name, p in tiny.model.named_parameters():
+        assert __import__("torch").equal(p.detach(), before[name]), name
+
+
+def test_compare_policies_cancel_and_bad_policy(tiny):
+    with pytest.raises(PolicyError, match="rank:x"):
+        parse_policies(["all", "rank:x"])
+    assert parse_policies(["rank:4", " RANK:4 ", "all"]) == ["rank:4", "all"]
+    flag = CancelFlag()
+    flag.set()
+    with pytest.raises(Cancelled):
+        compare_policies(tiny, "curious-uncertainty", ["all"], TrainConfig(steps=2), probes=PROBES, cancel=flag)
