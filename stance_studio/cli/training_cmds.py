@@ -157,6 +157,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_compare(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.experiment_tables import to_text
     from stance_studio.core.experiments import compare_methods
 
     dataset = load_dataset(args.dataset)
@@ -165,21 +166,14 @@ def cmd_compare(args) -> int:
     base = load_model(args, cancel)
     rows = compare_methods(base, dataset, probes=probes, steps=args.steps, seed=args.seed,
                            progress=progress_bar("compare"), cancel=cancel)
-    lines = [f"{'method':<36} {'trainable':>11} {'seconds':>8} {'non-finite':>10} {'bytes':>10} "
-             f"{'stance':>7} {'KL':>7} {'identical':>9}"]
-    for r in rows:
-        if r.get("error"):
-            lines.append(f"{r['method']:<36} diverged: {r['error']}")
-            continue
-        lines.append(f"{r['method']:<36} {r['trainable_params']:>11,} {r['seconds']:>8.1f} {r['nonfinite_steps']:>10} "
-                     f"{human_bytes(r['bytes']):>10} {r['stance_score']:>+7.2f} {r['kl_to_base']:>7.3f} "
-                     f"{r['identical_fraction']:>9.0%}")
+    lines = [to_text("methods", rows)] + [f"{r['method']}: {r['error']}" for r in rows if r.get("error")]
     emit(args, {"dataset": args.dataset, "model": base.model_id, "rows": rows}, "\n".join(lines))
     return 0
 
 
 def cmd_compare_policies(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.experiment_tables import to_text
     from stance_studio.core.experiments import POLICY_CANDIDATES, compare_policies, parse_policies
 
     config = _config(args)
@@ -192,11 +186,6 @@ def cmd_compare_policies(args) -> int:
                               progress=progress_bar("compare"), cancel=cancel)
     t = result["training"]
     lines = [f"{t['dataset']}: {t['method']} training, {t['steps']} steps in {t['seconds']:.0f} s; "
-             f"the full delta is {human_bytes(t['full_delta_bytes'])}",
-             f"{'policy':<24} {'modules':>7} {'bytes':>10} {'% of base':>9} {'retention':>9}"]
-    for r in result["rows"]:
-        retention = "–" if r["retention"] is None else f"{r['retention']:.3f}"
-        lines.append(f"{r['policy']:<24} {r['modules']:>7} {human_bytes(r['bytes']):>10} "
-                     f"{100 * r['fraction_of_base']:>8.2f}% {retention:>9}" + ("  (default)" if r["default"] else ""))
+             f"the full delta is {human_bytes(t['full_delta_bytes'])}", to_text("policies", result["rows"])]
     emit(args, {"dataset": args.dataset, "model": base.model_id, **result}, "\n".join(lines))
     return 0

@@ -64,15 +64,19 @@ def compare_methods(
     seed: int = 0,
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
+    blender: Optional[Blender] = None,
 ) -> list[dict]:
     """Train every method on one dataset and measure each fully tuned delta: the
-    report's comparison table. The first row is the base model itself."""
+    report's comparison table. The first row is the base model itself.
+
+    ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
+    set aside while measuring and put back afterwards."""
     cancel = ensure_flag(cancel)
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     methods = list(methods) if methods is not None else report_methods(base.num_layers)
     total = len(methods) + 1
-    blender = Blender(base)
+    blender = blender or Blender(base)
     previous = blender.active
     rows: list[dict] = []
     try:
@@ -133,6 +137,7 @@ def compare_policies(
     probes: Optional[Sequence[str]] = None,
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
+    blender: Optional[Blender] = None,
 ) -> dict:
     """Train ``dataset`` once with ``config``, then extract the delta with each policy
     and measure its retention (DESIGN.md's definition) and bytes.
@@ -144,7 +149,7 @@ def compare_policies(
     policies = parse_policies(policies)
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
-    blender = Blender(base)
+    blender = blender or Blender(base)
     previous = blender.active
     total = len(policies) + 1
     base_bytes = base.parameter_bytes()

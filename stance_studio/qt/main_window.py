@@ -40,6 +40,7 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self._training_dialog = None
+        self._experiments = None
 
         self.compare = ComparePanel(session)
         self.setCentralWidget(self.compare)
@@ -97,11 +98,14 @@ class MainWindow(QMainWindow):
         self._action(stance, "&Train new stance…", self.open_training, "Ctrl+T")
         self._action(stance, "Train the &built-in stances…", self.offer_builtin_training)
         stance.addSeparator()
+        self._action(stance, "Compare training &methods…", lambda: self.open_experiments("methods"), "Ctrl+Shift+M")
+        self._action(stance, "Compare extraction &policies…", lambda: self.open_experiments("policies"), "Ctrl+Shift+P")
+        stance.addSeparator()
         self._action(stance, "&Reset blend to base", self.blend_panel.reset, "Ctrl+0")
         self._action(stance, "&Save blend…", self.blend_panel.save_dialog, "Ctrl+S")
 
         run = bar.addMenu("&Generate")
-        self._action(run, "&Run side by side", self.compare.run, "Ctrl+Return")
+        run.addAction(self.compare.run_action)  # Ctrl+Return and Ctrl+Enter, bound once
         self._action(run, "S&top", self.compare.stop, "Esc")
         self._action(run, "&Copy comparison as Markdown", self.compare.copy_markdown, "Ctrl+Shift+C")
 
@@ -169,6 +173,18 @@ class MainWindow(QMainWindow):
     def _on_trained(self, name: str) -> None:
         self.library_panel.select(name)
         self.statusBar().showMessage(f"Trained {name}; it is in the library and the blend panel.", 8000)
+
+    def open_experiments(self, kind: str = "methods") -> None:
+        """The report's comparisons (training methods, extraction policies), measured."""
+        from stance_studio.qt.experiments_window import ExperimentsWindow
+
+        if self._experiments is None:
+            self._experiments = ExperimentsWindow(self.session, self)
+        if self._experiments.job is None or not self._experiments.job.is_active:
+            self._experiments.set_experiment(kind)
+        self._experiments.show()
+        self._experiments.raise_()
+        self._experiments.activateWindow()
 
     @Slot()
     def offer_builtin_training(self) -> None:

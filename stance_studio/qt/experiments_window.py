@@ -1,0 +1,363 @@
+"""The research report's comparisons in one window, measured on the loaded model:
+training methods side by side (the report's table), and extraction policies on one
+tuned stance (size against retention). The job runs on the model worker; each row
+appears as soon as it is measured, and the table exports as Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stance_studio.core import experiment_tables as tables
+from stance_studio.core.errors import StanceStudioError
+from stance_studio.qt import theme
+from stance_studio.qt.plots import export_plot
+from stance_studio.qt.session import Session
+from stance_studio.qt.workers import Job
+
+EXPERIMENTS = {
+    "methods": "Training methods: the report's comparison table",
+    "policies": "Extraction policies: size against retention",
+}
+NOTES = {
+    "methods": "Trains the dataset with each of the report's five methods and measures every tuned model on the "
+               "probe prompts: stance score (hedges − boosters per 100 words), KL to base, share of answers "
+               "identical to base.",
+    "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
+                "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
+}
+FROM_FILE = "__file__"
+
+
+class ExperimentsWindow(QDialog):
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from stance_studio.core.experiments import POLICY_CANDIDATES
+
+        self.session = session
+        self.setWindowTitle("Experiments")
+        self.resize(1000, 640)
+        self.job: Optional[Job] = None
+        self.kind = "methods"
+        self.rows: list[dict] = []
+        self.dataset_path: Optional[Path] = None
+
+        self.experiment_box = QComboBox()
+        for key, text in EXPERIMENTS.items():
+            self.experiment_box.addItem(text, key)
+        self.experiment_box.currentIndexChanged.connect(self._on_experiment_changed)
+        self.dataset_box = QComboBox()
+        try:
+            from stance_studio.core.datasets import builtin_stances
+
+            builtins = dict(builtin_stances())
+        except StanceStudioError:
+            builtins = {}
+        for name, path in builtins.items():
+            self.dataset_box.addItem(f"Built-in: {name}", str(path))
+        self.dataset_box.addItem("From a file…", FROM_FILE)
+        self.dataset_box.activated.connect(self._on_dataset_chosen)
+        self.steps = QSpinBox(minimum=0, maximum=100000, value=0, specialValueText="each method's default",
+                              toolTip="Optimiser steps per training run (0: the method's default)")
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.policies = QLineEdit(" ".join(POLICY_CANDIDATES),
+                                  toolTip="Extraction policies to compare, separated by spaces or commas "
+                                          "(all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, joined by +)")
+        self.note = QLabel(wordWrap=True)
+        self.note.setProperty("role", "muted")
+        form = QFormLayout()
+        form.addRow("Experiment", self.experiment_box)
+        form.addRow("Dataset", self.dataset_box)
+        form.addRow("Steps", self.steps)
+        form.addRow("Seed", self.seed)
+        form.addRow("Policies", self.policies)
+        self._policies_label = form.labelForField(self.policies)
+
+        self.run_button = QPushButton("Run", default=True, clicked=self.run)
+        self.run_button.setProperty("role", "primary")
+        self.cancel_button = QPushButton("Cancel", enabled=False, clicked=self.cancel)
+        self.progress = QProgressBar(textVisible=True)
+        self.status = QLabel("Choose an experiment and a dataset, then Run.", wordWrap=True)
+        controls = QHBoxLayout()
+        controls.addWidget(self.progress, 1)
+        controls.addWidget(self.cancel_button)
+        controls.addWidget(self.run_button)
+
+        self.table = QTableWidget(0, 0, editTriggers=QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setAlternatingRowColors(True)
+        self.plot = pg.PlotWidget()
+        self.plot.setLogMode(x=True)
+        self.plot.setLabel("bottom", "stored size (% of the base model)")
+        self.plot.setLabel("left", "retention")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.scatter = pg.ScatterPlotItem(size=10, hoverable=True, tip=lambda x, y, data: data)
+        self.plot.addItem(self.scatter)
+        self._labels: list[pg.TextItem] = []
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(self.plot)
+        self.splitter.setSizes([560, 440])
+
+        self.copy_button = QPushButton("Copy as Markdown", enabled=False, clicked=self.copy_markdown)
+        self.export_button = QPushButton("Export…", enabled=False, clicked=self.export_dialog)
+        self.plot_export = QPushButton("Export plot…", clicked=lambda: export_plot(self.plot.getPlotItem(), self,
+                                                                                   "size-vs-retention"))
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.plot_export)
+        bottom.addWidget(self.copy_button)
+        bottom.addWidget(self.export_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+        layout.addLayout(controls)
+        layout.addWidget(self.splitter, 1)
+        layout.addLayout(bottom)
+        self.set_experiment("methods")
+
+    # Set-up ---------------------------------------------------------------------------
+
+    def set_experiment(self, kind: str) -> None:
+        self.experiment_box.setCurrentIndex(list(EXPERIMENTS).index(kind))
+        self._on_experiment_changed()
+
+    @Slot()
+    def _on_experiment_changed(self) -> None:
+        if self.job is not None and self.job.is_active:
+            return
+        self.kind = self.experiment_box.currentData()
+        policies = self.kind == "policies"
+        self.policies.setVisible(policies)
+        self._policies_label.setVisible(policies)
+        self.plot.setVisible(policies)
+        self.plot_export.setVisible(policies)
+        self.steps.setSpecialValueText("each method's default" if not policies else "default (20)")
+        self.note.setText(NOTES[self.kind])
+        self._set_rows([])
+
+    @Slot(int)
+    def _on_dataset_chosen(self, index: int) -> None:
+        if self.dataset_box.itemData(index) != FROM_FILE:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a stance dataset", "", "Stance datasets (*.jsonl);;All files (*)")
+        if not path:
+            self.dataset_box.setCurrentIndex(0)
+            return
+        self.dataset_box.insertItem(index, Path(path).name, path)
+        self.dataset_box.setCurrentIndex(index)
+
+    def dataset(self) -> str:
+        return str(self.dataset_box.currentData())
+
+    # Running --------------------------------------------------------------------------
+
+    @Slot()
+    def run(self) -> Optional[Job]:
+        from stance_studio.core import experiments
+        from stance_studio.core.training import TrainConfig
+
+        if self.job is not None and self.job.is_active:
+            return None
+        if self.session.base is None:
+            QMessageBox.information(self, "Experiments", "Load a base model first (File ▸ Load model).")
+            return None
+        kind, dataset, steps, seed = self.kind, self.dataset(), self.steps.value() or None, self.seed.value()
+        blender = self.session.blender
+        base = self.session.base
+        try:
+            if kind == "policies":
+                policies = experiments.parse_policies(self.policies.text().replace(",", " ").split())
+                config = TrainConfig(seed=seed, **({"steps": steps} if steps else {}))
+        except StanceStudioError as exc:
+            QMessageBox.warning(self, "Cannot run the experiment", str(exc))
+            return None
+
+        def job(progress, cancel):
+            if kind == "policies":
+                return experiments.compare_policies(base, dataset, policies, config, progress=progress,
+                                                    cancel=cancel, blender=blender)
+            return experiments.compare_methods(base, dataset, steps=steps, seed=seed, progress=progress,
+                                               cancel=cancel, blender=blender)
+
+        self._set_rows([])
+        self.job = self.session.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
+        self.job.progressed.connect(self._on_progress)
+        self.job.finished.connect(self._on_finished)
+        self.job.failed.connect(self._on_failed)
+        self.job.cancelled.connect(self._on_cancelled)
+        self.job.ended.connect(self._on_ended)
+        self._set_running(True)
+        self.status.setText("Waiting for the model worker…")
+        return self.job
+
+    @Slot()
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.setText("Stopping after the current step…")
+
+    def _set_running(self, running: bool) -> None:
+        for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.seed, self.policies):
+            widget.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, 0)
+
+    def _mine(self) -> bool:
+        return self.sender() is self.job
+
+    @Slot(list)
+    def _on_progress(self, reports: list) -> None:
+        if not self._mine():
+            return
+        for report in reports:
+            row = report.info.get("row")
+            if row is not None:
+                self._set_rows(self.rows + [row])
+        last = reports[-1]
+        if last.total:
+            self.progress.setRange(0, last.total)
+            self.progress.setValue(last.done)
+        self.status.setText(last.message or last.stage)
+
+    @Slot(object)
+    def _on_finished(self, result) -> None:
+        if not self._mine():
+            return
+        rows = result["rows"] if isinstance(result, dict) else result
+        self._set_rows(list(rows))
+        if isinstance(result, dict):
+            t = result["training"]
+            self.status.setText(f"Done: {t['dataset']} trained in {t['steps']} steps ({t['seconds']:.0f} s); "
+                                f"{len(rows)} policies measured.")
+        else:
+            self.status.setText(f"Done: {len(rows) - 1} methods measured against the base model.")
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        if self._mine():
+            self.status.setText(f"Failed: {message}")
+            QMessageBox.warning(self, "The experiment failed", message)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        if self._mine():
+            self.status.setText(f"Cancelled; {len(self.rows)} rows were measured before it stopped.")
+
+    @Slot()
+    def _on_ended(self) -> None:
+        if self._mine():
+            self._set_running(False)
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+
+    # Results --------------------------------------------------------------------------
+
+    def _set_rows(self, rows: list[dict]) -> None:
+        self.rows = rows
+        head = tables.headers(self.kind)
+        self.table.setColumnCount(len(head))
+        self.table.setHorizontalHeaderLabels(head)
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, text in enumerate(tables.cells(self.kind, row)):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if row.get("error"):
+                    item.setToolTip(row["error"])
+                elif row.get("sample"):
+                    item.setToolTip(f"First probe answer:\n{row['sample'].strip()[:400]}")
+                self.table.setItem(r, c, item)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.copy_button.setEnabled(bool(rows))
+        self.export_button.setEnabled(bool(rows))
+        if self.kind == "policies":
+            self._plot(rows)
+
+    def _plot(self, rows: list[dict]) -> None:
+        for label in self._labels:
+            self.plot.removeItem(label)
+        self._labels = []
+        points = [r for r in rows if r.get("retention") is not None and math.isfinite(r["retention"])
+                  and r.get("fraction_of_base", 0) > 0]
+        color = theme.colors()
+        self.scatter.setData([{"pos": (math.log10(100 * r["fraction_of_base"]), r["retention"]),
+                               "data": f"{r['policy']}\n{100 * r['fraction_of_base']:.2f} % of base, "
+                                       f"retention {r['retention']:.3f}",
+                               "brush": pg.mkBrush(theme.series_color(1 if r.get("default") else 0))}
+                              for r in points])
+        for r in points:
+            label = pg.TextItem(r["policy"], anchor=(0, 1), color=color["plot_fg"])
+            label.setPos(math.log10(100 * r["fraction_of_base"]), r["retention"])
+            self.plot.addItem(label)
+            self._labels.append(label)
+
+    def title(self) -> str:
+        name = self.dataset_box.currentText().removeprefix("Built-in: ")
+        model = self.session.base.model_id if self.session.base is not None else "no model"
+        return f"{EXPERIMENTS[self.kind]} — {name} on {model}"
+
+    @Slot()
+    def copy_markdown(self) -> None:
+        QApplication.clipboard().setText(tables.to_markdown(self.kind, self.rows, self.title()))
+        self.status.setText("Copied the table as Markdown.")
+
+    @Slot()
+    def export_dialog(self) -> None:
+        path, chosen = QFileDialog.getSaveFileName(self, "Export the table", f"{self.kind}-comparison.md",
+                                                   "Markdown (*.md);;CSV (*.csv);;JSON (*.json)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str) -> None:
+        """Write the table to ``path``; the format follows the file's extension."""
+        if path.endswith(".csv"):
+            text = tables.to_csv(self.kind, self.rows)
+        elif path.endswith(".json"):
+            text = json.dumps({"experiment": self.kind, "title": self.title(), "rows": self.rows}, indent=2)
+        else:
+            text = tables.to_markdown(self.kind, self.rows, self.title())
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            QMessageBox.warning(self, "Could not export", f"Could not write {path}: {exc.strerror or exc}")
+            return
+        self.status.setText(f"Exported to {path}")
+
+    def closeEvent(self, event) -> None:
+        if self.job is not None and self.job.is_active:
+            answer = QMessageBox.question(self, "Experiments", "The experiment is still running. Cancel it?")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.job.cancel()
+        super().closeEvent(event)

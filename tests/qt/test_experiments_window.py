@@ -1,0 +1,119 @@
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from stance_studio.core import experiments
+from stance_studio.core.training import TrainConfig
+from stance_studio.qt.experiments_window import ExperimentsWindow
+
+PROBES = ["why is the sky blue", "how do bees make honey"]
+
+
+@pytest.fixture
+def window(qtbot, loaded, monkeypatch):
+    monkeypatch.setattr(experiments, "load_probes", lambda *a, **k: list(PROBES))
+    w = ExperimentsWindow(loaded)
+    qtbot.addWidget(w)
+    return w
+
+
+def _run_to_end(qtbot, window):
+    job = window.run()
+    assert job is not None
+    with qtbot.waitSignal(job.ended, timeout=120_000):
+        pass
+    return job
+
+
+def test_policy_sweep_fills_table_and_plot_and_leaves_the_base_untouched(qtbot, window, loaded, tmp_path):
+    before = {n: p.detach().clone() for n, p in loaded.base.model.named_parameters()}
+    window.set_experiment("policies")
+    assert window.plot.isVisible() or not window.isVisible()  # the plot belongs to this experiment
+    window.policies.setText("all, rank:1")
+    window.steps.setValue(3)
+    job = _run_to_end(qtbot, window)
+    assert job.state == "finished"
+    assert window.table.rowCount() == 2
+    assert [window.table.item(r, 0).text() for r in range(2)] == ["all", "rank:1"]
+    assert float(window.table.item(0, 4).text()) == pytest.approx(1.0, abs=1e-3)
+    assert len(window.scatter.data) == 2
+    assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
+    for name, p in loaded.base.model.named_parameters():
+        assert torch.equal(p.detach(), before[name]), name
+
+    window.export(str(tmp_path / "sweep.md"))
+    md = (tmp_path / "sweep.md").read_text()
+    assert "| policy |" in md and "| rank:1 |" in md and loaded.base.model_id in md
+    window.export(str(tmp_path / "sweep.csv"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "sweep.csv").read_text())))
+    assert [r["policy"] for r in rows] == ["all", "rank:1"] and int(rows[1]["bytes"]) < int(rows[0]["bytes"])
+    window.export(str(tmp_path / "sweep.json"))
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert doc["experiment"] == "policies" and len(doc["rows"]) == 2
+
+
+def test_method_comparison_rows_arrive_as_measured(qtbot, window, monkeypatch):
+    monkeypatch.setattr(experiments, "report_methods", lambda n: [
+        ("full", TrainConfig(steps=2, lr=1e-2)), ("lora", TrainConfig(method="lora", steps=2, lr=1e-1))])
+    counts = []
+    window.table.model().rowsInserted.connect(lambda *a: counts.append(window.table.rowCount()))
+    _run_to_end(qtbot, window)
+    assert [window.table.item(r, 0).text() for r in range(3)] == ["base", "full", "lora"]
+    # rows were added one at a time while the job ran, not all at the end
+    assert counts[0] < 3
+    assert window.table.item(0, 7).text() == "100%"
+
+
+def test_a_bad_policy_is_refused_before_anything_runs(window, boxes):
+    window.set_experiment("policies")
+    window.policies.setText("all rank:zero")
+    assert window.run() is None
+    (kind, title, text), = boxes.of("warning")
+    assert "rank:zero" in text and window.run_button.isEnabled()
+
+
+def test_a_bad_dataset_file_shows_the_reason(qtbot, window, boxes, tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"prompt": "hi"}\n')
+    window.dataset_box.insertItem(0, bad.name, str(bad))
+    window.dataset_box.setCurrentIndex(0)
+    job = _run_to_end(qtbot, window)
+    assert job.state == "failed"
+    (kind, title, text), = boxes.of("warning")
+    assert "broken.jsonl" in text and "Failed" in window.status.text()
+
+
+def test_cancel_stops_the_run(qtbot, window, monkeypatch):
+    monkeypatch.setattr(experiments, "report_methods", lambda n: [("full", TrainConfig(steps=500, lr=1e-3))])
+    job = window.run()
+    with qtbot.waitSignal(job.progressed, timeout=60_000):
+        pass
+    window.cancel()
+    with qtbot.waitSignal(job.ended, timeout=60_000):
+        pass
+    assert job.state == "cancelled" and "Cancelled" in window.status.text()
+    assert window.run_button.isEnabled()
+
+
+def test_needs_a_model(qtbot, session, boxes):
+    w = ExperimentsWindow(session)
+    qtbot.addWidget(w)
+    assert w.run() is None
+    assert boxes.of("information")
+
+
+def test_stance_menu_opens_the_chosen_experiment(qtbot, loaded):
+    from stance_studio.qt.main_window import MainWindow
+
+    main = MainWindow(loaded)
+    qtbot.addWidget(main)
+    actions = {a.text().replace("&", ""): a for top in main.menuBar().actions() for a in top.menu().actions()}
+    actions["Compare extraction policies…"].trigger()
+    assert main._experiments.isVisible() and main._experiments.kind == "policies"
+    assert actions["Compare training methods…"].shortcut().toString() == "Ctrl+Shift+M"
+    actions["Compare training methods…"].trigger()
+    assert main._experiments.kind == "methods" and not main._experiments.policies.isVisible()
+    main._experiments.close()
