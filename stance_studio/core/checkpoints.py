@@ -63,6 +63,7 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
     """A checkpoint for ``deltas`` made on ``base`` (a BaseModel), fingerprinted."""
     info = dict(base.describe())
     info["fingerprint"] = base.fingerprint(list(deltas))
+    info["not_linear"] = not_linear(base.model, [n for n, d in deltas.items() if len(d.shape) == 2])
     extraction = dict(extraction or {})
     extraction.setdefault("bytes", delta_bytes(deltas))
     return StanceCheckpoint(
@@ -75,6 +76,22 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
         metrics=dict(metrics or {}),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def not_linear(model, names) -> dict[str, str]:
+    """Which of ``names`` are not ``nn.Linear`` weights, as ``Module.attr``. PEFT LoRA
+    holds only Linear weights; checkpoints record their matrices that are not (1-D
+    deltas show by shape), so an export can check without the model."""
+    out = {}
+    for name in names:
+        owner, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if not (isinstance(module, torch.nn.Linear) and attr == "weight"):
+            out[name] = f"{type(module).__name__}.{attr}"
+    return out
 
 
 def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
@@ -128,9 +145,16 @@ def _umask() -> int:
 
 
 def _refuse_pickle(path: Path) -> None:
+    """Refuse pickle/zip files by name or content without unpickling anything. A
+    safetensors file starts with its 8-byte header length, which may begin with
+    0x80 or "PK", so a real safetensors header is recognised first."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+    size = 8 + int.from_bytes(head[:8], "little") if len(head) == 9 else None
+    is_safetensors = size is not None and size <= path.stat().st_size and head[8:9] == b"{"
+    is_zip = head[:4] == b"PK\x03\x04"
+    is_pickle = head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
+    if path.suffix.lower() in _PICKLE_SUFFIXES or (not is_safetensors and (is_zip or is_pickle)):
         raise CheckpointError(
             f"{path} looks like a pickle/torch file; Stance Studio never unpickles files. "
             "Use a .stance.safetensors checkpoint."
@@ -145,11 +169,12 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     _refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
             keys = list(fh.keys())
+            header = _decode_metadata(path, fh.metadata() or {}, keys)
+            _check_layout(path, fh, keys)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
-    return _decode_metadata(path, raw, keys)
+    return header
 
 
 def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[str, Any]:
@@ -164,8 +189,36 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
             out[key] = json.loads(raw.get(key, "{}"))
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({exc}).") from exc
+        if not isinstance(out[key], dict):
+            raise CheckpointError(
+                f"{path}: metadata field {key!r} must be a JSON object, not {raw[key][:40]}."
+            )
     out["tensor_names"] = keys
     return out
+
+
+def _check_layout(path: Path, fh, keys: list[str]) -> None:
+    """Tensor names and factor shapes, from the header only (no tensor data read)."""
+    parts: dict[str, dict[str, list[int]]] = {}
+    for key in keys:
+        name, _, kind = key.rpartition(":")
+        if not name or kind not in ("delta", "A", "B"):
+            raise CheckpointError(f"{path}: tensor {key!r} is not named 'P:delta', 'P:A' or 'P:B'.")
+        parts.setdefault(name, {})[kind] = list(fh.get_slice(key).get_shape())
+    if not parts:
+        raise CheckpointError(f"{path} holds no delta tensors.")
+    for name, found in parts.items():
+        if set(found) not in ({"delta"}, {"A", "B"}):
+            raise CheckpointError(
+                f"{path}: {name} has tensors {sorted(found)}; it needs '{name}:delta' alone "
+                f"or the pair '{name}:A' and '{name}:B'."
+            )
+        A, B = found.get("A"), found.get("B")
+        if A is not None and (len(A) != 2 or len(B) != 2 or A[0] != B[1]):
+            raise CheckpointError(
+                f"{path}: {name}: low-rank factors do not fit: A is {tuple(A)}, B is {tuple(B)} "
+                "(need A r×in and B out×r)."
+            )
 
 
 def _stem(path: Path) -> str:
@@ -178,18 +231,19 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     path = Path(path)
     header = read_header(path)
     deltas: dict[str, Delta] = {}
+    keys = set(header["tensor_names"])
     try:
         with safe_open(str(path), framework="pt") as fh:
-            names = sorted({k.rsplit(":", 1)[0] for k in header["tensor_names"]})
-            for name in names:
-                deltas[name] = _read_delta(path, fh, name, header["tensor_names"])
+            for name in sorted({k.rsplit(":", 1)[0] for k in keys}):
+                if f"{name}:delta" in keys:
+                    deltas[name] = DenseDelta(fh.get_tensor(f"{name}:delta"))
+                else:
+                    deltas[name] = LowRankDelta(A=fh.get_tensor(f"{name}:A"), B=fh.get_tensor(f"{name}:B"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} could not be read ({exc}); it may be truncated or corrupt.") from exc
     for name, delta in deltas.items():
         if not is_finite(delta):
             raise CheckpointError(f"{path}: tensor {name} holds NaN or inf values; refusing to use it.")
-    if not deltas:
-        raise CheckpointError(f"{path} holds no delta tensors.")
     return StanceCheckpoint(
         name=header["name"],
         deltas=deltas,
@@ -199,27 +253,12 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     )
 
 
-def _read_delta(path: Path, fh, name: str, keys: list[str]) -> Delta:
-    if f"{name}:delta" in keys:
-        return DenseDelta(fh.get_tensor(f"{name}:delta"))
-    if f"{name}:A" in keys and f"{name}:B" in keys:
-        A, B = fh.get_tensor(f"{name}:A"), fh.get_tensor(f"{name}:B")
-        try:
-            return LowRankDelta(A=A, B=B)
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: {name}: {exc}.") from exc
-    raise CheckpointError(
-        f"{path}: tensor names for {name} must be '{name}:delta' or the pair '{name}:A' and '{name}:B'."
-    )
-
-
 def compatibility(ckpt_or_header, base) -> tuple[bool, str]:
     """Whether a checkpoint (or its header dict) fits ``base``, with the reason if not."""
-    info = ckpt_or_header.base if isinstance(ckpt_or_header, StanceCheckpoint) else ckpt_or_header.get("base", {})
-    name = ckpt_or_header.name if isinstance(ckpt_or_header, StanceCheckpoint) else ckpt_or_header.get("name", "?")
     if isinstance(ckpt_or_header, StanceCheckpoint):
-        touched = list(ckpt_or_header.deltas)
+        info, name, touched = ckpt_or_header.base, ckpt_or_header.name, list(ckpt_or_header.deltas)
     else:
+        info, name = ckpt_or_header.get("base", {}), ckpt_or_header.get("name", "?")
         touched = sorted({k.rsplit(":", 1)[0] for k in ckpt_or_header.get("tensor_names", [])})
     params = base.parameters
     unknown = [n for n in touched if n not in params]
@@ -229,12 +268,30 @@ def compatibility(ckpt_or_header, base) -> tuple[bool, str]:
             f"Checkpoint {name!r} touches {unknown[0]}, which the loaded model {base.model_id} does not have "
             f"(it was made on {made_on})."
         )
-    if info.get("fingerprint") != base.fingerprint(touched):
-        return False, (
-            f"Checkpoint {name!r} was trained on model {made_on}, the loaded model is {base.model_id}: "
-            "the base tensors it changes differ."
-        )
+    differs = _model_difference(info, base.describe())
+    if not differs and info.get("fingerprint") != base.fingerprint(touched):
+        differs = "the base tensors it changes differ"
+    if differs:
+        return False, f"Checkpoint {name!r} was trained on model {made_on}, the loaded model is {base.model_id}: {differs}."
     return True, ""
+
+
+_IDENTITY = (
+    ("architecture", "architectures differ ({0} vs {1})"),
+    ("num_layers", "layer counts differ ({0} vs {1})"),
+    ("hidden_size", "hidden sizes differ ({0} vs {1})"),
+    ("embedding", "their embedding matrices differ, so they are different models"),
+)
+
+
+def _model_difference(made_on: dict, loaded: dict) -> str:
+    """How the base a checkpoint records differs from the loaded one ('' if it does not).
+    Checks only what both record, so older checkpoints still load."""
+    for key, text in _IDENTITY:
+        theirs, ours = made_on.get(key), loaded.get(key)
+        if theirs and ours and theirs != ours:
+            return text.format(theirs, ours)
+    return ""
 
 
 def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False) -> None:

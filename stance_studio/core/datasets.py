@@ -54,26 +54,59 @@ def stance_descriptions() -> dict[str, dict]:
         return {}
 
 
+_ROLES = ("system", "user", "assistant")
+_JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+
+
+def _text(value, what: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: {what} must be a string, not {_JSON_TYPES.get(type(value), type(value).__name__)}.")
+    return value
+
+
 def _example_from(obj, path: Path, lineno: int) -> Example:
     where = f"{path}, line {lineno}"
     if not isinstance(obj, dict):
         raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
     if "messages" in obj:
-        messages = obj["messages"]
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
-            raise DatasetError(f"{where}: 'messages' must be a list of {{role, content}} objects.")
-        system = next((m["content"] for m in messages if m["role"] == "system"), None)
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        replies = [m["content"] for m in messages if m["role"] == "assistant"]
-        if not users or not replies:
-            raise DatasetError(f"{where}: 'messages' needs at least one user and one assistant message.")
-        return _checked(Example(users[-1], replies[-1], system, lineno), where)
+        return _checked(_from_messages(obj["messages"], where, lineno), where)
     missing = [k for k in ("prompt", "response") if k not in obj]
     if missing:
         raise DatasetError(
             f"{where}: missing key {missing[0]!r}; each line needs \"prompt\" and \"response\" (or \"messages\")."
         )
-    return _checked(Example(str(obj["prompt"]), str(obj["response"]), obj.get("system"), lineno), where)
+    system = obj.get("system")
+    return _checked(Example(
+        _text(obj["prompt"], "'prompt'", where),
+        _text(obj["response"], "'response'", where),
+        None if system is None else _text(system, "'system'", where),
+        lineno,
+    ), where)
+
+
+def _from_messages(messages, where: str, lineno: int) -> Example:
+    """The last assistant turn and the user turn right before it (earlier turns are
+    not trained on); the first system message, if any."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise DatasetError(f"{where}: 'messages' must be a list of {{role, content}} objects.")
+    for i, m in enumerate(messages, start=1):
+        if m["role"] not in _ROLES:
+            raise DatasetError(f"{where}: message {i} has role {m['role']!r}; use 'system', 'user' or 'assistant'.")
+        _text(m["content"], f"the content of message {i}", where)
+    roles = [m["role"] for m in messages]
+    if "user" not in roles or "assistant" not in roles:
+        raise DatasetError(f"{where}: 'messages' needs at least one user and one assistant message.")
+    reply = len(roles) - 1 - roles[::-1].index("assistant")
+    if "user" in roles[reply:]:
+        raise DatasetError(
+            f"{where}: the last assistant message (message {reply + 1}) must come after the last user message; "
+            "end the conversation with the reply to train on."
+        )
+    before = [i for i in range(reply) if roles[i] != "system"]
+    if roles[before[-1]] != "user":
+        raise DatasetError(f"{where}: assistant message {reply + 1} must answer a user message, not another assistant message.")
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    return Example(messages[before[-1]]["content"], messages[reply]["content"], system, lineno)
 
 
 def _checked(example: Example, where: str) -> Example:

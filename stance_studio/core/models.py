@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from stance_studio.core.errors import ModelLoadError
+from stance_studio.core.errors import ModelLoadError, OutOfMemoryError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.paths import cache_dir
 
@@ -68,8 +68,21 @@ class BaseModel:
         return h.hexdigest()
 
     def describe(self) -> dict:
-        """What a checkpoint records about the base (plus the fingerprint)."""
-        return {"model": self.model_id, "architecture": self.architecture, "num_layers": self.num_layers}
+        """What a checkpoint records about the base (plus the fingerprint). The
+        embedding hash tells models apart even where touched tensors are equal
+        (norm scales are all ones in any fresh model)."""
+        config = getattr(self.model, "config", None)
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 0
+        return {"model": self.model_id, "architecture": self.architecture, "num_layers": self.num_layers,
+                "hidden_size": int(hidden), "embedding": self._embedding_hash()}
+
+    def _embedding_hash(self) -> str:
+        try:
+            weight = self.model.get_input_embeddings().weight
+        except (AttributeError, NotImplementedError):
+            return ""
+        name = next((n for n, p in self.model.named_parameters() if p is weight), "")
+        return self.tensor_hashes.get(name, "")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -164,9 +177,6 @@ def load_base(
             model, tok = _dequantize_gguf(Path(location), progress, cancel)
             if use_cache:
                 _write_cache(model, tok, folder, Path(location))
-    elif kind == "dir":
-        model_id = location
-        model, tok = _load_folder(location, trust_remote_code=trust_remote_code)
     else:
         model_id = location
         model, tok = _load_folder(location, trust_remote_code=trust_remote_code)
@@ -211,29 +221,68 @@ def _quiet_transformers() -> None:
 
 
 def _load_folder(location: str, trust_remote_code: bool):
+    """Config first (so an unknown architecture says so), then safetensors weights only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
-
     try:
+        config = _load_config(location, trust_remote_code)
+        _check_weights(location)
         tok = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch.float32, trust_remote_code=trust_remote_code
+            location, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(_explain_load_failure(location, exc)) from exc
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a user's model files is bad input
+        raise _load_error(location, exc) from exc
     return model, tok
 
 
-def _explain_load_failure(location: str, exc: Exception) -> str:
+def _load_config(location: str, trust_remote_code: bool):
+    from transformers import AutoConfig, __version__
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    unsupported = "{}: unsupported architecture: model_type {} is not a causal LM that transformers %s can load." % __version__
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) or not ("model type" in str(exc) or "model_type" in str(exc)):
+            raise
+        try:
+            model_type = json.loads((Path(location) / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None
+        raise ModelLoadError(unsupported.format(location, repr(model_type) if model_type else "(none given)")) from exc
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not getattr(config, "auto_map", None):
+        raise ModelLoadError(unsupported.format(location, repr(config.model_type)))
+    return config
+
+
+def _check_weights(location: str) -> None:
+    """Refuse a folder with pickle weights only (never unpickle) or no weights."""
+    folder = Path(location)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return  # a hub id: use_safetensors=True refuses pickle-only repositories
+    pickles = sorted(p.name for ext in ("bin", "pt", "pth", "ckpt", "pkl") for p in folder.glob(f"*.{ext}"))
+    if pickles:
+        raise ModelLoadError(
+            f"{location} holds only pickle weights ({pickles[0]}); Stance Studio never unpickles files. "
+            "Convert them to safetensors (model.safetensors) with a tool you trust."
+        )
+    raise ModelLoadError(f"{location} holds no model weights (model.safetensors).")
+
+
+def _load_error(location, exc: Exception, what: str = "the model in") -> Exception:
+    """One clear error, naming ``location``, for any failure while loading it."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return OutOfMemoryError(f"Out of memory while loading {location}; free memory or use a smaller model.")
     if "trust_remote_code" in str(exc):
-        return f"{location} needs custom code; turn on trust_remote_code for this model only if you trust it."
-    if "does not recognize this architecture" in str(exc) or "model type" in str(exc):
-        return f"{location}: unsupported architecture ({text})."
+        return ModelLoadError(f"{location} needs custom code; turn on trust_remote_code for this model only if you trust it.")
     if not Path(location).exists():
-        return f"Could not load {location} from the model hub (offline or unknown id): {text}"
-    return f"Could not load the model in {location}: {text}"
+        return ModelLoadError(f"Could not load {location} from the model hub (offline or unknown id): {text}")
+    return ModelLoadError(f"Could not load {what} {location} (truncated, corrupt or unsupported?): {type(exc).__name__}: {text}")
 
 
 def _dequantize_gguf(path: Path, progress: ProgressCallback, cancel: CancelFlag):
@@ -249,9 +298,8 @@ def _dequantize_gguf(path: Path, progress: ProgressCallback, cancel: CancelFlag)
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"Could not load the GGUF file {path}: {text}") from exc
+    except Exception as exc:  # noqa: BLE001 - a corrupt GGUF fails in many ways (struct.error, ...)
+        raise _load_error(path, exc, "the GGUF file") from exc
     # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained;
     # the weights are plain float32 tensors now, so drop the flag.
     for attr in ("hf_quantizer",):

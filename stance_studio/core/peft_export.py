@@ -2,7 +2,9 @@
 (``adapter_config.json`` + ``adapter_model.safetensors``).
 
 Each low-rank delta B @ A becomes one LoRA pair with ``lora_alpha == r`` (scaling
-1), so ``PeftModel.from_pretrained`` reproduces the app's own apply exactly.
+1), so ``PeftModel.from_pretrained`` reproduces the app's own apply exactly. Only
+``nn.Linear`` weights export: PEFT would load a pair on an embedding or norm
+without complaint yet leave the logits unchanged, so those are refused.
 """
 
 from __future__ import annotations
@@ -15,15 +17,48 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from stance_studio.core.checkpoints import StanceCheckpoint
+from stance_studio.core.checkpoints import StanceCheckpoint, not_linear
 from stance_studio.core.deltas import LowRankDelta
 from stance_studio.core.errors import CheckpointError
 
 _PREFIX = "base_model.model."
+_EMBEDDING_NAMES = ("embed_tokens.", "embed_positions.", "word_embeddings.", "position_embeddings.", "wte.", "wpe.")
 
 
-def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike) -> Path:
-    """Write ``ckpt`` as a PEFT adapter folder at ``outdir`` (atomically)."""
+def _not_linear(ckpt: StanceCheckpoint, base) -> dict[str, str]:
+    """Touched parameters that are not nn.Linear weights: from ``base`` if given, else
+    as the checkpoint recorded them (older files: embeddings recognised by name)."""
+    if base is not None:
+        return not_linear(base.model, ckpt.deltas)
+    recorded = ckpt.base.get("not_linear")
+    if isinstance(recorded, dict):
+        return {name: str(kind) for name, kind in recorded.items() if name in ckpt.deltas}
+    return {name: "an embedding" for name in ckpt.deltas if any(k in name for k in _EMBEDDING_NAMES)}
+
+
+def _refuse_unexportable(ckpt: StanceCheckpoint, base) -> None:
+    flat = sorted(name for name, d in ckpt.deltas.items() if len(d.shape) != 2)
+    if flat:
+        raise CheckpointError(
+            f"Checkpoint {ckpt.name!r} changes {len(flat)} 1-D parameters ({', '.join(flat[:3])}"
+            f"{', ...' if len(flat) > 3 else ''}): norm scales or biases, which a LoRA adapter cannot hold. "
+            "Only a checkpoint that changes Linear weights alone (e.g. from LoRA training) exports."
+        )
+    other = _not_linear(ckpt, base)
+    if other:
+        name = sorted(other)[0]
+        raise CheckpointError(
+            f"Checkpoint {ckpt.name!r} changes {name} ({other[name]}), which is not the weight of a Linear "
+            f"module{f' (and {len(other) - 1} more)' if len(other) > 1 else ''}; a PEFT LoRA adapter would "
+            "load it but leave the model unchanged. Only a checkpoint that changes Linear weights alone "
+            "(e.g. from LoRA training) exports."
+        )
+
+
+def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike, base=None) -> Path:
+    """Write ``ckpt`` as a PEFT adapter folder at ``outdir`` (atomically); ``base``
+    (the model it was made on), if given, is checked for Linear modules directly."""
+    _refuse_unexportable(ckpt, base)
     dense = [name for name, d in ckpt.deltas.items() if not isinstance(d, LowRankDelta)]
     if dense:
         raise CheckpointError(

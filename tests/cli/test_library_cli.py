@@ -95,3 +95,17 @@ def test_export_peft_cli(filled_library, tmp_path, capsys):
     assert main(["export-peft", "lowrank", str(out), "--library", str(filled_library), "--json"]) == 0
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert main(["export-peft", "curious", str(tmp_path / "x"), "--library", str(filled_library)]) == 2
+
+
+def test_list_survives_metadata_that_is_not_an_object(filled_library, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from stance_studio.core.checkpoints import FORMAT
+
+    path = filled_library / "odd.stance.safetensors"
+    save_file({"model.norm.weight:delta": torch.zeros(32)}, str(path), metadata={"format": FORMAT, "base": "[1,2]"})
+    assert main(["list", "--library", str(filled_library), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert {r["name"] for r in json.loads(captured.out)} == {"curious", "lowrank"}
+    assert "odd.stance.safetensors" in captured.err and "'base'" in captured.err and "Traceback" not in captured.err

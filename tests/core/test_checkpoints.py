@@ -1,4 +1,5 @@
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,138 @@ def test_saved_file_has_the_usual_permissions(tiny, deltas_factory, tmp_path, mo
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def _header_length(path) -> int:
+    return int.from_bytes(Path(path).read_bytes()[:8], "little")
+
+
+@pytest.mark.parametrize("residue, modulus, first", [(128, 256, b"\x80"), (0x4B50, 1 << 16, b"PK")])
+def test_a_header_length_that_looks_like_pickle_or_zip_still_loads(tiny, residue, modulus, first, tmp_path):
+    """The 8-byte header length can start with 0x80 or "PK"; the file is still safetensors."""
+    name = "model.layers.0.self_attn.q_proj.weight"
+    deltas = {name: DenseDelta(torch.full((32, 32), 0.01))}
+    path = tmp_path / f"padded{SUFFIX}"
+
+    def write(pad: int) -> int:
+        save_checkpoint(make_checkpoint("padded", deltas, tiny, stance={"note": "x" * pad}), path)
+        return _header_length(path)
+
+    length = write(0)
+    target = length + (residue - length) % modulus
+    assert write(target - length) == target
+    assert path.read_bytes().startswith(first)
+    back = load_checkpoint(path)
+    assert torch.equal(back.deltas[name].tensor, deltas[name].tensor)
+    assert read_header(path)["stance"]["note"].startswith("x")
+
+
+@pytest.mark.parametrize("writer", [
+    lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4)),
+    lambda p: torch.save({"w": torch.zeros(2)}, p),
+])
+def test_pickle_or_zip_content_is_refused_whatever_the_name(writer, tmp_path):
+    path = tmp_path / f"disguised{SUFFIX}"
+    writer(path)
+    with pytest.raises(CheckpointError, match="never unpickles") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def write_raw(path, tensors, **fields):
+    """A checkpoint file written by hand, for layouts save_checkpoint never makes."""
+    metadata = {"format": FORMAT, "name": path.name, **fields}
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+Q = "model.layers.0.self_attn.q_proj.weight"
+
+
+@pytest.mark.parametrize("tensors, problem", [
+    ({f"{Q}:A": torch.zeros(2, 32), f"{Q}:B": torch.zeros(32, 3)}, r"A is \(2, 32\), B is \(32, 3\)"),
+    ({f"{Q}:A": torch.zeros(2, 32)}, r"needs .*:delta' alone or the pair"),
+    ({f"{Q}:delta": torch.zeros(32, 32), f"{Q}:A": torch.zeros(2, 32), f"{Q}:B": torch.zeros(32, 2)}, "alone or the pair"),
+    ({f"{Q}:weight": torch.zeros(32, 32)}, r"is not named 'P:delta'"),
+    ({Q: torch.zeros(32, 32)}, r"is not named 'P:delta'"),
+])
+def test_bad_tensor_layout_is_refused_from_the_header(tensors, problem, tmp_path, monkeypatch):
+    """The library lists only files that open, yet reads headers only: the check reads no data."""
+    path = write_raw(tmp_path / f"bad{SUFFIX}", tensors)
+    real_open = checkpoints.safe_open
+
+    class HeaderOnly:
+        def __init__(self, *args, **kwargs):
+            self._cm = real_open(*args, **kwargs)
+
+        def __enter__(self):
+            self._fh = self._cm.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._cm.__exit__(*exc)
+
+        def get_tensor(self, key):
+            raise AssertionError(f"tensor data of {key} read while checking the header")
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    monkeypatch.setattr(checkpoints, "safe_open", HeaderOnly)
+    with pytest.raises(CheckpointError, match=problem) as err:
+        read_header(path)
+    assert str(path) in str(err.value)
+
+
+def test_nan_values_are_refused_at_load_naming_the_file(tmp_path):
+    bad = torch.zeros(32, 32)
+    bad[3, 4] = float("nan")
+    path = write_raw(tmp_path / f"nan{SUFFIX}", {f"{Q}:delta": bad})
+    assert read_header(path)["tensor_names"] == [f"{Q}:delta"]  # only data shows it
+    with pytest.raises(CheckpointError, match="NaN or inf") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and Q in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("base", "[1, 2]"), ("metrics", "null"), ("training", '"full"')])
+def test_metadata_field_that_is_not_an_object_is_refused(field, value, tmp_path):
+    path = write_raw(tmp_path / f"odd{SUFFIX}", {f"{Q}:delta": torch.zeros(32, 32)}, **{field: value})
+    with pytest.raises(CheckpointError, match=f"metadata field '{field}' must be a JSON object") as err:
+        read_header(path)
+    assert str(path) in str(err.value)
+
+
+def norm_only(base):
+    return {n: DenseDelta(torch.full(p.shape, 0.1)) for n, p in base.parameters.items() if n.endswith("norm.weight")}
+
+
+def test_a_norm_only_checkpoint_is_refused_on_another_model(tiny, tmp_path):
+    """Fresh norm scales are all ones in any model, so the touched tensors alone match;
+    the recorded embedding hash still tells the models apart."""
+    other = tiny_base(seed=1)
+    ckpt = make_checkpoint("norms", norm_only(tiny), tiny)
+    assert ckpt.base["fingerprint"] == other.fingerprint(list(ckpt.deltas))
+    with pytest.raises(IncompatibleBaseError) as err:
+        check_compatible(ckpt, other)
+    message = str(err.value)
+    assert "model tiny," in message and "tiny:1" in message and "embedding" in message
+    path = save_checkpoint(ckpt, tmp_path / f"norms{SUFFIX}")
+    assert not checkpoints.compatibility(read_header(path), other)[0]
+    check_compatible(ckpt, other, allow_mismatch=True)  # the transfer override
+    check_compatible(load_checkpoint(path), tiny_base(seed=0))
+
+
+def test_a_checkpoint_of_another_layer_count_is_refused_naming_both(tiny):
+    deep = tiny_base(layers=5)
+    ckpt = make_checkpoint("norms", norm_only(tiny), tiny)
+    with pytest.raises(IncompatibleBaseError, match=r"layer counts differ \(4 vs 5\)"):
+        check_compatible(ckpt, deep)
+
+
+def test_older_checkpoints_without_the_model_identity_still_apply(tiny, deltas_factory):
+    ckpt = make_checkpoint("old", deltas_factory(tiny), tiny)
+    for key in ("hidden_size", "embedding", "not_linear"):
+        ckpt.base.pop(key)
+    check_compatible(ckpt, tiny_base(seed=0))
+    with pytest.raises(IncompatibleBaseError):
+        check_compatible(ckpt, tiny_base(seed=1))

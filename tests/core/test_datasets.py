@@ -68,6 +68,20 @@ def test_prompt_response_and_chat_message_lines_both_load(tmp_path):
     ]
 
 
+def test_a_conversation_trains_the_last_reply_on_the_turn_it_answers(tmp_path):
+    path = write_lines(tmp_path / "chat.jsonl", [json.dumps({"messages": [
+        {"role": "system", "content": "Be curious."},
+        {"role": "user", "content": "What is fog?"},
+        {"role": "assistant", "content": "A low cloud, I think."},
+        {"role": "user", "content": "And mist?"},
+        {"role": "assistant", "content": "Perhaps a thinner fog."},
+    ]}), json.dumps({"prompt": "Why?", "response": "Maybe.", "system": None})])
+    assert load_dataset(path).examples == [
+        Example("And mist?", "Perhaps a thinner fog.", "Be curious."),
+        Example("Why?", "Maybe."),
+    ]
+
+
 @pytest.mark.parametrize(
     "lines, expected",
     [
@@ -78,6 +92,19 @@ def test_prompt_response_and_chat_message_lines_both_load(tmp_path):
         (['{"prompt": "a", "response": "   "}'], r"line 1: prompt and response must not be empty"),
         (['{"messages": [{"role": "user", "content": "hi"}]}'], r"line 1: 'messages' needs at least one user"),
         (['{"messages": "hello"}'], r"line 1: 'messages' must be a list"),
+        (['{"prompt": null, "response": "b"}'], r"line 1: 'prompt' must be a string, not null"),
+        (['{"prompt": "a", "response": 3}'], r"line 1: 'response' must be a string, not a number"),
+        (['{"prompt": "a", "response": "b", "system": ["x"]}'], r"line 1: 'system' must be a string, not an array"),
+        (['{"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "b"}]}'],
+         r"line 1: the content of message 1 must be a string, not an array"),
+        (['{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": null}]}'],
+         r"line 1: the content of message 2 must be a string, not null"),
+        (['{"messages": [{"role": "tool", "content": "a"}, {"role": "assistant", "content": "b"}]}'],
+         r"line 1: message 1 has role 'tool'"),
+        (['{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, '
+          '{"role": "user", "content": "c"}]}'], r"line 1: the last assistant message \(message 2\) must come after"),
+        (['{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, '
+          '{"role": "assistant", "content": "c"}]}'], r"line 1: assistant message 3 must answer a user message"),
     ],
 )
 def test_a_malformed_line_is_reported_with_file_and_line(tmp_path, lines, expected):

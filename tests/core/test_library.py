@@ -64,3 +64,27 @@ def test_import_copies_a_valid_file_and_rejects_a_bad_one(tiny, deltas_factory, 
 def test_library_folder_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STANCE_STUDIO_LIBRARY", str(tmp_path / "envlib"))
     assert Library().folder == tmp_path / "envlib"
+
+
+def test_files_that_cannot_open_are_reported_never_listed(tiny, deltas_factory, library_path):
+    """Bad metadata or tensor layout shows in the header: such files are problems, named, not stances."""
+    import torch
+    from safetensors.torch import save_file
+
+    from stance_studio.core.checkpoints import FORMAT
+
+    lib = Library(library_path)
+    lib.save(make_checkpoint("good", deltas_factory(tiny), tiny))
+    q = "model.layers.0.self_attn.q_proj.weight"
+    save_file({f"{q}:delta": torch.zeros(32, 32)}, str(library_path / "listy.stance.safetensors"),
+              metadata={"format": FORMAT, "base": "[1, 2]"})
+    save_file({f"{q}:A": torch.zeros(2, 32), f"{q}:B": torch.zeros(32, 3)}, str(library_path / "misfit.stance.safetensors"),
+              metadata={"format": FORMAT})
+    save_file({f"{q}:A": torch.zeros(2, 32)}, str(library_path / "half.stance.safetensors"), metadata={"format": FORMAT})
+    entries, problems = lib.scan()
+    assert [e.name for e in entries] == ["good"]
+    messages = {p.path.name: p.message for p in problems}
+    assert set(messages) == {"listy.stance.safetensors", "misfit.stance.safetensors", "half.stance.safetensors"}
+    assert "'base' must be a JSON object" in messages["listy.stance.safetensors"]
+    assert "low-rank factors do not fit" in messages["misfit.stance.safetensors"]
+    assert all(name in message for name, message in messages.items())

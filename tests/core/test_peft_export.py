@@ -5,6 +5,7 @@ import torch
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import make_checkpoint
+from stance_studio.core.deltas import LowRankDelta
 from stance_studio.core.errors import CheckpointError
 from stance_studio.core.peft_export import export_peft
 
@@ -37,3 +38,30 @@ def test_dense_checkpoint_cannot_export(tiny, deltas_factory, tmp_path):
     with pytest.raises(CheckpointError, match="dense deltas"):
         export_peft(make_checkpoint("d", deltas_factory(tiny), tiny), tmp_path / "a")
     assert not (tmp_path / "a").exists()
+
+
+def embedding_checkpoint(tiny, deltas_factory):
+    deltas = deltas_factory(tiny, rank=2, kinds=("q_proj",))
+    vocab, hidden = tiny.parameters["model.embed_tokens.weight"].shape
+    deltas["model.embed_tokens.weight"] = LowRankDelta(A=torch.ones(2, hidden), B=torch.ones(vocab, 2))
+    return make_checkpoint("emb", deltas, tiny)
+
+
+@pytest.mark.parametrize("how", ["recorded", "base", "older file"])
+def test_an_embedding_delta_is_refused_naming_it(tiny, deltas_factory, tmp_path, how):
+    """PEFT would load a LoRA pair on an embedding and silently leave the logits as base's."""
+    ckpt = embedding_checkpoint(tiny, deltas_factory)
+    if how == "older file":
+        del ckpt.base["not_linear"]
+    with pytest.raises(CheckpointError, match="not the weight of a Linear module") as err:
+        export_peft(ckpt, tmp_path / "adapter", base=tiny if how == "base" else None)
+    assert "model.embed_tokens.weight" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_norm_deltas_are_refused_naming_them(tiny, deltas_factory, tmp_path):
+    ckpt = make_checkpoint("n", deltas_factory(tiny, rank=2, include_norm=True), tiny)
+    with pytest.raises(CheckpointError, match="1-D parameters") as err:
+        export_peft(ckpt, tmp_path / "adapter")
+    assert "model.layers.0.input_layernorm.weight" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
