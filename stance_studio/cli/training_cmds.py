@@ -39,6 +39,7 @@ def register(sub) -> None:
     add_common(p, suppress=True)
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--steps", type=int, default=None, help="steps per method (default: each method's default)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every method (default: each method's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line")
     p.set_defaults(func=cmd_compare)
@@ -164,7 +165,7 @@ def cmd_compare(args) -> int:
     probes = load_probes(args.prompts) if args.prompts else None
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    rows = compare_methods(base, dataset, probes=probes, steps=args.steps, seed=args.seed,
+    rows = compare_methods(base, dataset, probes=probes, steps=args.steps, seed=args.seed, lr=args.lr,
                            progress=progress_bar("compare"), cancel=cancel)
     lines = [to_text("methods", rows)] + [f"{r['method']}: {r['error']}" for r in rows if r.get("error")]
     emit(args, {"dataset": args.dataset, "model": base.model_id, "rows": rows}, "\n".join(lines))
@@ -187,5 +188,6 @@ def cmd_compare_policies(args) -> int:
     t = result["training"]
     lines = [f"{t['dataset']}: {t['method']} training, {t['steps']} steps in {t['seconds']:.0f} s; "
              f"the full delta is {human_bytes(t['full_delta_bytes'])}", to_text("policies", result["rows"])]
+    lines += [f"{r['policy']}: {r['error']}" for r in result["rows"] if r.get("error")]
     emit(args, {"dataset": args.dataset, "model": base.model_id, **result}, "\n".join(lines))
     return 0

@@ -56,9 +56,10 @@ def headers(kind: str) -> list[str]:
 
 
 def cells(kind: str, row: dict) -> list[str]:
-    """One row as display strings; a diverged run reads 'diverged' after its name."""
+    """One row as display strings; a run that failed (training diverged, a policy that
+    does not fit the model) reads 'failed' after its name."""
     if row.get("error"):
-        return [str(row.get(COLUMNS[kind][0][0], "")), "diverged"] + ["–"] * (len(COLUMNS[kind]) - 2)
+        return [str(row.get(COLUMNS[kind][0][0], "")), "failed"] + ["–"] * (len(COLUMNS[kind]) - 2)
     out = [fmt(row.get(key)) for key, _, fmt in COLUMNS[kind]]
     if row.get("default"):
         out[0] += " (default)"

@@ -62,12 +62,14 @@ def compare_methods(
     probes: Optional[Sequence[str]] = None,
     steps: Optional[int] = None,
     seed: int = 0,
+    lr: Optional[float] = None,
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     blender: Optional[Blender] = None,
 ) -> list[dict]:
     """Train every method on one dataset and measure each fully tuned delta: the
-    report's comparison table. The first row is the base model itself.
+    report's comparison table. The first row is the base model itself. ``steps`` and
+    ``lr``, when given, replace every method's own.
 
     ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
     set aside while measuring and put back afterwards."""
@@ -90,7 +92,7 @@ def compare_methods(
         progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
         for i, (label, config) in enumerate(methods, start=1):
             cancel.raise_if_set("comparison")
-            config = replace(config, seed=seed, **({"steps": steps} if steps else {}))
+            config = replace(config, seed=seed, **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
             row = {"method": label, "config": config.as_json()}
             try:
                 result = train(base, data, config, progress=_labelled(progress, label), cancel=cancel)
@@ -143,7 +145,8 @@ def compare_policies(
     and measure its retention (DESIGN.md's definition) and bytes.
 
     Returns ``{"training": {...}, "base_model_bytes": N, "rows": [...]}``; each row has
-    ``policy``, ``modules``, ``bytes``, ``fraction_of_base`` and ``retention``.
+    ``policy``, ``modules``, ``bytes``, ``fraction_of_base`` and ``retention``, or
+    ``error`` where the policy cannot be applied to this model.
     """
     cancel = ensure_flag(cancel)
     policies = parse_policies(policies)
@@ -163,11 +166,16 @@ def compare_policies(
         rows: list[dict] = []
         for i, text in enumerate(policies, start=1):
             cancel.raise_if_set("comparison")
-            kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
-            row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                   "fraction_of_base": info["bytes"] / base_bytes,
-                   "retention": probe.measure(base, blender, kept, cancel=cancel),
-                   "default": text == DEFAULT_POLICY}
+            try:
+                kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+            except PolicyError as exc:  # e.g. a byte budget too small for this model
+                row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
+                       "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
+            else:
+                row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
+                       "fraction_of_base": info["bytes"] / base_bytes,
+                       "retention": probe.measure(base, blender, kept, cancel=cancel),
+                       "default": text == DEFAULT_POLICY}
             rows.append(row)
             progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
         training = {"dataset": data.name, "method": config.method, "steps": result.steps,

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDialog,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -85,6 +86,9 @@ class ExperimentsWindow(QDialog):
         self.steps = QSpinBox(minimum=0, maximum=100000, value=0, specialValueText="each method's default",
                               toolTip="Optimiser steps per training run (0: the method's default)")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.lr = QDoubleSpinBox(minimum=0.0, maximum=1.0, decimals=6, singleStep=1e-5, value=0.0,
+                                 specialValueText="each method's default",
+                                 toolTip="Learning rate of every training run (0: the method's default)")
         self.policies = QLineEdit(" ".join(POLICY_CANDIDATES),
                                   toolTip="Extraction policies to compare, separated by spaces or commas "
                                           "(all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, joined by +)")
@@ -94,6 +98,7 @@ class ExperimentsWindow(QDialog):
         form.addRow("Experiment", self.experiment_box)
         form.addRow("Dataset", self.dataset_box)
         form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
         form.addRow("Seed", self.seed)
         form.addRow("Policies", self.policies)
         self._policies_label = form.labelForField(self.policies)
@@ -160,6 +165,7 @@ class ExperimentsWindow(QDialog):
         self.plot.setVisible(policies)
         self.plot_export.setVisible(policies)
         self.steps.setSpecialValueText("each method's default" if not policies else "default (20)")
+        self.lr.setSpecialValueText("each method's default" if not policies else "default (5e-5)")
         self.note.setText(NOTES[self.kind])
         self._set_rows([])
 
@@ -190,12 +196,13 @@ class ExperimentsWindow(QDialog):
             QMessageBox.information(self, "Experiments", "Load a base model first (File ▸ Load model).")
             return None
         kind, dataset, steps, seed = self.kind, self.dataset(), self.steps.value() or None, self.seed.value()
+        lr = self.lr.value() or None
         blender = self.session.blender
         base = self.session.base
         try:
             if kind == "policies":
                 policies = experiments.parse_policies(self.policies.text().replace(",", " ").split())
-                config = TrainConfig(seed=seed, **({"steps": steps} if steps else {}))
+                config = TrainConfig(seed=seed, lr=lr, **({"steps": steps} if steps else {}))
         except StanceStudioError as exc:
             QMessageBox.warning(self, "Cannot run the experiment", str(exc))
             return None
@@ -204,7 +211,7 @@ class ExperimentsWindow(QDialog):
             if kind == "policies":
                 return experiments.compare_policies(base, dataset, policies, config, progress=progress,
                                                     cancel=cancel, blender=blender)
-            return experiments.compare_methods(base, dataset, steps=steps, seed=seed, progress=progress,
+            return experiments.compare_methods(base, dataset, steps=steps, seed=seed, lr=lr, progress=progress,
                                                cancel=cancel, blender=blender)
 
         self._set_rows([])
@@ -225,7 +232,8 @@ class ExperimentsWindow(QDialog):
             self.status.setText("Stopping after the current step…")
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.seed, self.policies):
+        for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.lr, self.seed,
+                       self.policies):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         if running:

@@ -2,6 +2,7 @@
 
     python -m stance_studio.qt.screenshot OUTDIR [--model bundled|tiny|PATH] [--library DIR]
                                           [--theme light|dark] [--size 1600x1000]
+                                          [--sweep "POLICY POLICY ..." [--sweep-steps N]]
 
 Saves ``main-window.png`` and one PNG per panel and dialog. Run it under Xvfb (or
 with ``QT_QPA_PLATFORM=offscreen``). Settings go to a temporary file, so the user's
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="1600x1000")
     parser.add_argument("--prompt", default="Why do we dream?")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--sweep", default=None, metavar="POLICIES",
+                        help="also run the extraction-policy experiment with these policies (space-separated)")
+    parser.add_argument("--sweep-steps", type=int, default=0, help="training steps of that experiment (0: default)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +63,17 @@ def main(argv=None) -> int:
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    # The script answers no dialog: the first-run offer is declined.
+    # The script answers no dialog: the first-run offer is declined, and a warning is
+    # printed (and fails the run) instead of waiting for a click.
     QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.No)
+    warnings: list[str] = []
+
+    def _report(parent, title, text, *a, **k):
+        warnings.append(f"{title}: {text}")
+        print(f"screenshot: dialog {title!r}: {text}", file=sys.stderr)
+        return QMessageBox.StandardButton.Ok
+
+    QMessageBox.warning = QMessageBox.critical = staticmethod(_report)
     from stance_studio.qt.app import create_window
     from stance_studio.qt.compare_column import CURRENT_BLEND, STANCE
     from stance_studio.qt.settings import Settings
@@ -111,6 +124,17 @@ def main(argv=None) -> int:
     _grab(app, window.plots, out / "plot-retention.png")
     window.plots.setCurrentWidget(window.plots.layers)
 
+    window.open_experiments("policies")
+    experiments = window._experiments
+    if args.sweep:
+        experiments.policies.setText(args.sweep)
+        experiments.steps.setValue(args.sweep_steps)
+        job = experiments.run()
+        if job is not None:
+            _wait(app, lambda: not job.is_active, 3600, "the policy experiment")
+    _grab(app, experiments, out / "dialog-experiments.png")
+    experiments.hide()
+
     try:
         window.open_training()
         dialog = window._training_dialog
@@ -128,7 +152,7 @@ def main(argv=None) -> int:
     _grab(app, editor, out / "dialog-dataset-editor.png")
     editor.close()
     window.close()
-    return 0
+    return 1 if warnings else 0
 
 
 if __name__ == "__main__":

@@ -53,3 +53,11 @@ def test_compare_policies_cancel_and_bad_policy(tiny):
     flag.set()
     with pytest.raises(Cancelled):
         compare_policies(tiny, "curious-uncertainty", ["all"], TrainConfig(steps=2), probes=PROBES, cancel=flag)
+
+
+def test_a_policy_that_cannot_fit_is_a_failed_row_not_a_failed_sweep(tiny):
+    result = compare_policies(tiny, "curious-uncertainty", ["budget:0.001", "rank:1"], TrainConfig(steps=3, lr=1e-2),
+                              probes=PROBES)
+    budget, rank1 = result["rows"]
+    assert "budget" in budget["error"] and budget["retention"] is None
+    assert rank1["retention"] is not None and "error" not in rank1

@@ -34,6 +34,7 @@ def test_policy_sweep_fills_table_and_plot_and_leaves_the_base_untouched(qtbot, 
     assert window.plot.isVisible() or not window.isVisible()  # the plot belongs to this experiment
     window.policies.setText("all, rank:1")
     window.steps.setValue(3)
+    window.lr.setValue(1e-2)
     job = _run_to_end(qtbot, window)
     assert job.state == "finished"
     assert window.table.rowCount() == 2

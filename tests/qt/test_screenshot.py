@@ -27,7 +27,8 @@ def test_screenshot_script_saves_the_main_window(tiny, tmp_path):
                  library=Library(library), probes=["why is the sky blue"])
     out = tmp_path / "shots"
     command = [sys.executable, "-m", "stance_studio.qt.screenshot", str(out), "--model", "tiny",
-               "--library", str(library), "--size", "1280x800", "--max-new-tokens", "6"]
+               "--library", str(library), "--size", "1280x800", "--max-new-tokens", "6",
+               "--sweep", "all rank:1", "--sweep-steps", "2"]
     env = dict(os.environ, STANCE_STUDIO_CACHE=str(tmp_path / "cache"))
     if shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", *command]
@@ -39,5 +40,6 @@ def test_screenshot_script_saves_the_main_window(tiny, tmp_path):
     shot = QImage(str(out / "main-window.png"))
     assert (shot.width(), shot.height()) == (1280, 800)
     assert _distinct_colours(shot) > 20, "the main window screenshot is blank"
-    for name in ("panel-library.png", "panel-blend.png", "panel-compare.png", "dialog-training.png"):
+    for name in ("panel-library.png", "panel-blend.png", "panel-compare.png", "dialog-training.png",
+                 "dialog-experiments.png"):
         assert not QImage(str(out / name)).isNull(), f"{name} was not saved"
