@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stance_studio.cli.common import add_common, emit, progress_bar, sigint_cancel
+from stance_studio.cli.common import add_common, emit, human_bytes, progress_bar, sigint_cancel
 
 
 def register(sub) -> None:
@@ -30,8 +30,20 @@ def cmd_bench(args) -> int:
             lines.append(f"{name:<16} skipped: {fig['skipped']}")
             continue
         mark = "meets" if fig.get("meets_target") else "MISSES"
-        lines.append(f"{name:<16} {fig['seconds'] * 1000:9.1f} ms  vs {fig['baseline']}: "
-                     f"{fig['baseline_seconds'] * 1000:9.1f} ms  ratio {fig['ratio']:6.1f}x  "
+        lines.append(f"{name:<16} {_amount(fig['value'], fig['unit'])}  vs {fig['baseline']}: "
+                     f"{_amount(fig['baseline_value'], fig['unit'])}  ratio {_ratio(fig['ratio'])}  "
                      f"({mark} target: {fig['target']})")
     emit(args, doc, "\n".join(lines))
     return 0
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1000:9.1f} ms"
+    if unit == "bytes":
+        return f"{human_bytes(int(value)):>9}"
+    return f"{value:9.4g} {unit}"
+
+
+def _ratio(ratio) -> str:
+    return "     -" if ratio is None else f"{ratio:6.2f}x"

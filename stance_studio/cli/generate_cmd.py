@@ -58,7 +58,7 @@ def cmd_generate(args) -> int:
     blender = Blender(base)
     results = side_by_side(base, blender, resolved, args.prompt, settings, progress=progress_bar("generate"),
                            cancel=cancel, allow_mismatch=args.allow_mismatch)
-    columns = [{"variant": v.spec if not v.is_base else "base", "text": g.text} for v, g in zip(variants, results)]
+    columns = [{"variant": v.label, "text": g.text} for v, g in zip(variants, results)]  # as the user typed it
     doc = {"prompt": args.prompt, "model": base.model_id, "settings": settings.__dict__, "columns": columns}
     emit(args, doc, render_columns(columns))
     return 0

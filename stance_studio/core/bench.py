@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
+from stance_studio.core.bench_training import bench_training_memory, bench_training_step
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
 
@@ -24,16 +25,29 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def figure(seconds: float, baseline: str, baseline_seconds: float, target: str, meets: bool) -> dict:
-    """One benchmark figure: the time, its baseline's time, their ratio, the target."""
-    return {
-        "seconds": seconds,
-        "baseline": baseline,
-        "baseline_seconds": baseline_seconds,
-        "ratio": baseline_seconds / seconds,
-        "target": target,
-        "meets_target": meets,
-    }
+def figure(value: float, baseline: str, baseline_value: float, target: str, meets: bool, unit: str = "s",
+           **details) -> dict:
+    """One benchmark figure: the measured value, its baseline's value measured in the
+    same run, their ratio (baseline / value: above 1, ours is faster or smaller),
+    the target and whether it is met. Times also appear as ``seconds`` and
+    ``baseline_seconds``."""
+    out = {"value": value, "unit": unit, "baseline": baseline, "baseline_value": baseline_value,
+           "ratio": baseline_value / value if value else None, "target": target, "meets_target": meets}
+    if unit == "s":
+        out.update(seconds=value, baseline_seconds=baseline_value)
+    out.update(details)
+    return out
+
+
+def skipped(reason: str) -> dict:
+    """A figure that does not apply to this model, with the reason."""
+    return {"skipped": reason}
+
+
+def _is_tiny(model_spec) -> bool:
+    from stance_studio.core.tiny import TINY
+
+    return model_spec is not None and str(model_spec).split(":")[0] == TINY
 
 
 def random_low_rank_stances(base, count: int = 3, rank: int = 16, seed: int = 0):
@@ -89,9 +103,11 @@ def bench_cached_reload(model_spec=None, repeats: int = 3, progress: ProgressCal
     from stance_studio.core.models import load_base, resolve_model_spec
 
     cancel = ensure_flag(cancel)
+    if _is_tiny(model_spec):
+        return skipped("the tiny model is built in code: there is no GGUF load to cache")
     kind, _ = resolve_model_spec(model_spec)
     if kind != "gguf":
-        return {"skipped": "the model is not a GGUF file, so there is nothing to cache"}
+        return skipped("the model is not a GGUF file, so there is nothing to cache")
     old = os.environ.get("STANCE_STUDIO_CACHE")
     with tempfile.TemporaryDirectory(prefix="stance-bench-") as tmp:
         os.environ["STANCE_STUDIO_CACHE"] = tmp
@@ -110,12 +126,6 @@ def bench_cached_reload(model_spec=None, repeats: int = 3, progress: ProgressCal
     progress(Progress("bench", 2, 2, "cached reload: done"))
     return figure(cached, "first GGUF load (dequantize)", first, ">= 5x faster than the first GGUF load",
                   first / cached >= 5)
-
-
-BENCHMARKS: dict[str, Callable[..., dict]] = {
-    "blend_apply": bench_blend_apply,
-    "cached_reload": bench_cached_reload,
-}
 
 
 def bench_side_by_side(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
@@ -147,4 +157,46 @@ def bench_side_by_side(model_spec=None, repeats: int = 3, progress: ProgressCall
                   ">= 2.5x faster than swapping (4 variants x 64 tokens)", swapped / batched >= 2.5)
 
 
-BENCHMARKS["side_by_side"] = bench_side_by_side
+def bench_extraction(model_spec=None, repeats: int = 1, progress: ProgressCallback = no_progress,
+                     cancel: Optional[CancelFlag] = None, policy: Optional[str] = None) -> dict:
+    """The default extraction policy's checkpoint file (bytes, share of the base) and
+    retention, against the full delta it was extracted from (one training run: the
+    figure is a size and a ratio, not a time, so it is not repeated)."""
+    from stance_studio.core.errors import PolicyError
+    from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, parse_policy
+    from stance_studio.core.library import Library
+    from stance_studio.core.models import load_base
+    from stance_studio.core.pipeline import build_stance
+    from stance_studio.core.training import TrainConfig
+
+    cancel = ensure_flag(cancel)
+    policy = policy or DEFAULT_POLICY
+    progress(Progress("bench", 0, 1, "extraction: loading model"))
+    base = load_base(model_spec)
+    budget = parse_policy(policy).budget
+    if budget is not None and budget * base.parameter_bytes() <= FILE_RESERVE_BYTES:
+        return skipped(f"{policy} allows {budget * base.parameter_bytes():,.0f} bytes on this model, less than a "
+                       f"checkpoint's metadata ({FILE_RESERVE_BYTES:,} bytes are kept for it)")
+    with tempfile.TemporaryDirectory(prefix="stance-bench-") as tmp:
+        try:
+            ckpt = build_stance(base, "curious-uncertainty", "bench", TrainConfig(method="full"), policy,
+                                library=Library(tmp), progress=progress, cancel=cancel)
+        except PolicyError as exc:
+            return skipped(f"{policy} cannot make a checkpoint of this model: {exc}")
+        file_bytes = ckpt.path.stat().st_size
+    share = file_bytes / base.parameter_bytes()
+    retained = ckpt.metrics.get("retention")
+    return figure(file_bytes, "the full delta (policy all)", ckpt.training["full_delta_bytes"],
+                  "retention >= 95 % at <= 2 % of the base model's bytes",
+                  retained is not None and retained >= 0.95 and share <= 0.02, unit="bytes", policy=policy,
+                  share_of_base=share, retention=retained)
+
+
+BENCHMARKS: dict[str, Callable[..., dict]] = {
+    "blend_apply": bench_blend_apply,
+    "cached_reload": bench_cached_reload,
+    "side_by_side": bench_side_by_side,
+    "training_step": bench_training_step,
+    "training_memory": bench_training_memory,
+    "extraction": bench_extraction,
+}

@@ -8,16 +8,18 @@ either a :class:`DenseDelta` (same shape as the parameter) or a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 
 
 @dataclass(frozen=True)
 class DenseDelta:
-    """A full-size delta tensor."""
+    """A full-size delta tensor. ``truncated_rank`` records the rank of a truncated
+    delta stored dense because its factors would take more bytes."""
 
     tensor: torch.Tensor
+    truncated_rank: Optional[int] = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -29,7 +31,7 @@ class DenseDelta:
 
     @property
     def rank(self) -> int | None:
-        return None
+        return self.truncated_rank
 
     def materialize(self) -> torch.Tensor:
         return self.tensor.float()

@@ -7,18 +7,19 @@ A policy is a ``+``-joined list of terms:
 - ``rank:R``: every 2-D delta truncated to rank R (truncated SVD);
 - ``energy:F``: every 2-D delta truncated to the rank holding fraction F of its
   spectral energy (combined with ``rank:R``, R caps it);
-- ``budget:F``: a byte budget of fraction F of the base model's bytes, spent on the
-  singular directions with the most energy per byte across all modules (the
-  truncation with the least total squared error for that size); 1-D parameters
-  are kept dense first;
+- ``budget:F``: a hard cap of fraction F of the base model's bytes on the whole
+  checkpoint file. 1-D parameters are kept dense first, most changed first, while
+  they fit; the rest is spent on the singular directions with the most energy per
+  byte across all modules (the least total squared error for that size);
 - ``aware``: activation-aware truncation: the SVD is taken of Δ·diag(s), s the
   RMS of each input channel of the module on calibration text (the training
   examples), so the kept directions are those that change the module's *outputs*
   most, not its weights;
 - ``fp16`` / ``bf16``: store the kept tensors in half precision.
 1-D parameters (norm scales) stay dense. A delta that is already low rank (LoRA)
-is kept exactly unless a rank term asks for less. A truncation that would not save
-bytes keeps the dense tensor.
+is kept exactly unless a rank or energy term asks for less. A truncated delta whose
+factors would take more bytes than the matrix is stored dense as B @ A, with its
+rank recorded: a policy always keeps what it says, never more.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from stance_studio.core.analysis import analyse, rank_for_energy
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, truncate_rank
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes
 from stance_studio.core.errors import PolicyError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -126,8 +127,15 @@ def extract(
     ranks: dict[str, Optional[int]] = {}
     if policy.budget is not None:
         item_bytes = 2 if policy.dtype else 4
-        budget_bytes = policy.budget * base.parameter_bytes() - reserve_bytes
-        kept = _spend_budget({n: deltas[n] for n in names}, policy, budget_bytes, item_bytes, progress, cancel, scales)
+        file_bytes = int(policy.budget * base.parameter_bytes())
+        kept = _spend_budget({n: deltas[n] for n in names}, policy, file_bytes - reserve_bytes, item_bytes, progress,
+                             cancel, scales)
+        if names and not kept:
+            raise PolicyError(
+                f"Extraction policy {policy.text!r} caps the checkpoint file at {file_bytes:,} bytes on this model, "
+                f"but its metadata alone needs about {reserve_bytes:,}, so no module fits; use a larger budget "
+                "or a rank policy (e.g. rank:4+fp16)."
+            )
         ranks = {n: d.rank for n, d in kept.items()}
     for i, name in enumerate(names if policy.budget is None else []):
         cancel.raise_if_set("extraction")
@@ -148,16 +156,8 @@ def extract(
 
 
 def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None) -> Delta:
-    if policy.rank is None and policy.energy is None:
+    if (policy.rank is None and policy.energy is None) or len(delta.shape) != 2:
         return delta
-    if len(delta.shape) != 2:
-        return delta
-    out_dim, in_dim = delta.shape
-    if isinstance(delta, LowRankDelta):
-        if policy.rank is not None and policy.rank < delta.rank:
-            return truncate_rank(delta.materialize(), policy.rank)
-        return delta
-    dense = delta.tensor.float()
     U, S, Vh = _factors(delta, scale)
     rank = S.numel()
     if policy.energy is not None:
@@ -165,9 +165,19 @@ def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None
     if policy.rank is not None:
         rank = min(rank, policy.rank)
     rank = max(1, rank)
-    if rank * (out_dim + in_dim) >= out_dim * in_dim:
-        return DenseDelta(dense)
-    return _from_svd(U, S, Vh, rank)
+    if isinstance(delta, LowRankDelta) and rank >= delta.rank:
+        return delta  # already within the policy: keep it exactly
+    if isinstance(delta, DenseDelta) and rank >= S.numel():
+        return DenseDelta(delta.tensor, truncated_rank=rank)  # full rank: nothing to cut
+    return _compact(_from_svd(U, S, Vh, rank))
+
+
+def _compact(delta: LowRankDelta) -> Delta:
+    """The truncation in its smaller form: factors, or B @ A when that takes fewer bytes."""
+    out_dim, in_dim = delta.shape
+    if delta.rank * (out_dim + in_dim) < out_dim * in_dim:
+        return delta
+    return DenseDelta(delta.materialize().contiguous(), truncated_rank=delta.rank)
 
 
 def _from_svd(U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor, rank: int) -> LowRankDelta:
@@ -241,18 +251,24 @@ def module_header_bytes(name: str) -> int:
 
 def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_bytes: float, item_bytes: int, progress,
                   cancel, scales: Mapping[str, torch.Tensor]) -> dict[str, Delta]:
-    """Greedy allocation of singular directions by energy per stored byte."""
+    """Greedy allocation within ``budget_bytes``: whole 1-D deltas first (largest
+    change first, each only if it fits), then singular directions by energy per byte."""
     kept: dict[str, Delta] = {}
     spectra = {}
     budget_items = budget_bytes / item_bytes
+    flat = []
     for i, (name, delta) in enumerate(deltas.items()):
         cancel.raise_if_set("extraction")
         if len(delta.shape) != 2:
-            kept[name] = delta
-            budget_items -= (delta.shape[0] if delta.shape else 1) + module_header_bytes(name) / item_bytes
+            flat.append((float(delta.materialize().double().square().sum()), name))
         else:
             spectra[name] = _factors(delta, scales.get(name))
         progress(Progress("extract", i + 1, len(deltas), f"Analysing {name}"))
+    for _, name in sorted(flat, key=lambda f: -f[0]):
+        cost = deltas[name].materialize().numel() + module_header_bytes(name) / item_bytes
+        if cost <= budget_items:
+            kept[name] = deltas[name]
+            budget_items -= cost
     candidates = []
     for name, (_, s, _) in spectra.items():
         out_dim, in_dim = deltas[name].shape
@@ -282,4 +298,4 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_bytes: flo
 def _cast(delta: Delta, dtype: torch.dtype) -> Delta:
     if isinstance(delta, LowRankDelta):
         return LowRankDelta(A=delta.A.to(dtype), B=delta.B.to(dtype))
-    return DenseDelta(delta.tensor.to(dtype))
+    return DenseDelta(delta.tensor.to(dtype), truncated_rank=delta.truncated_rank)

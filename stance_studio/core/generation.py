@@ -2,12 +2,13 @@
 prompts in left-padded batches, and the side-by-side run over several variants.
 
 The chat template is applied when the tokenizer has one. Greedy decoding is the
-default; sampling is seeded so a comparison can be repeated exactly.
+default; sampling is seeded, with one random stream per batch row, so a comparison
+repeats exactly and a column's text never depends on the other columns.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -50,38 +51,46 @@ def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[
 
 
 def _config(base, settings: GenerationSettings):
+    """Decoding is greedy over the scores :class:`_RowSampler` leaves; it does the sampling."""
     from transformers import GenerationConfig
 
     tok = base.tokenizer
-    kwargs = dict(
+    return GenerationConfig(
         max_new_tokens=settings.max_new_tokens,
         min_new_tokens=settings.min_new_tokens or None,
-        do_sample=not settings.greedy,
+        do_sample=False,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    if not settings.greedy:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-    return GenerationConfig(**kwargs)
 
 
-def _seeded(settings: GenerationSettings):
-    if settings.greedy:
-        return contextlib.nullcontext()
-    ctx = torch.random.fork_rng(devices=[])
-    return _SeedContext(ctx, settings.seed)
+def _processors(settings: GenerationSettings, rows: int):
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([] if settings.greedy else [_RowSampler(settings, rows)])
 
 
-class _SeedContext:
-    def __init__(self, ctx, seed: int) -> None:
-        self.ctx, self.seed = ctx, seed
+class _RowSampler:
+    """Seeded sampling with one random stream per batch row, each seeded with the
+    same seed: a row's text depends on its own logits, the prompt and the seed only,
+    never on its position or on the other rows of the batch."""
 
-    def __enter__(self):
-        self.ctx.__enter__()
-        torch.manual_seed(self.seed)
+    def __init__(self, settings: GenerationSettings, rows: int) -> None:
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
+        self.warpers = [TemperatureLogitsWarper(settings.temperature)]
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+        self.generators = [torch.Generator().manual_seed(settings.seed) for _ in range(rows)]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1).cpu()
+        picks = [int(torch.multinomial(probs[row], 1, generator=gen)) for row, gen in enumerate(self.generators)]
+        chosen = torch.full_like(scores, -math.inf)
+        chosen[torch.arange(len(picks)), torch.tensor(picks, device=scores.device)] = 0.0
+        return chosen  # greedy decoding now picks each row's sample
 
 
 def _stopper(cancel: CancelFlag):
@@ -165,14 +174,14 @@ def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: Cancel
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
     input_ids = torch.tensor([prompt_ids] * rows)
-    with _seeded(settings):
-        out = base.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            generation_config=_config(base, settings),
-            streamer=streamer,
-            stopping_criteria=_stopper(cancel),
-        )
+    out = base.model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=_config(base, settings),
+        logits_processor=_processors(settings, rows),
+        streamer=streamer,
+        stopping_criteria=_stopper(cancel),
+    )
     cancel.raise_if_set("generation")
     results = []
     for row in range(rows):
@@ -202,13 +211,13 @@ def generate_many(
         width = max(len(ids) for ids in chunk)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk])
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
-        with _seeded(settings):
-            out = base.model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                generation_config=_config(base, settings),
-                stopping_criteria=_stopper(cancel),
-            )
+        out = base.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            generation_config=_config(base, settings),
+            logits_processor=_processors(settings, len(chunk)),
+            stopping_criteria=_stopper(cancel),
+        )
         cancel.raise_if_set("generation")
         for row, ids in enumerate(chunk):
             new_ids = _trim(out[row, width:].tolist(), tok.eos_token_id)

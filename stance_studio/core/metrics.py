@@ -7,7 +7,8 @@
   continuation, teacher-forced through both;
 - identical fraction: share of probes whose greedy output equals base's;
 - retention: (LL_ckpt − LL_base) / (LL_tuned − LL_base), LL = mean token
-  log-likelihood of the tuned model's greedy continuations.
+  log-likelihood of the tuned model's greedy continuations; undefined (None) when
+  the tuned model is not clearly more likely than base on them.
 """
 
 from __future__ import annotations
@@ -207,11 +208,19 @@ def mean_loglik(base, gens: Sequence[Generation], batch_size: int = 8, cancel: O
     return total / count if count else 0.0
 
 
-def retention(ll_ckpt: float, ll_base: float, ll_tuned: float) -> float:
-    """(LL_ckpt − LL_base) / (LL_tuned − LL_base); 1 = reproduces the tuned model."""
+# Below this gap (nats per token) between LL_tuned and LL_base the tuned model has
+# no measurable shift to retain, and the ratio would only amplify rounding noise.
+RETENTION_MIN_GAP = 1e-3
+
+
+def retention(ll_ckpt: float, ll_base: float, ll_tuned: float) -> Optional[float]:
+    """(LL_ckpt − LL_base) / (LL_tuned − LL_base); 1 = reproduces the tuned model.
+
+    None (undefined) unless LL_tuned − LL_base exceeds :data:`RETENTION_MIN_GAP`.
+    """
     gap = ll_tuned - ll_base
-    if abs(gap) < 1e-12:
-        return 1.0
+    if not gap > RETENTION_MIN_GAP:
+        return None
     return (ll_ckpt - ll_base) / gap
 
 
@@ -225,7 +234,11 @@ class RetentionProbe:
     ll_tuned: float
     kl_tuned_to_base: float = 0.0
 
-    def measure(self, base, blender, deltas, batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> float:
+    def measure(self, base, blender, deltas, batch_size: int = 8,
+                cancel: Optional[CancelFlag] = None) -> Optional[float]:
+        """Retention of ``deltas``; None when the tuned model shows no shift to retain."""
+        if retention(self.ll_tuned, self.ll_base, self.ll_tuned) is None:
+            return None
         previous = blender.active
         try:
             blender.apply([(deltas, 1.0)])

@@ -63,9 +63,30 @@ def test_half_precision_halves_bytes(tiny, deltas):
     assert all(t.dtype == torch.float16 for d in half.values() for t in ([d.A, d.B] if isinstance(d, LowRankDelta) else [d.tensor]))
 
 
-def test_truncation_that_saves_nothing_stays_dense(tiny, deltas):
-    kept, _ = extract(deltas, tiny, "rank:30")  # 30 × (32 + 32) > 32 × 32
-    assert isinstance(kept["model.layers.0.self_attn.q_proj.weight"], DenseDelta)
+@pytest.mark.parametrize("rank", [16, 30])
+def test_rank_r_holds_where_factors_would_not_save_bytes(tiny, deltas, rank):
+    """On a 32 × 32 module, factors of rank ≥ 16 take at least the matrix's bytes: the
+    truncation is then stored dense as B @ A, still of rank R and recorded as such."""
+    name = "model.layers.0.self_attn.q_proj.weight"
+    kept, info = extract(deltas, tiny, f"rank:{rank}")
+    delta = kept[name]
+    assert isinstance(delta, DenseDelta) and delta.nbytes == deltas[name].nbytes
+    assert int(torch.linalg.matrix_rank(delta.materialize())) == rank < min(delta.shape)
+    assert delta.rank == info["ranks"][name] == rank
+    sv = singular_values(deltas[name])
+    err = (deltas[name].tensor - delta.materialize()).norm()
+    assert abs(float(err) - float(sv[rank:].norm())) < 1e-4
+
+
+def test_energy_keeps_that_energy_not_all_of_it(tiny, deltas):
+    name = "model.layers.0.self_attn.q_proj.weight"
+    sv = singular_values(deltas[name])
+    rank = rank_for_energy(sv, 0.99)
+    assert min(deltas[name].shape) / 2 <= rank < min(deltas[name].shape)  # stored dense, truncated
+    kept, info = extract(deltas, tiny, "energy:0.99")
+    kept_energy = float(kept[name].materialize().square().sum() / deltas[name].tensor.square().sum())
+    assert info["ranks"][name] == rank and 0.99 <= kept_energy < 1.0
+    assert kept_energy == pytest.approx(float(sv[:rank].square().sum() / sv.square().sum()), rel=1e-5)
 
 
 def test_lora_deltas_stay_exact_unless_a_lower_rank_is_asked(tiny, deltas_factory):
@@ -74,6 +95,8 @@ def test_lora_deltas_stay_exact_unless_a_lower_rank_is_asked(tiny, deltas_factor
     assert all(kept[n] is lora[n] for n in lora)
     lower, _ = extract(lora, tiny, "rank:2")
     assert all(d.rank == 2 for d in lower.values())
+    less_energy, info = extract(lora, tiny, "energy:0.3")
+    assert all(info["ranks"][n] == rank_for_energy(singular_values(lora[n]), 0.3) < 4 for n in lora)
 
 
 def test_budget_reserves_room_for_the_metadata(tiny, deltas_factory):
@@ -138,3 +161,39 @@ def test_lora_deltas_that_fit_the_budget_are_kept_exactly(tiny, deltas_factory):
     lora = deltas_factory(tiny, rank=3)
     kept, _ = extract(lora, tiny, "budget:0.5")
     assert all(kept[n] is lora[n] for n in lora)
+
+
+def test_budget_is_a_hard_cap_that_1d_deltas_pay_too(tiny, deltas_factory):
+    """The 1-D deltas alone cost more than the budget: the least changed are dropped."""
+    deltas = deltas_factory(tiny, kinds=("q_proj",), include_norm=True, seed=6)
+    flat = sorted(n for n in deltas if len(deltas[n].shape) == 1)
+    quiet = flat[0]
+    deltas[quiet] = DenseDelta(deltas[quiet].tensor * 1e-3)
+    budget = 0.015 * tiny.parameter_bytes()
+    assert sum(deltas[n].nbytes + module_header_bytes(n) for n in flat) > budget
+    kept, info = extract(deltas, tiny, "budget:0.015", reserve_bytes=0)
+    assert info["bytes"] + sum(module_header_bytes(n) for n in kept) <= budget
+    assert quiet not in kept and any(n in kept for n in flat)
+    reserved, info = extract(deltas, tiny, "budget:0.015", reserve_bytes=2000)
+    assert info["bytes"] + sum(module_header_bytes(n) for n in reserved) <= budget - 2000
+    with pytest.raises(PolicyError, match="no module fits"):
+        extract(deltas, tiny, "budget:0.015", reserve_bytes=int(budget))
+
+
+def test_budget_caps_the_file_on_disk(tiny, library_path):
+    """On the tiny model 2 % of the base (4 kB) cannot even hold the metadata: the
+    default policy refuses rather than write a bigger file; 12 % fits, 1-D deltas too."""
+    from stance_studio.core.library import Library
+    from stance_studio.core.pipeline import build_stance
+    from stance_studio.core.training import TrainConfig
+
+    lib = Library(library_path)
+    probes = ["why is the sky blue"]
+    with pytest.raises(PolicyError, match="no module fits"):
+        build_stance(tiny, "curious-uncertainty", "two", TrainConfig(steps=2, lr=3e-3), DEFAULT_POLICY,
+                     library=lib, probes=probes)
+    assert list(library_path.iterdir()) == []
+    ckpt = build_stance(tiny, "curious-uncertainty", "twelve", TrainConfig(steps=2, lr=3e-3), "budget:0.12+fp16",
+                        library=lib, probes=probes)
+    assert ckpt.path.stat().st_size <= 0.12 * tiny.parameter_bytes()
+    assert any(len(d.shape) == 1 for d in ckpt.deltas.values())

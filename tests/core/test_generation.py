@@ -67,3 +67,30 @@ def test_side_by_side_columns_differ_and_blend_is_restored(tiny, deltas_factory)
     before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
     side_by_side(tiny, blender, [[]], "hi", SETTINGS)
     assert all(torch.equal(p.detach(), before[n]) for n, p in tiny.model.named_parameters())
+
+
+SAMPLING = GenerationSettings(max_new_tokens=12, greedy=False, seed=3, temperature=1.0, top_p=1.0)
+
+
+def test_sampled_columns_depend_only_on_their_own_variant(tiny, deltas_factory):
+    """With sampling, a stance whose delta is all zeros samples exactly the base
+    text, and a column's text does not change when another column is removed."""
+    shifted = make_checkpoint("s", deltas_factory(tiny, scale=0.5), tiny)
+    zero = make_checkpoint("z", {n: type(d)(torch.zeros_like(d.tensor)) for n, d in shifted.deltas.items()}, tiny)
+    other = make_checkpoint("o", deltas_factory(tiny, scale=0.5, seed=1), tiny)
+    blender = Blender(tiny)
+    full = side_by_side(tiny, blender, [[], [(zero, 1.0)], [(other, 1.0)], [(shifted, 1.0)]], "hello there", SAMPLING)
+    assert full[1].new_ids == full[0].new_ids
+    assert full[3].new_ids != full[0].new_ids  # a real shift is still seen
+    fewer = side_by_side(tiny, blender, [[(shifted, 1.0)], [(zero, 1.0)]], "hello there", SAMPLING)
+    assert fewer[0].new_ids == full[3].new_ids and fewer[1].new_ids == full[0].new_ids
+    # the batched run samples what each column would sample on its own
+    alone = generate(tiny, "hello there", SAMPLING)
+    assert alone.new_ids == full[0].new_ids
+
+
+def test_sampled_batches_match_one_prompt_at_a_time(tiny):
+    prompts = ["hello there", "what causes the seasons on earth", "why"]
+    batch = generate_many(tiny, prompts, SAMPLING, batch_size=3)
+    single = [generate(tiny, p, SAMPLING) for p in prompts]
+    assert [g.new_ids for g in batch] == [g.new_ids for g in single]

@@ -6,6 +6,7 @@ import torch
 from stance_studio.core.blend import Blender
 from stance_studio.core.generation import GenerationSettings, generate_many
 from stance_studio.core.metrics import (
+    RETENTION_MIN_GAP,
     continuation_logprobs,
     evaluate,
     kl_per_token,
@@ -51,6 +52,24 @@ def test_retention_formula():
     assert retention(-2.0, -3.0, -1.0) == pytest.approx(0.5)
     assert retention(-1.0, -3.0, -1.0) == pytest.approx(1.0)
     assert retention(-3.0, -3.0, -1.0) == pytest.approx(0.0)
+
+
+def test_retention_is_undefined_without_a_clear_shift():
+    """No shift (LL_tuned ≈ LL_base) or a tuned model less likely than base: nothing to retain."""
+    assert retention(-1.0, -1.0, -1.0) is None
+    assert retention(-2.0, -1.0, -1.5) is None  # tuned below base
+    assert retention(-1.0, -1.0, -1.0 + RETENTION_MIN_GAP / 2) is None
+    assert retention(-1.0, -1.0, -1.0 + 2 * RETENTION_MIN_GAP) == pytest.approx(0.0)
+    assert retention(-1.0, -1.0, float("nan")) is None
+
+
+def test_a_zero_tuned_delta_has_undefined_retention(tiny, deltas_factory):
+    deltas = deltas_factory(tiny, scale=0.5)
+    zero = {n: type(d)(torch.zeros_like(d.tensor)) for n, d in deltas.items()}
+    blender = Blender(tiny)
+    probe = retention_probe(tiny, blender, zero, PROBES, SETTINGS)
+    assert probe.ll_tuned == pytest.approx(probe.ll_base, abs=1e-6)
+    assert probe.measure(tiny, blender, deltas) is None and probe.measure(tiny, blender, zero) is None
 
 
 def test_mean_loglik_matches_a_manual_forward(tiny):
