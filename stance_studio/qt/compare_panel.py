@@ -1,18 +1,17 @@
 """Side by side: one prompt, N columns (base, the current blend, stances, saved
-blends), tokens streaming into each column, per-column metrics, copy and export."""
+blends), tokens streaming into each column, per-column metrics, copy and export.
+
+Ctrl+Enter runs through one action, :attr:`ComparePanel.run_action`, which the main
+window's Generate menu shows too (two bindings of one key would cancel each other).
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -21,7 +20,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QSplitter,
     QToolButton,
     QVBoxLayout,
@@ -29,8 +27,11 @@ from PySide6.QtWidgets import (
 )
 
 from stance_studio.core.generation import GenerationSettings
+from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
-from stance_studio.qt.compare_run import CompareResult, run_comparison, to_json, to_markdown
+from stance_studio.qt.compare_export import ShownComparison
+from stance_studio.qt.compare_knobs import DecodingKnobs
+from stance_studio.qt.compare_run import CompareResult, run_comparison
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
 
@@ -40,27 +41,23 @@ class ComparePanel(QWidget):
         super().__init__(parent)
         self.session = session
         self.columns: list[CompareColumn] = []
-        self.result: Optional[CompareResult] = None
+        self._shown: Optional[ShownComparison] = None
         self._job: Optional[Job] = None
         self._run_id = 0
-        self._run_columns: list[tuple[CompareColumn, int]] = []
+        # The running job's columns by row, with their tokens; None: removed since.
+        self._run_columns: list[Optional[tuple[CompareColumn, int]]] = []
         settings = session.settings
 
         self.prompt = QPlainTextEdit(settings.get("compare/prompt"))
         self.prompt.setPlaceholderText("Ask something the stances were not trained on …")
         self.prompt.setMaximumHeight(110)
-        for keys in ("Ctrl+Return", "Ctrl+Enter"):
-            QShortcut(QKeySequence(keys), self.prompt, self.run, context=Qt.ShortcutContext.WidgetShortcut)
+        self.run_action = QAction("&Run side by side", self)
+        self.run_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.run_action.triggered.connect(self.run)
+        self.addAction(self.run_action)
 
-        self.max_tokens = QSpinBox(minimum=1, maximum=2048, value=settings.get("compare/max_new_tokens"))
-        self.greedy = QCheckBox("Greedy", checked=settings.get("compare/greedy"))
-        self.greedy.setToolTip("Greedy decoding is deterministic; untick to sample with a fixed seed.")
-        self.temperature = QDoubleSpinBox(minimum=0.05, maximum=3.0, singleStep=0.05, value=settings.get("compare/temperature"))
-        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=settings.get("compare/top_p"))
-        self.seed = QSpinBox(minimum=0, maximum=999_999, value=min(999_999, settings.get("compare/seed")))
-        self.seed.setToolTip("Seed of the sampler; the same seed gives the same samples.")
-        self.greedy.toggled.connect(self._on_greedy)
-        self._on_greedy(self.greedy.isChecked())
+        self.knobs = DecodingKnobs(settings)
+        self.max_tokens = self.knobs.max_tokens
 
         self.run_button = QPushButton("Run", clicked=self.run, toolTip="Generate for every column (Ctrl+Enter)")
         self.run_button.setProperty("role", "primary")
@@ -76,19 +73,6 @@ class ComparePanel(QWidget):
         self.status = QLabel(" ")
         self.status.setProperty("role", "muted")
 
-        knobs = QHBoxLayout()
-        for label, widget, tip in (("Tokens", self.max_tokens, "Most new tokens per column"), (None, self.greedy, None),
-                                   ("Temp.", self.temperature, "Sampling temperature"),
-                                   ("Top-p", self.top_p, "Nucleus sampling: keep the most likely tokens up to this mass"),
-                                   ("Seed", self.seed, None)):
-            if label:
-                caption = QLabel(label, toolTip=tip or widget.toolTip())
-                caption.setBuddy(widget)
-                knobs.addWidget(caption)
-            if tip:
-                widget.setToolTip(tip)
-            knobs.addWidget(widget)
-        knobs.addStretch(1)
         buttons = QVBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
@@ -112,7 +96,7 @@ class ComparePanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addLayout(knobs)
+        layout.addWidget(self.knobs)
         layout.addWidget(scroll, 1)
         layout.addLayout(footer)
 
@@ -147,11 +131,15 @@ class ComparePanel(QWidget):
         if column not in self.columns or len(self.columns) == 1:
             return
         self.columns.remove(column)
+        # A running job still streams rows for it: they go nowhere from now on.
+        self._run_columns = [None if entry is not None and entry[0] is column else entry
+                             for entry in self._run_columns]
         column.setParent(None)
         column.deleteLater()
         for i, col in enumerate(self.columns):
             col.set_index(i)
         self._save_columns()
+        self._update_export()
 
     def add_stance_column(self, name: str) -> CompareColumn:
         return self.add_column(STANCE + name)
@@ -175,6 +163,7 @@ class ComparePanel(QWidget):
         for column in self.columns:
             column.shown_weights = self.weights_for(column.spec) or ()
         self._save_columns()
+        self._update_export()
 
     def _save_columns(self) -> None:
         self.session.settings.set_json("compare/columns", [c.spec for c in self.columns])
@@ -203,23 +192,19 @@ class ComparePanel(QWidget):
             if now is not None and now != column.shown_weights:
                 column.shown_weights = now
                 column.invalidate("The blend changed; press Run to generate with it.")
+        self._update_export()
 
     @Slot(object)
     def _on_model_changed(self, _base) -> None:
         for column in self.columns:
             column.invalidate("New model loaded; press Run.")
         self._refresh_choices()
+        self._update_export()
 
     # Running -----------------------------------------------------------------------------
 
     def generation_settings(self) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=self.max_tokens.value(), greedy=self.greedy.isChecked(),
-                                  temperature=self.temperature.value(), top_p=self.top_p.value(), seed=self.seed.value())
-
-    @Slot(bool)
-    def _on_greedy(self, greedy: bool) -> None:
-        for widget in (self.temperature, self.top_p, self.seed):
-            widget.setEnabled(not greedy)
+        return self.knobs.generation_settings()
 
     @Slot()
     def run(self) -> Optional[Job]:
@@ -238,11 +223,13 @@ class ComparePanel(QWidget):
                                     "that is missing or does not fit the loaded model; choose another variant.")
                 return None
             plan.append((column, weights))
-        self._remember_settings(prompt)
+        self.session.settings.set("compare/prompt", prompt)
+        self.knobs.remember()
         if self._job is not None:
             self._job.cancel()
         self._run_id += 1
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
+        self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
         base, blender = session.base, session.blender
         labels = [(c.label(), _spec_text(w)) for c, w in plan]
@@ -281,9 +268,9 @@ class ComparePanel(QWidget):
             elif report.stage == "metrics" and report.message:
                 self.status.setText(report.message)
         for index, text in latest.items():
-            if index < len(self._run_columns):
-                column, token = self._run_columns[index]
-                column.show_text(token, text)
+            entry = self._run_columns[index] if index < len(self._run_columns) else None
+            if entry is not None:
+                entry[0].show_text(entry[1], text)
         if latest:
             self.status.setText("Generating …")
 
@@ -291,12 +278,12 @@ class ComparePanel(QWidget):
     def _on_finished(self, result: CompareResult) -> None:
         if not self._current():
             return
-        for (column, token), col_result in zip(self._run_columns, result.columns):
-            column.show_metrics(token, col_result)
-        self.result = result
-        self.copy_button.setEnabled(True)
-        self.export_button.setEnabled(True)
-        n = len(result.columns)
+        self._shown = ShownComparison(result.prompt, result.settings)
+        for entry, col_result in zip(self._run_columns, result.columns):
+            if entry is not None and entry[0].show_metrics(entry[1], col_result):
+                self._shown.add(entry[0], entry[1], col_result)
+        self._update_export()
+        n = len(self._shown.rows)
         self.status.setText(f"Done: {n} column{'s' if n != 1 else ''}.")
 
     @Slot(str)
@@ -308,8 +295,8 @@ class ComparePanel(QWidget):
     @Slot()
     def _on_cancelled(self) -> None:
         if self._current():
-            for column, token in self._run_columns:
-                column.show_note(token, "Stopped.")
+            for entry in filter(None, self._run_columns):
+                entry[0].show_note(entry[1], "Stopped.")
             self.status.setText("Stopped.")
 
     @Slot()
@@ -323,40 +310,36 @@ class ComparePanel(QWidget):
         if self._job is not None:
             self._job.cancel()
 
-    def _remember_settings(self, prompt: str) -> None:
-        s = self.session.settings
-        s.set("compare/prompt", prompt)
-        s.set("compare/max_new_tokens", self.max_tokens.value())
-        s.set("compare/greedy", self.greedy.isChecked())
-        s.set("compare/temperature", self.temperature.value())
-        s.set("compare/top_p", self.top_p.value())
-        s.set("compare/seed", self.seed.value())
-
     # Copy and export ---------------------------------------------------------------------------
+
+    @property
+    def result(self) -> Optional[CompareResult]:
+        """The last run's results for the columns that still show them (None: nothing)."""
+        return self._shown.result(self.columns) if self._shown is not None else None
+
+    def _update_export(self) -> None:
+        has_result = self.result is not None
+        self.copy_button.setEnabled(has_result)
+        self.export_button.setEnabled(has_result)
 
     @Slot()
     def copy_markdown(self) -> None:
-        if self.result is not None:
-            QGuiApplication.clipboard().setText(to_markdown(self.result))
+        result = self.result
+        if result is not None:
+            compare_export.copy_markdown(result)
             self.status.setText("Copied the comparison as Markdown.")
 
     @Slot()
     def export_dialog(self) -> None:
-        if self.result is None:
-            return
-        path, chosen = QFileDialog.getSaveFileName(self, "Export comparison", "comparison.md",
-                                                   "Markdown (*.md);;JSON (*.json)")
-        if path:
-            self.export(path, as_json=chosen.startswith("JSON") or path.endswith(".json"))
+        if self.result is not None:
+            path, as_json = compare_export.ask_export_path(self)
+            if path:
+                self.export(path, as_json)
 
     def export(self, path: str, as_json: bool) -> None:
-        text = json.dumps(to_json(self.result), indent=2) if as_json else to_markdown(self.result)
-        try:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:
-            QMessageBox.warning(self, "Could not export", f"Could not write {path}: {exc.strerror or exc}")
-            return
-        self.status.setText(f"Exported to {path}.")
+        result = self.result
+        if result is not None and compare_export.write_export(self, path, result, as_json):
+            self.status.setText(f"Exported to {path}.")
 
 
 def _spec_text(weights) -> str:
