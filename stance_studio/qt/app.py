@@ -9,8 +9,11 @@ from stance_studio.core.errors import StanceStudioError
 
 
 def create_window(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
-    """Build the session and main window (QApplication must exist); starts loading
-    the model in the background when ``load``."""
+    """Build the session and main window (QApplication must exist).
+
+    Starts loading a model in the background when ``load``: ``model_spec`` if given
+    (``--model``), else the last one used unless the ``model/load_on_start`` setting
+    is off."""
     from PySide6.QtWidgets import QApplication
 
     from stance_studio.qt import theme
@@ -27,7 +30,7 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
     window = MainWindow(session)
     window.resize(1440, 900)
     window.restore_layout()
-    if load:
+    if load and (model_spec or settings.get("model/load_on_start")):
         spec = model_spec or settings.get("model/last") or "bundled"
         if spec != "bundled":
             window.model_panel.set_spec(spec)

@@ -1,16 +1,18 @@
 """The blend panel: one slider per stance (α from -1 to 2, with a number box),
 applied live to the loaded model; reset to base; save the blend as a named variant.
 
-A slider only records its stance's weight. A short timer gathers a drag's changes and
-hands the whole blend to the session, which applies it on the model worker (a newer
-request replaces a pending one), so dragging never blocks the window.
+A slider only records its stance's weight. A throttle hands the whole blend to the
+session at once on the first change, then at most every ``APPLY_INTERVAL_MS`` while a
+drag goes on and once more at its end; the session applies it on the model worker (a
+newer request replaces a pending one), so the model follows a drag without blocking
+the window.
 """
 
 from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
@@ -27,13 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
+from superqt.utils import QSignalThrottler
 
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt.library_panel import STANCE_MIME
 from stance_studio.qt.session import Session
 
 ALPHA_MIN, ALPHA_MAX = -1.0, 2.0
-APPLY_DELAY_MS = 40
+APPLY_INTERVAL_MS = 40
 
 
 class _StanceSlider(QWidget):
@@ -93,8 +96,9 @@ class BlendPanel(QWidget):
         self.session = session
         self.rows: dict[str, _StanceSlider] = {}
         self._pending: dict[str, float] = {}
-        self._timer = QTimer(self, singleShot=True, interval=APPLY_DELAY_MS)
-        self._timer.timeout.connect(self._apply_pending)
+        self._throttle = QSignalThrottler(parent=self)
+        self._throttle.setTimeout(APPLY_INTERVAL_MS)
+        self._throttle.triggered.connect(self._apply_pending)
         self.setAcceptDrops(True)
 
         self.rows_box = QWidget()
@@ -172,7 +176,7 @@ class BlendPanel(QWidget):
     @Slot(str, float)
     def _on_slider(self, name: str, alpha: float) -> None:
         self._pending[name] = alpha
-        self._timer.start()
+        self._throttle.throttle()
 
     @Slot()
     def _apply_pending(self) -> None:
@@ -191,7 +195,7 @@ class BlendPanel(QWidget):
 
     def flush(self) -> None:
         """Apply a pending slider change now (tests, before a generation)."""
-        self._timer.stop()
+        self._throttle.cancel()
         self._apply_pending()
 
     @Slot(dict)
@@ -212,7 +216,7 @@ class BlendPanel(QWidget):
 
     @Slot()
     def reset(self) -> None:
-        self._timer.stop()
+        self._throttle.cancel()
         self._pending.clear()
         self.session.set_blend({})
 

@@ -3,6 +3,9 @@ research report's three) in one click, with the default settings."""
 
 from __future__ import annotations
 
+from typing import Optional
+
+from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from stance_studio.core.errors import StanceStudioError
@@ -11,19 +14,78 @@ from stance_studio.qt.training_job import builtin_datasets, default_policy, make
 from stance_studio.qt.workers import Job
 
 
-def queue_builtin_training(session: Session, names: list[str] | None = None) -> list[Job]:
+class BuiltinTraining(QObject):
+    """Follows the queued built-in runs: a failure becomes a session error, a finished
+    run refreshes the library, and the running one feeds the live loss curve
+    (``loss_view``: ``start_live`` / ``add_point`` / ``stop_live``) like the training
+    dialog does. Deletes itself when the last run has ended."""
+
+    def __init__(self, session: Session, loss_view=None) -> None:
+        super().__init__(session)
+        self.session = session
+        self.loss_view = loss_view
+        self.jobs: list[Job] = []
+        self._names: dict[int, str] = {}
+
+    def queue(self, names: list[str] | None = None) -> list[Job]:
+        settings = self.session.settings
+        config = make_config({"method": "full", "steps": settings.get("training/steps")})
+        policy = settings.get("training/policy") or default_policy()
+        for name, path in builtin_datasets().items():
+            if (names is None or name in names) and self.session.entry(name) is None:
+                job = submit_training(self.session, path, name, config, policy)
+                self._names[job.id] = name
+                job.started.connect(self._on_started)
+                job.progressed.connect(self._on_progress)
+                job.finished.connect(self._on_finished)
+                job.failed.connect(self._on_failed)
+                job.cancelled.connect(self._on_cancelled)
+                job.ended.connect(self._on_ended)
+                self.jobs.append(job)
+        if not self.jobs:
+            self.deleteLater()
+        return list(self.jobs)
+
+    def _stop_live(self, text: str) -> None:
+        if self.loss_view is not None:
+            self.loss_view.stop_live(text)
+
+    @Slot()
+    def _on_started(self) -> None:
+        if self.loss_view is not None:
+            self.loss_view.start_live(self._names.get(self.sender().id, "stance"))
+
+    @Slot(list)
+    def _on_progress(self, reports: list) -> None:
+        if self.loss_view is None:
+            return
+        for report in reports:
+            if report.stage == "train" and "loss" in report.info:
+                self.loss_view.add_point(report.done, report.info.get("loss"), bool(report.info.get("skipped")))
+
+    @Slot(object)
+    def _on_finished(self, ckpt) -> None:
+        self.session.refresh_library()
+        self._stop_live(f"Saved {self._names.get(self.sender().id, ckpt.name)}.")
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._stop_live("Training failed.")
+        self.session.error.emit(f"{self.sender().title} failed", message)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self._stop_live("Training cancelled.")
+
+    @Slot()
+    def _on_ended(self) -> None:
+        if all(not job.is_active for job in self.jobs):
+            self.deleteLater()
+
+
+def queue_builtin_training(session: Session, names: list[str] | None = None, loss_view=None) -> list[Job]:
     """Queue one full fine-tuning run per built-in stance not yet in the library."""
-    settings = session.settings
-    config = make_config({"method": "full", "steps": settings.get("training/steps")})
-    policy = settings.get("training/policy") or default_policy()
-    jobs = []
-    for name, path in builtin_datasets().items():
-        if (names is None or name in names) and session.entry(name) is None:
-            jobs.append(submit_training(session, path, name, config, policy))
-    for job in jobs:
-        job.finished.connect(session.refresh_library)
-        job.failed.connect(lambda message, title=job.title: session.error.emit(f"{title} failed", message))
-    return jobs
+    return BuiltinTraining(session, loss_view).queue(names)
 
 
 def offer_builtin_training(session: Session, parent: QWidget, ask_even_if_not_empty: bool = False) -> list[Job]:
@@ -55,4 +117,9 @@ def offer_builtin_training(session: Session, parent: QWidget, ask_even_if_not_em
     )
     if answer != QMessageBox.StandardButton.Yes:
         return []
-    return queue_builtin_training(session, missing)
+    return queue_builtin_training(session, missing, loss_view=_loss_view(parent))
+
+
+def _loss_view(window: QWidget) -> Optional[object]:
+    """The main window's live loss curve, if ``window`` has one."""
+    return getattr(getattr(window, "plots", None), "loss", None)

@@ -1,5 +1,8 @@
 """The status-bar widget showing the model worker's current job: its title, a
-progress bar and a cancel button."""
+progress bar and a cancel button.
+
+Cancel stops the running job only: queued jobs (a blend the sliders asked for, a
+comparison) still run, so what the panels show stays what the model holds."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ class JobStatus(QWidget):
         self.job: Optional[Job] = None
         self.label = QLabel()
         self.bar = QProgressBar(maximumWidth=160, maximumHeight=14, textVisible=False)
-        self.cancel = QToolButton(text="Cancel", autoRaise=True, toolTip="Cancel the running job and all queued ones")
+        self.cancel = QToolButton(text="Cancel", autoRaise=True, toolTip="Cancel the running job (queued ones still run)")
         self.cancel.clicked.connect(self._on_cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 6, 0)
@@ -53,4 +56,6 @@ class JobStatus(QWidget):
 
     @Slot()
     def _on_cancel(self) -> None:
-        self.runner.cancel_all()
+        job = self.runner.current
+        if job is not None:
+            job.cancel()

@@ -1,9 +1,11 @@
 """The base-model panel: choose the bundled model, a folder or a GGUF file (recent
-ones remembered), load it in the background, and see what is loaded."""
+ones remembered), load it in the background, and see what is loaded. One load at a
+time: Load and Return in the model box do nothing while one is under way."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
@@ -46,6 +48,9 @@ class ModelPanel(QWidget):
         browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.trust_box = QCheckBox("Trust remote code")
         self.trust_box.setToolTip("Run the model folder's own Python code. Only for models you trust.")
+        self.on_start_box = QCheckBox("Load at start", checked=session.settings.get("model/load_on_start"))
+        self.on_start_box.setToolTip("Load the last model when Stance Studio starts.")
+        self.on_start_box.toggled.connect(self._on_load_on_start)
         self.load_button = QPushButton("Load", clicked=self.load_selected)
         self.load_button.setProperty("role", "primary")
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel)
@@ -67,8 +72,11 @@ class ModelPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.spec_box, 1)
         row.addWidget(browse)
+        checks = QVBoxLayout()
+        checks.addWidget(self.trust_box)
+        checks.addWidget(self.on_start_box)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.trust_box)
+        buttons.addLayout(checks)
         buttons.addStretch(1)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.load_button)
@@ -123,11 +131,18 @@ class ModelPanel(QWidget):
 
     # Loading ------------------------------------------------------------------------
 
+    @Slot(bool)
+    def _on_load_on_start(self, on: bool) -> None:
+        self.session.settings.set("model/load_on_start", on)
+
     @Slot()
-    def load_selected(self) -> Job:
+    def load_selected(self) -> Optional[Job]:
+        if self._job is not None:
+            return None  # Return in the model box while Load is disabled
         return self.load(self.selected_spec())
 
-    def load(self, spec: str) -> Job:
+    def load(self, spec: str) -> Optional[Job]:
+        """Start loading ``spec``; None if a load is already under way."""
         return self.session.load_model(spec, trust_remote_code=self.trust_box.isChecked())
 
     @Slot()

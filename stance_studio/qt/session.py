@@ -5,16 +5,22 @@ No widgets here. Panels read this object and call its methods; everything that
 touches the model is submitted to the one :class:`~.workers.JobRunner`, so model
 access is serialised. Checkpoints are loaded lazily (in the worker) and cached per
 file and modification time.
+
+The library folder is, first to last: the one given on the command line,
+``STANCE_STUDIO_LIBRARY``, the one chosen in the GUI (a setting), the per-user default
+— the same order as the CLI, so a script and the GUI see the same library.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QEventLoop, QFileSystemWatcher, QObject, QTimer, Signal, Slot
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, compatibility, load_checkpoint
@@ -25,6 +31,7 @@ from stance_studio.qt.settings import Settings
 from stance_studio.qt.workers import Job, JobRunner
 
 BLEND_KEY = "blend"
+LIBRARY_ENV = "STANCE_STUDIO_LIBRARY"
 
 
 class Session(QObject):
@@ -37,6 +44,10 @@ class Session(QObject):
     message = Signal(str)  # a short status-bar message
     error = Signal(str, str)  # title, message: shown as a dialog
 
+    # How long quitting waits for the running job to see its cancel flag before
+    # the windows are hidden and the wait goes on out of sight.
+    SHUTDOWN_WAIT_MS = 1500
+
     def __init__(self, settings: Settings, library_folder: Optional[str] = None,
                  runner: Optional[JobRunner] = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -47,13 +58,17 @@ class Session(QObject):
         self.side_runner = JobRunner(threads=None, parent=self)
         self.base = None
         self.blender: Optional[Blender] = None
-        self.library = Library(library_folder or settings.get("library/folder") or None)
+        env_folder = os.environ.get(LIBRARY_ENV, "")
+        # Set when the environment variable decides the folder (the GUI may not change it).
+        self.library_env = env_folder if env_folder and not library_folder else ""
+        self.library = Library(library_folder or env_folder or settings.get("library/folder") or None)
         self.entries: list[LibraryEntry] = []
         self.problems: list[LibraryProblem] = []
         self._compat: dict[str, tuple[bool, str]] = {}
         self.blend_weights: dict[str, float] = {}
         self.applied_weights: dict[str, float] = {}
-        self._loading_spec: Optional[str] = None
+        self._loading: Optional[Job] = None
+        self._blend_job: Optional[Job] = None
         self._cache: dict[Path, tuple[int, StanceCheckpoint]] = {}
         self._cache_lock = threading.Lock()
         self._watcher = QFileSystemWatcher(self)
@@ -65,23 +80,37 @@ class Session(QObject):
 
     # Model ------------------------------------------------------------------------
 
-    def load_model(self, spec: str, trust_remote_code: bool = False) -> Job:
-        """Load a base model in the background; ``model_changed`` fires when ready."""
+    @property
+    def loading(self) -> bool:
+        """True while a model load is queued or running."""
+        return self._loading is not None and self._loading.is_active
+
+    def load_model(self, spec: str, trust_remote_code: bool = False) -> Optional[Job]:
+        """Load a base model in the background; ``model_changed`` fires when ready.
+
+        One load at a time: while one is queued or running, another is refused (None).
+        """
         from stance_studio.core.models import load_base
 
+        if self.loading:
+            self.message.emit(f"{self._loading.title} is still under way; cancel it or wait for it "
+                              "before loading another model.")
+            return None
+
         def job(progress, cancel):
-            return load_base(spec, progress=progress, cancel=cancel, trust_remote_code=trust_remote_code)
+            return spec, load_base(spec, progress=progress, cancel=cancel, trust_remote_code=trust_remote_code)
 
         job_ = self.runner.submit(job, f"Loading {spec}")
         job_.finished.connect(self._on_model_loaded)
         job_.failed.connect(self._on_model_failed)
-        self._loading_spec = spec
+        self._loading = job_
         self.model_loading.emit(spec, job_)
         return job_
 
     @Slot(object)
-    def _on_model_loaded(self, base) -> None:
-        self.settings.remember_model(str(self._loading_spec or base.model_id))
+    def _on_model_loaded(self, result) -> None:
+        spec, base = result
+        self.settings.remember_model(str(spec))
         self.set_base(base)
         seconds = f"{base.load_seconds:.1f} s" + (" from cache" if base.from_cache else "")
         self.message.emit(f"Loaded {base.model_id} ({seconds})")
@@ -103,11 +132,19 @@ class Session(QObject):
 
     # Library ----------------------------------------------------------------------
 
-    def set_library_folder(self, folder: str) -> None:
+    def set_library_folder(self, folder: str) -> bool:
+        """Switch to ``folder`` and remember it; refused (False, with a dialog) while
+        ``STANCE_STUDIO_LIBRARY`` decides the folder."""
+        if self.library_env:
+            self.error.emit("Library folder is set by the environment",
+                            f"{LIBRARY_ENV} is set to {self.library_env}, which takes precedence over a folder chosen "
+                            "here (as on the command line). Unset it and restart to choose another folder.")
+            return False
         self.library = Library(folder)
         self.settings.set("library/folder", folder)
         self._watch_folder()
         self.refresh_library()
+        return True
 
     def _watch_folder(self) -> None:
         if self._watcher.directories():
@@ -207,9 +244,12 @@ class Session(QObject):
             blender.apply(pairs)
             return weights, time.perf_counter() - started
 
-        job_ = self.runner.submit(job, "Applying blend", key=BLEND_KEY)
+        # Not cancellable once started: its outcome is what the model holds.
+        job_ = self.runner.submit(job, "Applying blend", key=BLEND_KEY, cancellable=False)
         job_.finished.connect(self._on_blend_applied)
         job_.failed.connect(self._on_blend_failed)
+        job_.cancelled.connect(self._on_blend_cancelled)
+        self._blend_job = job_
         return job_
 
     def set_weight(self, name: str, alpha: float) -> Optional[Job]:
@@ -225,7 +265,19 @@ class Session(QObject):
 
     @Slot(str)
     def _on_blend_failed(self, message: str) -> None:
+        self._resync_blend()
         self.error.emit("Could not apply the blend", message)
+
+    @Slot()
+    def _on_blend_cancelled(self) -> None:
+        self._resync_blend()
+
+    def _resync_blend(self) -> None:
+        """The latest blend request never reached the model (cancelled before it
+        started, or failed): show the blend the model really holds again."""
+        if self.sender() is self._blend_job and self.blend_weights != self.applied_weights:
+            self.blend_weights = dict(self.applied_weights)
+            self.blend_changed.emit(dict(self.applied_weights))
 
     def blend_variant(self, label: str = "current blend") -> Variant:
         return Variant(label, tuple(sorted(self.blend_weights.items())))
@@ -277,5 +329,21 @@ class Session(QObject):
         self.variants_changed.emit()
 
     def shutdown(self) -> None:
-        self.side_runner.shutdown()
-        self.runner.shutdown()
+        """Cancel every job and stop both worker threads, waiting until they have."""
+        self.runner.cancel_all()
+        self.side_runner.cancel_all()
+        for runner in (self.runner, self.side_runner):
+            runner.shutdown(self.SHUTDOWN_WAIT_MS, on_slow=_hide_while_waiting)
+
+
+def _hide_while_waiting(job: Optional[Job]) -> None:
+    """Quitting waits for a job that cannot stop yet: do it with every window hidden."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None:
+        for widget in QApplication.topLevelWidgets():
+            widget.hide()
+        app.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+    what = job.title if job is not None else "a background job"
+    print(f"Stance Studio: waiting for {what} to stop before quitting …", file=sys.stderr)

@@ -49,11 +49,13 @@ def submit_training(session: Session, dataset_path: Path, name: str, config, pol
     """Queue one training run; its progress reports carry ``info['loss']`` per step."""
     from stance_studio.core import extraction, pipeline
 
-    library = session.library
+    # The model, its blender and the library as they are now: a model loaded while
+    # this run waits in the queue must not get half of it.
+    library, base, blender = session.library, session.base, session.blender
     parsed = extraction.parse_policy(policy) if policy else extraction.DEFAULT_POLICY
 
     def job(progress, cancel):
-        return pipeline.build_stance(session.base, dataset_path, name, config, policy=parsed, library=library,
-                                     blender=session.blender, progress=progress, cancel=cancel)
+        return pipeline.build_stance(base, dataset_path, name, config, policy=parsed, library=library,
+                                     blender=blender, progress=progress, cancel=cancel)
 
     return session.run_on_model(job, f"Training {name}")

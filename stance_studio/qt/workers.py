@@ -4,7 +4,9 @@ A job is a core function ``fn(progress, cancel) -> result``. Jobs run in submiss
 order on a single worker thread, so training, blending, generation and analysis
 never touch the weights at the same time: a blend requested during a generation is
 applied after it. A job submitted with a ``key`` replaces a not-yet-started job with
-the same key (a slider drag queues at most one pending blend).
+the same key (a slider drag queues at most one pending blend). A job submitted with
+``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
+only before it starts; once running it always reports its outcome.
 
 Results come back as signals of a :class:`Job`, a QObject living in the GUI thread.
 Progress reports are batched and sent at most every ``PROGRESS_INTERVAL`` seconds, so
@@ -54,6 +56,7 @@ class _Task:
 
     id: int
     fn: JobFunction
+    cancellable: bool = True
     cancel: CancelFlag = field(default_factory=CancelFlag)
     superseded: threading.Event = field(default_factory=threading.Event)
 
@@ -91,7 +94,9 @@ class Job(QObject):
         return self.state in ("pending", "running")
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next check (or never start, if still pending)."""
+        """Ask the job to stop at its next check (or never start, if still pending).
+
+        A job submitted with ``cancellable=False`` stops only if it has not started."""
         self._task.cancel.set()
 
 
@@ -109,6 +114,7 @@ class _Executor(QObject):
         super().__init__()
         self._threads = threads
         self._configured = threads is None
+        self.running_id = 0  # the task running now (0: none); read from the GUI thread
 
     @Slot(object)
     def run(self, task: _Task) -> None:
@@ -123,6 +129,7 @@ class _Executor(QObject):
 
             torch.set_num_threads(self._threads or max(1, os.cpu_count() or 1))
             self._configured = True
+        self.running_id = task.id
         self.task_started.emit(task.id)
         buffer: list[Progress] = []
         last = [0.0]
@@ -136,7 +143,10 @@ class _Executor(QObject):
                 buffer.clear()
 
         try:
-            result = task.fn(progress=progress, cancel=task.cancel)
+            try:
+                result = task.fn(progress=progress, cancel=task.cancel)
+            finally:
+                self.running_id = 0
         except Cancelled:
             self._flush(task, buffer)
             self.task_cancelled.emit(task.id)
@@ -147,7 +157,7 @@ class _Executor(QObject):
             self.task_failed.emit(task.id, describe_error(exc))
         else:
             self._flush(task, buffer)
-            if task.cancel.is_set():
+            if task.cancel.is_set() and task.cancellable:
                 self.task_cancelled.emit(task.id)
             else:
                 self.task_finished.emit(task.id, result)
@@ -186,14 +196,14 @@ class JobRunner(QObject):
 
     # Public API -------------------------------------------------------------------
 
-    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None) -> Job:
+    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None, cancellable: bool = True) -> Job:
         """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`."""
         if key is not None:
             for job in self._jobs.values():
                 if job.key == key and job.state == "pending":
                     job._task.superseded.set()
                     job.state = "superseded"
-        task = _Task(next(_ids), fn)
+        task = _Task(next(_ids), fn, cancellable)
         # No Qt parent: the runner holds the job while it is active, callers as long as
         # they like; Python frees it afterwards.
         job = Job(task, title, key)
@@ -219,11 +229,21 @@ class JobRunner(QObject):
         for job in self._jobs.values():
             job.cancel()
 
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Cancel everything and stop the thread; True if it stopped in time."""
+    def shutdown(self, timeout_ms: int = 10000, on_slow: Optional[Callable[[Optional[Job]], None]] = None) -> bool:
+        """Cancel everything and stop the thread; True if it stopped within ``timeout_ms``.
+
+        A job may be in a stage that cannot be cancelled (the first GGUF load). Then
+        ``on_slow(job)`` is called (hide the window, say why we wait) and the wait goes
+        on until the thread has stopped: destroying a running QThread aborts the process.
+        """
         self.cancel_all()
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        if self._thread.wait(timeout_ms):
+            return True
+        if on_slow is not None:
+            on_slow(self._jobs.get(self._executor.running_id))
+        self._thread.wait()
+        return False
 
     # Routing (GUI thread) -----------------------------------------------------------
 

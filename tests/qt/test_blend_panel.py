@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt
@@ -130,3 +131,80 @@ def test_a_new_checkpoint_in_the_folder_gets_a_slider(qtbot, loaded, write_stanc
     write_stance(loaded.library, loaded.base, "fresh")
     qtbot.waitUntil(lambda: "fresh" in panel.rows, timeout=5000)  # the folder watcher noticed
     assert not panel.empty.isVisibleTo(panel)
+
+
+def test_the_model_follows_a_drag_while_it_goes_on(qtbot, loaded, write_stance):
+    """A throttle, not a debounce: a continuous drag applies every ~40 ms, then once at its end."""
+    from PySide6.QtCore import QTimer
+
+    write_stance(loaded.library, loaded.base, "curious")
+    loaded.refresh_library()
+    panel = BlendPanel(loaded)
+    qtbot.addWidget(panel)
+    requests = []
+    loaded.blend_changed.connect(lambda weights: requests.append(dict(weights)))
+    values = [round(0.05 * (i + 1), 2) for i in range(30)]
+    moves = []
+
+    def move():
+        if len(moves) < len(values):
+            moves.append(values[len(moves)])
+            panel.rows["curious"].slider.setValue(moves[-1])
+
+    drag = QTimer(interval=10)
+    drag.timeout.connect(move)
+    drag.start()
+    qtbot.waitUntil(lambda: len(moves) == len(values), timeout=10000)
+    drag.stop()
+    during = len(requests)
+    _wait_applied(qtbot, loaded, {"curious": values[-1]})
+    assert during >= 3, f"only {during} blends were requested during a {len(values)}-step drag"
+    assert requests[-1] == {"curious": values[-1]}  # and the end of the drag is applied
+    assert panel.rows["curious"].value() == values[-1]
+
+
+def test_the_status_bar_cancel_stops_the_running_job_not_a_queued_blend(qtbot, loaded, write_stance):
+    from stance_studio.qt.job_status import JobStatus
+
+    write_stance(loaded.library, loaded.base, "curious")
+    loaded.refresh_library()
+    panel = BlendPanel(loaded)
+    status = JobStatus(loaded.runner)
+    qtbot.addWidget(panel)
+    qtbot.addWidget(status)
+    param = dict(loaded.base.model.named_parameters())[Q_PROJ]
+    w0 = param.detach().clone()
+
+    def long_job(progress, cancel):
+        while True:
+            cancel.raise_if_set("long job")
+            time.sleep(0.005)
+
+    running = loaded.runner.submit(long_job, "Training something")
+    qtbot.waitUntil(lambda: running.state == "running", timeout=5000)
+    panel.rows["curious"].slider.setValue(1.0)
+    panel.flush()
+    assert [j.state for j in loaded.runner.active_jobs() if j.key == "blend"] == ["pending"]  # behind the running job
+    status.cancel.click()
+    _wait_applied(qtbot, loaded, {"curious": 1.0})
+    assert running.state == "cancelled"
+    assert panel.rows["curious"].value() == 1.0 and loaded.blend_weights == {"curious": 1.0}
+    assert not torch.equal(param.detach(), w0)  # the model holds what the slider shows
+
+
+def test_a_blend_cancelled_before_it_ran_puts_the_sliders_back(qtbot, loaded, write_stance):
+    write_stance(loaded.library, loaded.base, "curious")
+    loaded.refresh_library()
+    panel = BlendPanel(loaded)
+    qtbot.addWidget(panel)
+    gate = threading.Event()
+    loaded.runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    panel.rows["curious"].slider.setValue(1.0)
+    panel.flush()
+    blend = next(j for j in loaded.runner.active_jobs() if j.key == "blend")
+    blend.cancel()
+    gate.set()
+    qtbot.waitUntil(lambda: not loaded.runner.busy, timeout=5000)
+    assert blend.state == "cancelled"
+    assert loaded.applied_weights == {} and loaded.blend_weights == {}
+    assert panel.rows["curious"].value() == 0.0  # the sliders show the base the model still is

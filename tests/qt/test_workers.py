@@ -120,3 +120,52 @@ def test_a_newer_keyed_job_replaces_a_pending_one(qtbot, runner):
 
 def test_describe_error_keeps_user_messages():
     assert describe_error(DatasetError("bad file")) == "bad file"
+
+
+def test_shutdown_waits_for_a_job_that_ignores_cancel_and_never_abandons_the_thread(qtbot):
+    """A first GGUF load cannot be cancelled: quitting waits it out instead of destroying
+    a running QThread (which aborts the process)."""
+    runner = JobRunner(threads=None)
+    started, stopped = threading.Event(), threading.Event()
+
+    def stubborn(progress, cancel):
+        started.set()
+        time.sleep(0.8)  # a stage with no cancel check
+        stopped.set()
+
+    runner.submit(stubborn, "Loading model.gguf")
+    queued = runner.submit(lambda progress, cancel: None, "queued")
+    assert started.wait(5)
+    slow = []
+    assert runner.shutdown(timeout_ms=100, on_slow=slow.append) is False
+    assert stopped.is_set() and runner._thread.isFinished()
+    assert [job.title for job in slow] == ["Loading model.gguf"]
+    assert queued._task.cancel.is_set()
+
+
+def test_a_job_that_cannot_be_cancelled_reports_what_it_did(qtbot, runner):
+    started, go_on = threading.Event(), threading.Event()
+
+    def apply(progress, cancel):
+        started.set()
+        go_on.wait(5)
+        return "applied"
+
+    job = runner.submit(apply, "Applying blend", cancellable=False)
+    assert started.wait(5)
+    job.cancel()  # too late: it is running
+    go_on.set()
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    assert job.state == "finished" and job.result == "applied"
+
+
+def test_a_job_that_cannot_be_cancelled_still_can_be_before_it_starts(qtbot, runner):
+    gate, ran = threading.Event(), []
+    runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    job = runner.submit(lambda progress, cancel: ran.append(1), "Applying blend", cancellable=False)
+    job.cancel()
+    gate.set()
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    assert job.state == "cancelled" and ran == []

@@ -1,0 +1,97 @@
+"""The session: one model load at a time, remembered under the spec it was asked
+for; a training run keeps the model and blender it was submitted with; the built-in
+first-run trainings report through slots and feed the live loss curve."""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import Qt
+
+from stance_studio.qt.model_panel import ModelPanel
+
+
+def test_a_second_load_is_refused_while_one_is_under_way(qtbot, session):
+    gate = threading.Event()
+    session.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    messages = []
+    session.message.connect(messages.append)
+    first = session.load_model("tiny:1")
+    assert first is not None
+    assert session.load_model("tiny:2") is None
+    assert "Loading tiny:1" in messages[-1]
+    with qtbot.waitSignal(session.model_changed, timeout=10000):
+        gate.set()
+    assert session.settings.recent_models()[0] == "tiny:1"
+    assert session.load_model("tiny:2") is not None  # once it is done, another may load
+
+
+def test_return_in_the_model_box_starts_no_second_load(qtbot, session):
+    panel = ModelPanel(session)
+    qtbot.addWidget(panel)
+    gate = threading.Event()
+    session.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    assert panel.load("tiny:1") is not None and not panel.load_button.isEnabled()
+    panel.spec_box.setEditText("tiny:2")
+    qtbot.keyClick(panel.spec_box.lineEdit(), Qt.Key.Key_Return)
+    assert [j.title for j in session.runner.active_jobs()] == ["busy", "Loading tiny:1"]
+    with qtbot.waitSignal(session.model_changed, timeout=10000):
+        gate.set()
+    assert session.settings.recent_models()[0] == "tiny:1"
+
+
+def test_training_keeps_the_model_and_blender_it_was_submitted_with(qtbot, loaded, monkeypatch):
+    from stance_studio.core import pipeline
+    from stance_studio.core.datasets import builtin_stances
+    from stance_studio.core.tiny import tiny_base
+    from stance_studio.qt.training_job import make_config, submit_training
+
+    seen = []
+    monkeypatch.setattr(pipeline, "build_stance", lambda base, *a, blender, **k: seen.append((base, blender)))
+    first_base, first_blender = loaded.base, loaded.blender
+    gate = threading.Event()
+    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    job = submit_training(loaded, next(iter(builtin_stances().values())), "x", make_config({"steps": 1}), "all")
+    loaded.set_base(tiny_base(seed=3))  # another model arrives while the run waits
+    with qtbot.waitSignal(job.ended, timeout=10000):
+        gate.set()
+    assert seen == [(first_base, first_blender)]
+
+
+def test_builtin_training_failures_and_losses_reach_the_window(qtbot, loaded, monkeypatch):
+    from stance_studio.core import pipeline
+    from stance_studio.core.errors import TrainingDivergedError
+    from stance_studio.core.jobs import Progress
+    from stance_studio.qt.first_run import queue_builtin_training
+
+    def train(base, dataset, name, config, progress, **kwargs):
+        for step in (1, 2):
+            progress(Progress("train", step, 2, info={"loss": 3.0 - step}))
+        raise TrainingDivergedError(f"{name} diverged.")
+
+    monkeypatch.setattr(pipeline, "build_stance", train)
+
+    class LossView:
+        def __init__(self):
+            self.calls = []
+
+        def start_live(self, name):
+            self.calls.append(("start", name))
+
+        def add_point(self, step, loss, skipped):
+            self.calls.append(("point", step, loss))
+
+        def stop_live(self, text):
+            self.calls.append(("stop", text))
+
+    view = LossView()
+    errors = []
+    loaded.error.connect(lambda title, message: errors.append((title, message)))
+    jobs = queue_builtin_training(loaded, loss_view=view)
+    assert jobs
+    with qtbot.waitSignal(jobs[-1].ended, timeout=20000):
+        pass
+    name = jobs[0].title.removeprefix("Training ")
+    assert errors[0] == (f"Training {name} failed", f"{name} diverged.")
+    assert len(errors) == len(jobs)
+    assert view.calls[:4] == [("start", name), ("point", 1, 2.0), ("point", 2, 1.0), ("stop", "Training failed.")]
