@@ -77,7 +77,7 @@ def cmd_inspect(args) -> int:
         f"  method    {ckpt.method}   policy {ckpt.extraction.get('policy', '?')}",
         f"  size      {human_bytes(doc['bytes'])} ({100 * doc['bytes'] / max(doc['base_model_bytes'], 1):.2f} % of the base model)",
     ]
-    if "retention" in ckpt.metrics:
+    if ckpt.metrics.get("retention") is not None:
         lines.append(f"  retention {ckpt.metrics['retention']:.3f}")
     lines.append(f"  modules   {len(changes)} touched; most changed (relative Frobenius):")
     lines.append(f"    {'module':<48} {'layer':>5} {'rel.change':>10} {'|Δ|':>9} {'rank90':>6}")

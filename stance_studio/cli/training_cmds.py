@@ -114,12 +114,16 @@ def cmd_train(args) -> int:
         f"loss {finite[0]:.3f} → {finite[-1]:.3f}, {ckpt.training['nonfinite_steps']} non-finite steps skipped\n"
         f"  kept {len(ckpt.deltas)} modules with policy {ckpt.extraction['policy']}: {human_bytes(size)} "
         f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model), "
-        f"retention {ckpt.metrics['retention']:.3f}\n"
+        f"retention {_retention(ckpt.metrics['retention'])}\n"
         f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
         f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}"
     ) if finite else f"Saved {ckpt.name} to {ckpt.path}"
     emit(args, doc, text)
     return 0
+
+
+def _retention(value) -> str:
+    return "undefined (training did not move the model on the probes)" if value is None else f"{value:.3f}"
 
 
 def cmd_evaluate(args) -> int:

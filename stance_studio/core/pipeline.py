@@ -81,7 +81,8 @@ def build_stance(
         probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
         kept_retention = probe.measure(base, blender, kept, cancel=cancel)
         hedges, boosters = probe.tuned_rates
-        progress(Progress("measure", 1, 1, f"Retention {kept_retention:.3f}"))
+        progress(Progress("measure", 1, 1, "Retention undefined: the tuned model is no closer to its answers than base"
+                          if kept_retention is None else f"Retention {kept_retention:.3f}"))
         cancel.raise_if_set("training")
         ckpt = make_checkpoint(
             name,

@@ -14,7 +14,7 @@ def test_train_json_then_list_and_evaluate(library_path, tmp_path, capsys):
     probes.write_text("# two probes\nwhy is the sky blue\nhow do bees make honey\n")
     lib = ["--library", str(library_path), "--model", "tiny"]
     code, out, _ = _run(capsys, ["train", "curious-uncertainty", "--name", "curious", "--steps", "2",
-                                 "--prompts", str(probes), "--json", *lib])
+                                 "--keep", "rank:4+fp16", "--prompts", str(probes), "--json", *lib])
     assert code == 0
     doc = json.loads(out)
     assert doc["checkpoint"].endswith("curious.stance.safetensors") and doc["steps"] == 2
@@ -81,3 +81,11 @@ def test_compare_policies_refuses_a_bad_policy_before_loading(capsys):
     code, _, err = _run(capsys, ["compare-policies", "curious-uncertainty", "--model", "/no/such/model",
                                  "--keep", "rank:x"])
     assert code == 2 and "rank:x" in err and "Traceback" not in err
+
+
+def test_the_default_budget_refuses_a_model_too_small_for_it(library_path, capsys):
+    """2 % of the tiny model cannot hold a checkpoint's metadata: a clear error, no file."""
+    code, _, err = _run(capsys, ["train", "curious-uncertainty", "--name", "small", "--steps", "1",
+                                 "--library", str(library_path), "--model", "tiny"])
+    assert code == 2 and "budget" in err and "Traceback" not in err
+    assert not list(library_path.iterdir())

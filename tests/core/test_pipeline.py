@@ -70,7 +70,7 @@ def test_cancelled_run_writes_nothing(tiny, library_path):
 
 def test_existing_name_is_refused_before_training(tiny, library_path):
     lib = Library(library_path)
-    build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES)
+    build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), policy="rank:2", library=lib, probes=PROBES)
     steps = []
     with pytest.raises(LibraryError, match="already exists"):
         build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES,
