@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from typing import Optional
 
 
@@ -42,6 +43,22 @@ def short_date(iso: str) -> str:
     if when.tzinfo is not None:
         when = when.astimezone()
     return when.strftime("%Y-%m-%d %H:%M")
+
+
+def timestamp(iso: str) -> float:
+    """An ISO timestamp as seconds since the epoch, for sorting (-inf if unreadable)."""
+    try:
+        return _dt.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return float("-inf")
+
+
+def short_model(spec: str) -> str:
+    """A model id short enough for a table cell: a local path's last part, else the id
+    (hub ids like ``org/name`` stay whole)."""
+    if spec.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", spec):
+        return re.split(r"[\\/]", spec.rstrip("/\\"))[-1] or spec
+    return spec
 
 
 def percent(x: Optional[float]) -> str:

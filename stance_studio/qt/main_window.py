@@ -62,7 +62,7 @@ class MainWindow(QMainWindow):
         self.library_panel.add_to_compare.connect(self.compare.add_stance_column)
         self.library_panel.show_changes.connect(self._show_changes)
         self.library_panel.train_requested.connect(self.open_training)
-        self.library_panel.selection_changed.connect(self.plots.loss.show_stances)
+        self.library_panel.selection_changed.connect(self.plots.show_stances)
 
         self.job_status = JobStatus(session.runner)
         self.statusBar().addPermanentWidget(self.job_status)
@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
         theme.apply_theme(QApplication.instance(), name)
         self.session.settings.set("ui/theme", name)
         self.library_panel.refresh()
-        self.plots.layers.redraw()
+        self.plots.restyle()
 
     @Slot()
     def reset_layout(self) -> None:

@@ -42,9 +42,12 @@ class ClickableBars(pg.BarGraphItem):
         if not len(self._rects):
             return -1
         r = self._rects
-        # Very small bars are still hit anywhere between 0 and their top.
-        inside = (x >= r[:, 0]) & (x <= r[:, 2]) & (y >= np.minimum(r[:, 1], 0)) & (y <= np.maximum(r[:, 3], 0))
-        hits = np.nonzero(inside)[0]
+        across = (x >= r[:, 0]) & (x <= r[:, 2])
+        hits = np.nonzero(across & (y >= r[:, 1]) & (y <= r[:, 3]))[0]
+        if not hits.size:
+            # Very small bars are still hit anywhere between 0 and their top (but a
+            # segment of a stack never hides the one below it).
+            hits = np.nonzero(across & (y >= np.minimum(r[:, 1], 0)) & (y <= np.maximum(r[:, 3], 0)))[0]
         return int(hits[-1]) if hits.size else -1
 
     def hoverEvent(self, event) -> None:
@@ -71,11 +74,16 @@ class LossPlot(pg.PlotWidget):
         self.getPlotItem().setMenuEnabled(False)
         c = theme.series_color(0)
         self.curve = self.plot([], [], pen=pg.mkPen(c, width=2), symbol="o", symbolSize=4, symbolBrush=c, symbolPen=None)
-        self.skipped = pg.ScatterPlotItem(symbol="x", size=10, pen=pg.mkPen(theme.colors()["bad"], width=2))
+        self.skipped = pg.ScatterPlotItem(symbol="x", size=10)
         self.addItem(self.skipped)
+        self.restyle()
         self.steps: list[int] = []
         self.losses: list[float] = []
         self._skipped: list[int] = []
+
+    def restyle(self) -> None:
+        """Colours that come from the theme (the axes and background: theme.style_plot)."""
+        self.skipped.setPen(pg.mkPen(theme.colors()["bad"], width=2))
 
     def clear_points(self) -> None:
         self.steps, self.losses, self._skipped = [], [], []

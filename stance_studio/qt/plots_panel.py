@@ -1,5 +1,5 @@
 """The plots dock: per-layer weight changes, training loss curves, and size against
-retention for every stance in the library."""
+retention for every stance in the library. It follows the library selection."""
 
 from __future__ import annotations
 
@@ -128,3 +128,16 @@ class PlotsPanel(QTabWidget):
     def show_changes(self, name: str) -> None:
         self.setCurrentWidget(self.layers)
         self.layers.show_stance(name)
+
+    @Slot(list)
+    def show_stances(self, names: list) -> None:
+        """Follow the library selection: its loss curve and layer changes."""
+        self.loss.show_stances(names)
+        self.layers.show_stances(names)
+
+    def restyle(self) -> None:
+        """Redraw the contents that take colours from the theme (theme.apply_theme
+        restyles every plot's background and axes)."""
+        self.layers.restyle()
+        self.loss.plot.restyle()
+        self.retention.refresh()

@@ -83,3 +83,29 @@ def apply_theme(app: QApplication, theme: str) -> None:
     app.setPalette(_palette(c))
     app.setStyleSheet(style_sheet(c))
     pg.setConfigOptions(background=c["plot_bg"], foreground=c["plot_fg"], antialias=True)
+    for widget in app.allWidgets():
+        if isinstance(widget, pg.GraphicsView):
+            style_plot(widget)
+
+
+def style_plot(view) -> None:
+    """Give an existing pyqtgraph widget the current theme's background, axes and titles.
+
+    pyqtgraph reads its colour options only when a plot is made, so a theme switch
+    restyles the plots that already exist here.
+    """
+    import pyqtgraph as pg
+
+    c = colors()
+    view.setBackground(c["plot_bg"])
+    scene = view.scene()
+    for item in scene.items() if scene is not None else []:
+        if not isinstance(item, pg.PlotItem):
+            continue
+        for name in item.axes:
+            axis = item.getAxis(name)
+            axis.setPen(c["plot_fg"])
+            axis.setTextPen(c["plot_fg"])
+        title = item.titleLabel
+        if title.text and title.text.strip():
+            title.setText(title.text, color=c["plot_fg"])

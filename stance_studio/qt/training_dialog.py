@@ -5,7 +5,6 @@ model worker with a progress bar, live loss, elapsed/remaining time and cancel."
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import QTimer, Signal, Slot
@@ -13,19 +12,15 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -33,11 +28,11 @@ from PySide6.QtWidgets import (
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.extraction import DEFAULT_POLICY
 from stance_studio.core.training import DEFAULT_LR, DEFAULT_MODULES, TrainConfig
-from stance_studio.qt.dataset_editor import DatasetEditor
+from stance_studio.qt.dataset_picker import DatasetPicker
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
 from stance_studio.qt.plots import LossPlot
 from stance_studio.qt.session import Session
-from stance_studio.qt.training_job import builtin_datasets, check_policy, make_config, submit_training
+from stance_studio.qt.training_job import check_policy, make_config, submit_training
 from stance_studio.qt.workers import Job
 
 METHODS = {
@@ -46,7 +41,6 @@ METHODS = {
     "lora": "LoRA adapters on the named modules",
 }
 MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "layers.13.self_attn.q_proj"]
-FROM_FILE = "__file__"
 
 
 class TrainingDialog(QDialog):
@@ -60,40 +54,14 @@ class TrainingDialog(QDialog):
         self.session = session
         self.setWindowTitle("Train a stance")
         self.resize(980, 700)
-        self.dataset_path: Optional[Path] = None
-        self.dataset = None
         self.job: Optional[Job] = None
         self._started = 0.0
         self._train_started: Optional[float] = None
         self._last = None
         s = session.settings
 
-        # Dataset -------------------------------------------------------------------
-        self.dataset_box = QComboBox()
-        try:
-            self.builtins = builtin_datasets()
-        except StanceStudioError:
-            self.builtins = {}
-        for name, path in self.builtins.items():
-            self.dataset_box.addItem(f"Built-in: {name}", str(path))
-        self.dataset_box.addItem("From a file…", FROM_FILE)
-        self.dataset_box.activated.connect(self._on_dataset_chosen)
-        new_button = QPushButton("New dataset…", clicked=self.new_dataset)
-        self.preview = QTableWidget(0, 2)
-        self.preview.setHorizontalHeaderLabels(["Prompt", "Response"])
-        self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.preview.verticalHeader().setVisible(False)
-        self.preview.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.dataset_note = QLabel(" ", wordWrap=True)
-        self.dataset_note.setProperty("role", "muted")
-        ds_row = QHBoxLayout()
-        ds_row.addWidget(self.dataset_box, 1)
-        ds_row.addWidget(new_button)
-        ds_group = QGroupBox("Dataset")
-        ds_layout = QVBoxLayout(ds_group)
-        ds_layout.addLayout(ds_row)
-        ds_layout.addWidget(self.preview, 1)
-        ds_layout.addWidget(self.dataset_note)
+        self.picker = DatasetPicker(session)
+        self.picker.changed.connect(self._on_dataset_changed)
 
         # Method and hyper-parameters --------------------------------------------------
         self.name_edit = QLineEdit(placeholderText="name in the library")
@@ -164,7 +132,7 @@ class TrainingDialog(QDialog):
         buttons.addWidget(close)
 
         top = QHBoxLayout()
-        top.addWidget(ds_group, 3)
+        top.addWidget(self.picker, 3)
         top.addWidget(hp_group, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(top, 3)
@@ -175,56 +143,20 @@ class TrainingDialog(QDialog):
         self._clock = QTimer(self, interval=500)
         self._clock.timeout.connect(self._tick)
         self._on_method()
-        if self.builtins:
-            self.load_dataset(Path(self.dataset_box.itemData(0)))
+        if self.picker.builtins:
+            self.picker.load(next(iter(self.picker.builtins.values())))
 
     # Dataset ----------------------------------------------------------------------------
 
-    @Slot(int)
-    def _on_dataset_chosen(self, index: int) -> None:
-        data = self.dataset_box.itemData(index)
-        if data == FROM_FILE:
-            path, _ = QFileDialog.getOpenFileName(self, "Choose a stance dataset", str(Path.home()), "JSON lines (*.jsonl);;All files (*)")
-            if path:
-                self.load_dataset(Path(path))
-        else:
-            self.load_dataset(Path(data))
+    @property
+    def dataset(self):
+        return self.picker.dataset
 
     @Slot()
-    def new_dataset(self) -> None:
-        editor = DatasetEditor(folder=self.session.library.folder.parent, parent=self)
-        if editor.exec() == QDialog.DialogCode.Accepted and editor.saved_path is not None:
-            self.load_dataset(editor.saved_path)
-
-    def load_dataset(self, path: Path) -> bool:
-        """Read ``path`` and show a preview; False (and the reason shown) if it is bad."""
-        from stance_studio.core.datasets import load_dataset
-
-        self.preview.setRowCount(0)
-        try:
-            dataset = load_dataset(path, tokenizer=self.session.base.tokenizer if self.session.base else None)
-        except (StanceStudioError, OSError) as exc:
-            self.dataset, self.dataset_path = None, None
-            self.dataset_note.setProperty("role", "bad")
-            self.dataset_note.setText(str(exc))
-            self._restyle(self.dataset_note)
-            self._validate()
-            return False
-        self.dataset, self.dataset_path = dataset, Path(path)
-        self.preview.setRowCount(len(dataset.examples))
-        for r, example in enumerate(dataset.examples):
-            self.preview.setItem(r, 0, QTableWidgetItem(example.prompt))
-            self.preview.setItem(r, 1, QTableWidgetItem(example.response))
-        self.preview.resizeRowsToContents()
-        self.dataset_note.setProperty("role", "muted")
-        self.dataset_note.setText(f"{len(dataset.examples)} examples from {path}")
-        self._restyle(self.dataset_note)
-        if self.dataset_box.findData(str(path)) < 0:
-            self.dataset_box.insertItem(self.dataset_box.count() - 1, f"File: {Path(path).name}", str(path))
-        self.dataset_box.setCurrentIndex(self.dataset_box.findData(str(path)))
-        self.name_edit.setText(self._free_name(dataset.name or Path(path).stem))
+    def _on_dataset_changed(self) -> None:
+        if self.picker.dataset is not None:
+            self.name_edit.setText(self._free_name(self.picker.dataset.name or self.picker.path.stem))
         self._validate()
-        return True
 
     def _free_name(self, stem: str) -> str:
         taken = {e.name for e in self.session.entries}
@@ -232,11 +164,6 @@ class TrainingDialog(QDialog):
         while name in taken:
             name, n = f"{stem}-{n}", n + 1
         return name
-
-    @staticmethod
-    def _restyle(widget: QWidget) -> None:
-        widget.style().unpolish(widget)
-        widget.style().polish(widget)
 
     # Form -------------------------------------------------------------------------------
 
@@ -261,10 +188,15 @@ class TrainingDialog(QDialog):
         }
 
     def problem(self) -> Optional[str]:
+        """The first reason training cannot start, or None."""
         if self.session.base is None:
             return "Load a base model first."
-        if self.dataset is None:
-            return "Choose a dataset that can be read."
+        return self.picker.problem() or self.form_problem_text()
+
+    def form_problem_text(self) -> Optional[str]:
+        """What is wrong in the form itself (the dataset aside)."""
+        if self.session.base is None:
+            return "Load a base model first."
         name = self.name_edit.text().strip()
         if not name:
             return "Give the stance a name."
@@ -282,9 +214,14 @@ class TrainingDialog(QDialog):
 
     @Slot()
     def _validate(self) -> None:
-        problem = self.problem()
-        self.form_problem.setText(problem or " ")
-        self.train_button.setEnabled(problem is None and self.job is None)
+        """Show the first problem under the form. Form problems disable Train; a bad
+        dataset does not, so pressing Train explains it in a dialog."""
+        form = self.form_problem_text()
+        dataset = self.picker.problem() if form is None else None
+        if dataset is not None and self.picker.error:
+            dataset = f"The dataset {self.picker.path.name} cannot be used; the reason is under its preview."
+        self.form_problem.setText(form or dataset or " ")
+        self.train_button.setEnabled(form is None and self.job is None)
 
     # Running ----------------------------------------------------------------------------
 
@@ -292,12 +229,13 @@ class TrainingDialog(QDialog):
     def start(self) -> Optional[Job]:
         problem = self.problem()
         if problem:
-            QMessageBox.warning(self, "Cannot train", problem)
+            dataset = self.session.base is not None and problem == self.picker.problem()
+            QMessageBox.warning(self, "Cannot train on this dataset" if dataset else "Cannot train", problem)
             return None
         name = self.name_edit.text().strip()
         try:
             config = make_config(self.values())
-            job = submit_training(self.session, self.dataset_path, name, config,
+            job = submit_training(self.session, self.picker.path, name, config,
                                   self.policy.text().strip() or DEFAULT_POLICY)
         except (StanceStudioError, TypeError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot train", str(exc))

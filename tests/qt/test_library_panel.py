@@ -3,6 +3,7 @@ the folder, and renames, deletes (after confirmation) and imports files."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from stance_studio.qt.library_panel import STANCE_MIME, LibraryPanel
@@ -100,7 +101,9 @@ def test_delete_asks_first_and_respects_cancel(qtbot, loaded, write_stance, boxe
     assert not path.exists() and panel.table.rowCount() == 0
 
 
-def test_import_copies_a_checkpoint_and_refuses_a_pickle(qtbot, loaded, write_stance, tmp_path, monkeypatch, boxes):
+def test_import_runs_off_the_gui_thread_and_refuses_a_pickle(qtbot, loaded, write_stance, tmp_path, monkeypatch, boxes):
+    import threading
+
     from stance_studio.core.library import Library
 
     elsewhere = Library(tmp_path / "elsewhere")
@@ -108,11 +111,99 @@ def test_import_copies_a_checkpoint_and_refuses_a_pickle(qtbot, loaded, write_st
     pickle = tmp_path / "evil.pt"
     pickle.write_bytes(b"\x80\x04K\x01.")
     monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(source), str(pickle)], "")))
+    threads = []
+    original = Library.import_file
+
+    def import_file(self, path, name=None):
+        threads.append(threading.current_thread())
+        return original(self, path, name)
+
+    monkeypatch.setattr(Library, "import_file", import_file)
+    messages = []
+    loaded.message.connect(messages.append)
     panel = LibraryPanel(loaded)
     qtbot.addWidget(panel)
-    panel.import_dialog()
-    assert _column(panel, 1) == ["traveller"]
-    assert len(boxes.of("warning")) == 1 and "pickle" in boxes.of("warning")[0][2]
+    job = panel.import_dialog()
+    assert job.is_active and job in loaded.side_runner.active_jobs()
+    with qtbot.waitSignal(job.ended, timeout=10000):
+        pass
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    assert _column(panel, 1) == ["traveller"] and panel.selected_names() == ["traveller"]
+    assert len(boxes.of("warning")) == 1
+    title, text = boxes.of("warning")[0][1:]
+    assert title == "Could not import" and "evil.pt" in text and "pickle" in text
+    assert messages[-1] == "Imported traveller."
+
+
+def test_base_and_created_columns_sort_by_value_and_can_be_shown(qtbot, loaded, write_stance):
+    from PySide6.QtCore import Qt
+
+    from stance_studio.qt.library_panel import COLUMNS
+
+    for name in ("a", "b", "c"):
+        write_stance(loaded.library, loaded.base, name)
+    loaded.refresh_library()
+    facts = {  # as text, neither the sizes nor the (time-zoned) dates sort in this order
+        "a": (2_000_000, "2024-01-01T10:00:00+05:00"),  # 05:00 UTC
+        "b": (900, "2024-01-01T06:00:00+00:00"),  # 06:00 UTC
+        "c": (10_240, "2023-12-31T23:30:00-06:00"),  # 05:30 UTC
+    }
+    for entry in loaded.entries:
+        entry.bytes, entry.created = facts[entry.name]
+    panel = LibraryPanel(loaded)
+    qtbot.addWidget(panel)
+    size, created, base = (COLUMNS.index(t) for t in ("Size", "Created", "Base"))
+    panel.table.sortItems(size, Qt.SortOrder.AscendingOrder)
+    assert _column(panel, 1) == ["b", "c", "a"] and _column(panel, size)[0] == "900 B"
+    panel.table.sortItems(created, Qt.SortOrder.AscendingOrder)
+    assert _column(panel, 1) == ["a", "c", "b"]
+    assert set(_column(panel, base)) == {loaded.base.model_id}
+    menu = panel.columns_menu()
+    assert [a.text() for a in menu.actions()] == ["Method", "Size", "Retention", "Base", "Created"]
+    action = next(a for a in menu.actions() if a.text() == "Created")
+    action.setChecked(True)
+    action.setChecked(False)
+    assert not panel.column_shown("Created") and panel.table.isColumnHidden(created)
+    action.setChecked(True)
+    assert panel.column_shown("Created")
+
+
+@pytest.fixture
+def styled():
+    """The app's real look (style sheet and palette), undone afterwards."""
+    from PySide6.QtWidgets import QApplication
+
+    from stance_studio.qt import theme
+
+    app = QApplication.instance()
+    sheet, palette, style = app.styleSheet(), app.palette(), app.style().name()
+    theme.apply_theme(app, "light")
+    yield
+    app.setStyleSheet(sheet)
+    app.setPalette(palette)
+    app.setStyle(style)
+
+
+def test_readable_at_360_pixels_wide_and_more_columns_when_wider(qtbot, loaded, write_stance, styled):
+    panel = _panel(qtbot, loaded, write_stance, "curious-uncertainty", "confident-expertise")
+    panel.resize(360, 520)
+    panel.show()
+    qtbot.waitExposed(panel)
+    header = panel.table.horizontalHeader()
+
+    def fits():
+        return header.length() <= panel.table.viewport().width()  # no sideways scrolling
+
+    assert panel.width() <= 360 and fits()
+    assert header.sectionSize(1) >= panel.table.fontMetrics().horizontalAdvance("curious-uncertainty") + 8
+    assert [panel.column_shown(t) for t in ("Size", "Retention", "Method", "Created", "Base")] == [True, True, False, False, False]
+    panel.resize(640, 520)
+    qtbot.waitUntil(lambda: panel.column_shown("Created"), timeout=2000)
+    assert panel.column_shown("Method") and fits()
+    panel.show_column("Method", False)  # a choice from the header menu outlasts resizing
+    panel.resize(900, 520)
+    qtbot.waitUntil(lambda: panel.column_shown("Base"), timeout=2000)
+    assert not panel.column_shown("Method") and fits()
 
 
 def test_rows_drag_as_stance_names(qtbot, loaded, write_stance):

@@ -60,7 +60,7 @@ def test_clicking_a_bar_shows_its_spectrum(qtbot, loaded, write_stance):
     view.show_spectrum(0)
     module = view.bars[0].module.name
     qtbot.waitUntil(lambda: "singular values" in view.spectrum_title.text(), timeout=10000)
-    assert module in view.spectrum_title.text()
+    assert module.removeprefix("model.").removesuffix(".weight") in view.spectrum_title.text()
     curves = view.sv_plot.listDataItems()
     assert len(curves) == 1 and len(curves[0].getData()[0]) == 2  # a rank-2 delta: two singular values
     assert view.bars[0].module.rank90 is not None  # low-rank deltas get their 90 % rank
@@ -72,6 +72,9 @@ def test_bars_report_hover_and_click_by_position(qtbot):
     assert bars.bar_at(0.4, 0.5) == 0
     assert bars.bar_at(1.4, -0.2) == 1
     assert bars.bar_at(0.9, 0.5) == -1
+    bars.set_bars([0.0, 0.0], [0.0, 1.0], [0.8, 0.8], [1.0, 0.001], [None, None])  # a stack; a tiny top segment
+    assert bars.bar_at(0.4, 0.5) == 0  # the lower segment is not hidden by the one above it
+    assert bars.bar_at(0.4, 1.0005) == 1
 
 
 def test_loss_plot_marks_skipped_steps(qtbot):

@@ -31,7 +31,7 @@ def test_a_real_tiny_training_lands_in_the_library(qtbot, dialog, loaded):
 
     blend = BlendPanel(loaded)
     qtbot.addWidget(blend)
-    assert dialog.dataset is not None and dialog.preview.rowCount() == len(dialog.dataset.examples) > 0
+    assert dialog.dataset is not None and dialog.picker.preview.rowCount() == len(dialog.dataset.examples) > 0
     dialog.name_edit.setText("tiny-curious")
     trained = []
     dialog.trained.connect(trained.append)
@@ -64,13 +64,58 @@ def test_cancel_stops_training_and_writes_nothing(qtbot, dialog, loaded):
     assert dialog.train_button.isEnabled()
 
 
-def test_a_malformed_dataset_is_refused_with_the_reason(qtbot, dialog, tmp_path):
+def test_a_malformed_dataset_file_is_explained_when_train_is_pressed(qtbot, dialog, loaded, tmp_path, monkeypatch, boxes):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QFileDialog
+
+    from stance_studio.qt.dataset_picker import FROM_FILE
+
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "hi"}\nnot json at all\n')
-    assert not dialog.load_dataset(bad)
-    assert "bad.jsonl" in dialog.dataset_note.text()
-    assert not dialog.train_button.isEnabled()
-    assert "dataset" in dialog.form_problem.text()
+    bad.write_text('{"prompt": "hi", "response": "hello"}\n{"prompt": "broken"\n')
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), "")))
+    picker = dialog.picker
+    picker.box.activated.emit(picker.box.findData(FROM_FILE))  # the user picks the file
+    assert dialog.dataset is None and picker.box.currentText() == "File: bad.jsonl"
+    assert "bad.jsonl" in picker.note.text() and "line 2" in picker.note.text()  # the inline reason stays
+    assert "bad.jsonl" in dialog.form_problem.text()
+    assert dialog.train_button.isEnabled()  # so that pressing it explains
+    qtbot.mouseClick(dialog.train_button, Qt.MouseButton.LeftButton)
+    assert len(boxes.of("warning")) == 1
+    title, text = boxes.of("warning")[0][1:]
+    assert title == "Cannot train on this dataset"
+    assert str(bad) in text and "line 2" in text and "not valid JSON" in text
+    assert dialog.job is None and not loaded.runner.busy
+
+
+def test_an_editor_dataset_the_model_cannot_take_is_explained(qtbot, dialog, loaded, tmp_path, monkeypatch, boxes):
+    from PySide6.QtWidgets import QDialog
+
+    loaded.base.tokenizer.model_max_length = 32  # a short context, so a long example does not fit
+    target = tmp_path / "long.jsonl"
+
+    def write_and_save(editor):
+        editor.add_row("Tell me everything about clouds.", "Perhaps " * 200)
+        editor.save(str(target))
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(DatasetEditor, "exec", write_and_save)
+    dialog.picker.new_dataset()
+    assert target.is_file() and dialog.dataset is None
+    assert dialog.start() is None
+    text = boxes.of("warning")[0][2]
+    assert "long.jsonl" in text and "line 1" in text and "context" in text
+    assert "long.jsonl" in dialog.picker.note.text()
+
+
+def test_choosing_a_good_dataset_again_clears_the_problem(qtbot, dialog, tmp_path):
+    bad, good = tmp_path / "bad.jsonl", tmp_path / "good.jsonl"
+    bad.write_text("not json\n")
+    good.write_text('{"prompt": "Why is the sky blue?", "response": "I think it is scattering, perhaps."}\n')
+    assert not dialog.picker.load(bad)
+    assert dialog.picker.load(good)
+    assert dialog.dataset is not None and dialog.picker.preview.rowCount() == 1
+    assert dialog.name_edit.text() == "good" and dialog.form_problem.text().strip() == ""
+    assert dialog.picker.note.property("role") == "muted"
 
 
 def test_a_bad_policy_or_learning_rate_disables_training(qtbot, dialog):
