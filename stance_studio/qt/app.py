@@ -38,6 +38,17 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
     return window
 
 
+def collect_garbage_in_gui_thread(app) -> None:
+    """Run Python's cyclic garbage collector only on the GUI thread, on a timer.
+
+    Left automatic, it runs in whichever thread allocates, and the worker allocates
+    all the time: a Qt object it frees there (a widget, a watcher) corrupts Qt."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    if getattr(app, "_stance_gc", None) is None:
+        app._stance_gc = GarbageCollector(interval=1.0)
+
+
 def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: Optional[Sequence[str]] = None) -> int:
     """Open the main window, load the model in the background, run the event loop."""
     from PySide6.QtCore import QCoreApplication
@@ -54,6 +65,7 @@ def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: O
         app.setWindowIcon(QIcon(str(resource("icons", "stance-studio.svg"))))
     except StanceStudioError:
         pass
+    collect_garbage_in_gui_thread(app)
     window = create_window(model_spec, library)
     window.show()
     return app.exec()

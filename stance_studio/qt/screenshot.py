@@ -74,10 +74,11 @@ def main(argv=None) -> int:
         return QMessageBox.StandardButton.Ok
 
     QMessageBox.warning = QMessageBox.critical = staticmethod(_report)
-    from stance_studio.qt.app import create_window
+    from stance_studio.qt.app import collect_garbage_in_gui_thread, create_window
     from stance_studio.qt.compare_column import CURRENT_BLEND, STANCE
     from stance_studio.qt.settings import Settings
 
+    collect_garbage_in_gui_thread(app)
     Settings().set("ui/theme", args.theme)
     Settings().set("ui/first_run_offered", True)
     window = create_window(args.model, args.library)
