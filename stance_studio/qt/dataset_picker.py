@@ -30,6 +30,18 @@ from stance_studio.qt.training_job import builtin_datasets
 FROM_FILE = "__file__"
 
 
+def add_builtin_datasets(box: QComboBox) -> dict[str, Path]:
+    """Fill ``box`` with the built-in stances (data: their paths) and 'From a file…'."""
+    try:
+        builtins = builtin_datasets()
+    except StanceStudioError:
+        builtins = {}
+    for name, path in builtins.items():
+        box.addItem(f"Built-in: {name}", str(path))
+    box.addItem("From a file…", FROM_FILE)
+    return builtins
+
+
 class DatasetPicker(QGroupBox):
     """``changed`` fires after every choice, readable or not: then :attr:`dataset` is
     the loaded dataset, or None with the reason in :meth:`problem`."""
@@ -43,13 +55,7 @@ class DatasetPicker(QGroupBox):
         self.path: Optional[Path] = None  # the last file chosen, readable or not
         self.error: Optional[str] = None
         self.box = QComboBox()
-        try:
-            self.builtins = builtin_datasets()
-        except StanceStudioError:
-            self.builtins = {}
-        for name, path in self.builtins.items():
-            self.box.addItem(f"Built-in: {name}", str(path))
-        self.box.addItem("From a file…", FROM_FILE)
+        self.builtins = add_builtin_datasets(self.box)
         self.box.activated.connect(self._on_chosen)
         new_button = QPushButton("New dataset…", clicked=self.new_dataset)
         self.preview = QTableWidget(0, 2)

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt import theme
+from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
@@ -52,7 +53,6 @@ NOTES = {
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
 }
-FROM_FILE = "__file__"
 
 
 class ExperimentsWindow(QDialog):
@@ -66,22 +66,13 @@ class ExperimentsWindow(QDialog):
         self.job: Optional[Job] = None
         self.kind = "methods"
         self.rows: list[dict] = []
-        self.dataset_path: Optional[Path] = None
 
         self.experiment_box = QComboBox()
         for key, text in EXPERIMENTS.items():
             self.experiment_box.addItem(text, key)
         self.experiment_box.currentIndexChanged.connect(self._on_experiment_changed)
         self.dataset_box = QComboBox()
-        try:
-            from stance_studio.core.datasets import builtin_stances
-
-            builtins = dict(builtin_stances())
-        except StanceStudioError:
-            builtins = {}
-        for name, path in builtins.items():
-            self.dataset_box.addItem(f"Built-in: {name}", str(path))
-        self.dataset_box.addItem("From a file…", FROM_FILE)
+        add_builtin_datasets(self.dataset_box)
         self.dataset_box.activated.connect(self._on_dataset_chosen)
         self.steps = QSpinBox(minimum=0, maximum=100000, value=0, specialValueText="each method's default",
                               toolTip="Optimiser steps per training run (0: the method's default)")
