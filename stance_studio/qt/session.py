@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import shiboken6
 from PySide6.QtCore import QEventLoop, QFileSystemWatcher, QObject, QTimer, Signal, Slot
 
 from stance_studio.core.blend import Blender
@@ -68,6 +69,7 @@ class Session(QObject):
         self.blend_weights: dict[str, float] = {}
         self.applied_weights: dict[str, float] = {}
         self._loading: Optional[Job] = None
+        self._shut_down = False
         self._blend_job: Optional[Job] = None
         self._cache: dict[Path, tuple[int, StanceCheckpoint]] = {}
         self._cache_lock = threading.Lock()
@@ -329,7 +331,17 @@ class Session(QObject):
         self.variants_changed.emit()
 
     def shutdown(self) -> None:
-        """Cancel every job and stop both worker threads, waiting until they have."""
+        """Cancel every job and stop both worker threads, waiting until they have.
+
+        The folder watcher goes too, here in the GUI thread: Python's cycle collector
+        frees a dropped session from whichever thread it happens to run in (the model
+        worker included), and a watcher torn down from another thread corrupts memory.
+        """
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._rescan.stop()
+        shiboken6.delete(self._watcher)
         self.runner.cancel_all()
         self.side_runner.cancel_all()
         for runner in (self.runner, self.side_runner):

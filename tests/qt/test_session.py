@@ -95,3 +95,26 @@ def test_builtin_training_failures_and_losses_reach_the_window(qtbot, loaded, mo
     assert errors[0] == (f"Training {name} failed", f"{name} diverged.")
     assert len(errors) == len(jobs)
     assert view.calls[:4] == [("start", name), ("point", 1, 2.0), ("point", 2, 1.0), ("stop", "Training failed.")]
+
+
+def test_a_shut_down_session_may_be_freed_from_any_thread(qtbot):
+    """Python's cycle collector runs in whichever thread allocates, the model worker
+    included: freeing a session there must not touch Qt objects that belong to the GUI
+    thread (the folder watcher's socket notifier; conftest fails on Qt's warning)."""
+    import gc
+
+    from stance_studio.qt.session import Session
+    from stance_studio.qt.settings import Settings
+
+    session = Session(Settings())
+    session.shutdown()
+    cycle = [session]
+    cycle.append(cycle)  # only the cycle collector can free it now
+    del session, cycle
+    collector = threading.Thread(target=gc.collect)
+    gc.disable()
+    try:
+        collector.start()
+        collector.join(10)
+    finally:
+        gc.enable()
