@@ -247,15 +247,16 @@ class MainWindow(QMainWindow):
         settings.sync()
 
     def closeEvent(self, event) -> None:
-        running: Optional[object] = self.session.runner.current
-        if running is not None and "Training" in running.title:
+        training: Optional[object] = next(
+            (j for j in self.session.runner.active_jobs() if j.title.startswith("Training")), None)
+        if training is not None:  # asked here only: the training dialog is hidden, not closed
             answer = QMessageBox.question(self, "Quit Stance Studio",
-                                          f"{running.title} is still running. Cancel it and quit?")
+                                          f"{training.title} is still under way. Cancel it and quit?")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
         self.save_layout()
         if self._training_dialog is not None:
-            self._training_dialog.close()
+            self._training_dialog.hide()
         self.session.shutdown()
         super().closeEvent(event)

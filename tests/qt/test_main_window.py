@@ -40,7 +40,7 @@ def test_layout_is_saved_and_restored(qtbot, session, window):
 def test_menus_have_shortcuts(window):
     actions = _actions(window)
     assert actions["Train new stance…"].shortcut().toString() == "Ctrl+T"
-    assert actions["Run side by side"].shortcut().toString() == "Ctrl+Return"
+    assert [k.toString() for k in actions["Run side by side"].shortcuts()] == ["Ctrl+Return", "Ctrl+Enter"]
     assert actions["Reset blend to base"].shortcut().toString() == "Ctrl+0"
     assert actions["Quit"].shortcut().toString()
 
@@ -121,3 +121,99 @@ def test_window_fits_a_1280_pixel_wide_screen_with_a_stance_in_every_panel(qtbot
     qtbot.waitUntil(lambda: bool(window.plots.layers.changes) and not loaded.runner.busy, timeout=10000)
     assert "up_proj" in window.plots.layers.legend.text()
     assert window.minimumSizeHint().width() <= 1280
+
+
+def test_quitting_during_training_asks_once(qtbot, loaded, boxes):
+    window = MainWindow(loaded)
+    qtbot.addWidget(window)
+    window.show()
+    window.open_training()
+    dialog = window._training_dialog
+    dialog.steps.setValue(100000)
+    dialog.policy.setText("all")
+    dialog.name_edit.setText("never")
+    job = dialog.start()
+    with qtbot.waitSignal(job.progressed, timeout=60000):
+        pass
+    window.close()
+    assert [c[1] for c in boxes.of("question")] == ["Quit Stance Studio"]
+    assert job.state in ("running", "cancelled") and job._task.cancel.is_set()
+    assert not window.isVisible() and not dialog.isVisible()
+    assert loaded.entry("never") is None
+
+
+def test_quitting_waits_out_a_job_that_cannot_stop_with_the_window_hidden(qtbot, loaded, monkeypatch, capsys):
+    import threading
+    import time
+
+    from stance_studio.qt.session import Session
+
+    monkeypatch.setattr(Session, "SHUTDOWN_WAIT_MS", 100)
+    window = MainWindow(loaded)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    started, stopped, hidden = threading.Event(), threading.Event(), []
+
+    def first_gguf_load(progress, cancel):
+        started.set()
+        time.sleep(0.8)  # dequantizing: no cancel check in here
+        hidden.append(not window.isVisible())
+        stopped.set()
+
+    loaded.runner.submit(first_gguf_load, "Loading model.gguf")
+    assert started.wait(5)
+    window.close()
+    assert stopped.is_set() and loaded.runner._thread.isFinished()  # waited for, never abandoned
+    assert hidden == [True]  # the window was gone while we waited
+    assert "waiting for Loading model.gguf" in capsys.readouterr().err
+
+
+def test_the_model_is_loaded_at_start_unless_turned_off(qtbot, tmp_path):
+    from stance_studio.qt.app import create_window
+    from stance_studio.qt.settings import Settings
+
+    settings = Settings()
+    settings.set("model/last", "tiny")
+    settings.set("model/load_on_start", False)
+    settings.sync()
+    window = create_window(library=str(tmp_path / "lib"))
+    qtbot.addWidget(window)
+    assert not window.session.runner.busy and window.session.base is None
+    assert not window.model_panel.on_start_box.isChecked()
+    window.model_panel.on_start_box.setChecked(True)  # the panel's box is the setting
+    window.close()
+
+    again = create_window(library=str(tmp_path / "lib"))
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.session.base is not None, timeout=10000)
+    assert again.session.base.model_id == "tiny"
+    again.close()
+
+
+def test_the_library_environment_variable_wins_over_the_chosen_folder(qtbot, tmp_path, monkeypatch, boxes):
+    import os
+
+    from stance_studio.qt.session import Session
+    from stance_studio.qt.settings import Settings
+
+    settings = Settings()
+    settings.set("library/folder", str(tmp_path / "chosen"))
+    session = Session(settings)
+    try:
+        assert str(session.library.folder) == os.environ["STANCE_STUDIO_LIBRARY"]
+        window = MainWindow(session)
+        qtbot.addWidget(window)
+        assert session.set_library_folder(str(tmp_path / "other")) is False
+        assert "STANCE_STUDIO_LIBRARY" in boxes.of("warning")[0][2]
+        assert str(session.library.folder) == os.environ["STANCE_STUDIO_LIBRARY"]
+        assert settings.get("library/folder") == str(tmp_path / "chosen")
+    finally:
+        session.shutdown()
+    monkeypatch.delenv("STANCE_STUDIO_LIBRARY")
+    unset = Session(settings)
+    try:
+        assert unset.library.folder == tmp_path / "chosen"  # without it, the chosen folder
+        assert unset.set_library_folder(str(tmp_path / "other")) and unset.library.folder == tmp_path / "other"
+    finally:
+        unset.shutdown()
