@@ -112,9 +112,11 @@ def test_a_shut_down_session_may_be_freed_from_any_thread(qtbot):
     cycle.append(cycle)  # only the cycle collector can free it now
     del session, cycle
     collector = threading.Thread(target=gc.collect)
-    gc.disable()
+    was_enabled = gc.isenabled()
+    gc.disable()  # no automatic collection in this thread meanwhile
     try:
         collector.start()
         collector.join(10)
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
