@@ -56,7 +56,7 @@ class _StanceSlider(QWidget):
         self.slider.setValue(0.0)
         self.slider.setToolTip(f"Weight α of {name}: 0 = off, 1 = as trained, negative = the opposite")
         self.slider.valueChanged.connect(self._on_value)
-        self.zero = QToolButton(text="off", toolTip=f"Set {name} to 0", autoRaise=True)
+        self.zero = QToolButton(text="→ 0", toolTip=f"Set {name} to 0 (off)", autoRaise=True)
         self.zero.clicked.connect(self._on_zero)
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 2, 0, 6)

@@ -109,8 +109,9 @@ def main(argv=None) -> int:
     if names:
         layers.show_stance(names[0])
         _wait(app, lambda: bool(layers.changes) and not session.runner.busy, 300, "the layer analysis")
-        if layers.bars:
-            biggest = max(range(len(layers.bars)), key=lambda i: layers.bars[i].module.relative_change)
+        matrices = [i for i, bar in enumerate(layers.bars) if len(bar.module.shape) == 2]
+        if matrices:
+            biggest = max(matrices, key=lambda i: layers.bars[i].module.relative_change)
             layers.show_spectrum(biggest)
             _wait(app, lambda: "singular values" in layers.spectrum_title.text() or "no spectrum" in layers.spectrum_title.text(),
                   120, "the spectrum")
