@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindow, QMessageBox, QWidget
 
@@ -199,10 +199,16 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Stance Studio — {base.model_id}")
         settings = self.session.settings
         if not self.session.entries and not settings.get("ui/first_run_offered"):
-            from stance_studio.qt.first_run import offer_builtin_training
-
             settings.set("ui/first_run_offered", True)
-            offer_builtin_training(self.session, self)
+            # Asked once the load has fully ended, so the model panel and status bar
+            # already say "loaded" behind the question.
+            QTimer.singleShot(0, self._offer_first_run)
+
+    @Slot()
+    def _offer_first_run(self) -> None:
+        from stance_studio.qt.first_run import offer_builtin_training
+
+        offer_builtin_training(self.session, self)
 
     @Slot(str)
     def _show_message(self, text: str) -> None:

@@ -4,7 +4,7 @@ errors shown as dialogs, the app starting and loading a model in the background.
 from __future__ import annotations
 
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from stance_studio.qt.main_window import MainWindow
 
@@ -217,3 +217,20 @@ def test_the_library_environment_variable_wins_over_the_chosen_folder(qtbot, tmp
         assert unset.set_library_folder(str(tmp_path / "other")) and unset.library.folder == tmp_path / "other"
     finally:
         unset.shutdown()
+
+
+def test_first_model_load_offers_the_builtin_stances_once_after_the_load_ended(qtbot, session, boxes):
+    from stance_studio.core.tiny import tiny_base
+
+    window = MainWindow(session)
+    qtbot.addWidget(window)
+    boxes.answer = QMessageBox.StandardButton.No
+    session.set_base(tiny_base())
+    # not asked from inside the model-changed signal (the load's own handlers come first) …
+    assert not boxes.of("question")
+    # … but from the event loop right after, and only on the first load
+    qtbot.waitUntil(lambda: bool(boxes.of("question")), timeout=5000)
+    assert "built-in stances" in boxes.of("question")[0][2]
+    session.set_base(tiny_base())
+    qtbot.wait(50)
+    assert len(boxes.of("question")) == 1
