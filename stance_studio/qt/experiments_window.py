@@ -207,11 +207,7 @@ class ExperimentsWindow(QDialog):
 
         self._set_rows([])
         self.job = self.session.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
-        self.job.progressed.connect(self._on_progress)
-        self.job.finished.connect(self._on_finished)
-        self.job.failed.connect(self._on_failed)
-        self.job.cancelled.connect(self._on_cancelled)
-        self.job.ended.connect(self._on_ended)
+        self.job.report_to(self)
         self._set_running(True)
         self.status.setText("Waiting for the model worker…")
         return self.job

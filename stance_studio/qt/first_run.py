@@ -35,12 +35,7 @@ class BuiltinTraining(QObject):
             if (names is None or name in names) and self.session.entry(name) is None:
                 job = submit_training(self.session, path, name, config, policy)
                 self._names[job.id] = name
-                job.started.connect(self._on_started)
-                job.progressed.connect(self._on_progress)
-                job.finished.connect(self._on_finished)
-                job.failed.connect(self._on_failed)
-                job.cancelled.connect(self._on_cancelled)
-                job.ended.connect(self._on_ended)
+                job.report_to(self)
                 self.jobs.append(job)
         if not self.jobs:
             self.deleteLater()

@@ -153,10 +153,7 @@ class ModelPanel(QWidget):
     @Slot(str, object)
     def _on_loading(self, spec: str, job: Job) -> None:
         self._job = job
-        job.progressed.connect(self._on_progress)
-        job.ended.connect(self._on_ended)
-        job.failed.connect(self._on_failed)
-        job.cancelled.connect(self._on_cancelled)
+        job.report_to(self)
         self.load_button.setEnabled(False)
         self.cancel_button.setVisible(True)
         self.progress.setVisible(True)

@@ -245,12 +245,7 @@ class TrainingDialog(QDialog):
         s.set("training/method", self.method_box.currentData())
         s.set("training/policy", self.policy.text().strip())
         self.job, self._name = job, name
-        job.started.connect(self._on_started)
-        job.progressed.connect(self._on_progress)
-        job.finished.connect(self._on_finished)
-        job.failed.connect(self._on_failed)
-        job.cancelled.connect(self._on_cancelled)
-        job.ended.connect(self._on_ended)
+        job.report_to(self)
         self.loss_plot.clear_points()
         self.progress.setRange(0, 0)
         self.stage.setText("Waiting for the model …")

@@ -93,6 +93,18 @@ class Job(QObject):
     def is_active(self) -> bool:
         return self.state in ("pending", "running")
 
+    _HANDLERS = (("started", "_on_started"), ("progressed", "_on_progress"), ("finished", "_on_finished"),
+                 ("failed", "_on_failed"), ("cancelled", "_on_cancelled"), ("ended", "_on_ended"))
+
+    def report_to(self, receiver: QObject) -> None:
+        """Connect each signal to ``receiver``'s slot of the matching name where it has
+        one (``_on_started``, ``_on_progress``, ``_on_finished``, ``_on_failed``,
+        ``_on_cancelled``, ``_on_ended``): the one way panels follow a job."""
+        for signal, slot in self._HANDLERS:
+            handler = getattr(receiver, slot, None)
+            if handler is not None:
+                getattr(self, signal).connect(handler)
+
     def cancel(self) -> None:
         """Ask the job to stop at its next check (or never start, if still pending).
 

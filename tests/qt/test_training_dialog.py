@@ -195,7 +195,8 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
 
     window = MainWindow(session)
     qtbot.addWidget(window)
-    session.set_base(tiny)  # an empty library and a model: the offer appears
+    session.set_base(tiny)  # an empty library and a model: the offer appears, once the load has ended
+    qtbot.waitUntil(lambda: bool(boxes.of("question")), timeout=5000)
     question = boxes.of("question")
     assert len(question) == 1 and all(name in question[0][2] for name in builtin_stances())
     queued = [j for j in session.runner.active_jobs() if j.title.startswith("Training")]
@@ -203,4 +204,5 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
     session.runner.cancel_all()
     qtbot.waitUntil(lambda: not session.runner.busy, timeout=60000)
     session.set_base(tiny)  # offered once only
+    qtbot.wait(50)
     assert len(boxes.of("question")) == 1

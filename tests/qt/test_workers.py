@@ -169,3 +169,31 @@ def test_a_job_that_cannot_be_cancelled_still_can_be_before_it_starts(qtbot, run
     with qtbot.waitSignal(job.ended, timeout=5000):
         pass
     assert job.state == "cancelled" and ran == []
+
+
+def test_report_to_connects_the_receivers_handlers(qtbot):
+    from PySide6.QtCore import QObject, Slot
+
+    class Receiver(QObject):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        @Slot(object)
+        def _on_finished(self, result):
+            self.calls.append(("finished", result))
+
+        @Slot()
+        def _on_ended(self):
+            self.calls.append(("ended",))
+
+    runner = JobRunner(threads=None)
+    try:
+        receiver = Receiver()
+        job = runner.submit(lambda progress, cancel: 42, "answer")
+        job.report_to(receiver)  # no _on_failed etc.: those signals stay unconnected
+        with qtbot.waitSignal(job.ended, timeout=5000):
+            pass
+        assert receiver.calls == [("finished", 42), ("ended",)]
+    finally:
+        runner.shutdown()
