@@ -10,6 +10,7 @@ import sys
 from typing import Any, Optional
 
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback
+from stance_studio.core.units import human_bytes  # noqa: F401  (every command's sizes read alike)
 
 
 def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -102,12 +103,3 @@ def emit(args, document: Any, text: str) -> None:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -8,15 +8,11 @@ import io
 import math
 from typing import Any, Callable, Optional, Sequence
 
+from stance_studio.core.units import human_bytes
+
 
 def _bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    return "–" if n is None else human_bytes(n)
 
 
 def _num(fmt: str) -> Callable[[Any], str]:

@@ -6,13 +6,7 @@ import datetime as _dt
 import re
 from typing import Optional
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+from stance_studio.core.units import human_bytes  # noqa: F401  (the app's sizes read as the CLI's)
 
 
 def human_count(n: int) -> str:

@@ -220,11 +220,6 @@ class Session(QObject):
         self.library.delete(name)
         self.refresh_library()
 
-    def import_file(self, path: str) -> Path:
-        target = self.library.import_file(path)
-        self.refresh_library()
-        return target
-
     # Blend ------------------------------------------------------------------------
 
     def set_blend(self, weights: dict[str, float]) -> Optional[Job]:
