@@ -10,7 +10,8 @@ the parameter's storage.
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Mapping, Sequence, Union
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 
@@ -106,6 +107,16 @@ class Blender:
             target.add_(delta.tensor.to(w0.dtype), alpha=alpha)
 
     @torch.no_grad()
+    @contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Run a block that may change the weights; afterwards the blend that was in
+        force before it is put back (also when the block raises)."""
+        previous = self.active
+        try:
+            yield
+        finally:
+            self.apply(previous, allow_mismatch=True)
+
     def reset(self) -> None:
         """Give the base weights back, bit for bit."""
         with self._lock:

@@ -79,9 +79,8 @@ def compare_methods(
     methods = list(methods) if methods is not None else report_methods(base.num_layers)
     total = len(methods) + 1
     blender = blender or Blender(base)
-    previous = blender.active
     rows: list[dict] = []
-    try:
+    with blender.restoring():
         blender.reset()
         progress(Progress("compare", 0, total, "Generating base answers"))
         base_metrics = evaluate(base, blender, [], probes, cancel=cancel,
@@ -108,8 +107,6 @@ def compare_methods(
             rows.append(row)
             progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
         return rows
-    finally:
-        blender.apply(previous, allow_mismatch=True)
 
 
 def _metric_fields(m) -> dict:
@@ -153,10 +150,9 @@ def compare_policies(
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
-    previous = blender.active
     total = len(policies) + 1
     base_bytes = base.parameter_bytes()
-    try:
+    with blender.restoring():
         blender.reset()
         result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
         progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
@@ -183,5 +179,3 @@ def compare_policies(
                     "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
                     "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
         return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
-    finally:
-        blender.apply(previous, allow_mismatch=True)

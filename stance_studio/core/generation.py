@@ -250,19 +250,16 @@ def side_by_side(
     from stance_studio.core import multi_variant
 
     cancel = ensure_flag(cancel)
-    previous = blender.active
     results: list[Generation] = []
     for blend in columns:
         for src, _ in blend:
             blender.check(src, allow_mismatch=allow_mismatch)
     if batched and len(columns) > 1 and multi_variant.supports(base, columns):
-        try:
+        with blender.restoring():
             blender.reset()
             with multi_variant.RowDeltas(base, columns):
                 return _generate_rows(base, prompt, len(columns), settings, on_token, progress, cancel)
-        finally:
-            blender.apply(previous, allow_mismatch=True)
-    try:
+    with blender.restoring():
         for index, blend in enumerate(columns):
             cancel.raise_if_set("generation")
             progress(Progress("generate", index, len(columns), f"Column {index + 1} of {len(columns)}"))
@@ -271,8 +268,6 @@ def side_by_side(
             results.append(generate(base, prompt, settings, on_text=callback, cancel=cancel))
         progress(Progress("generate", len(columns), len(columns), "Done"))
         return results
-    finally:
-        blender.apply(previous, allow_mismatch=True)
 
 
 @torch.no_grad()

@@ -159,7 +159,6 @@ def evaluate(
     The blend in force before the call is put back afterwards.
     """
     cancel = ensure_flag(cancel)
-    previous = blender.active
     steps = 2 * len(probes) + len(probes)
     done = [0]
 
@@ -167,7 +166,7 @@ def evaluate(
         done[0] += n
         progress(Progress("evaluate", min(done[0], steps), steps, message))
 
-    try:
+    with blender.restoring():
         blender.apply([], allow_mismatch=True)
         base_gens = base_generations or generate_many(base, probes, settings, batch_size, cancel=cancel)
         step(len(probes), "Generated base answers")
@@ -187,8 +186,6 @@ def evaluate(
             logp_b = continuation_logprobs(base, chunk)
             kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
             step(len(chunk), "Teacher-forcing through variant and base")
-    finally:
-        blender.apply(previous, allow_mismatch=True)
     hedges, boosters = pooled_rates([g.text for g in gens])
     kl = float(torch.cat(kls).mean()) if kls else 0.0
     identical = sum(g.new_ids == b.new_ids for g, b in zip(gens, base_gens)) / max(len(probes), 1)
@@ -239,12 +236,9 @@ class RetentionProbe:
         """Retention of ``deltas``; None when the tuned model shows no shift to retain."""
         if retention(self.ll_tuned, self.ll_base, self.ll_tuned) is None:
             return None
-        previous = blender.active
-        try:
+        with blender.restoring():
             blender.apply([(deltas, 1.0)])
             ll = mean_loglik(base, self.generations, batch_size, cancel)
-        finally:
-            blender.apply(previous, allow_mismatch=True)
         return retention(ll, self.ll_base, self.ll_tuned)
 
     @property
@@ -257,11 +251,10 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
     """Generate with the fully tuned delta and score those continuations under the
     tuned model and the base (log-likelihoods and KL(tuned ‖ base))."""
     cancel = ensure_flag(cancel)
-    previous = blender.active
     ll_t = ll_b = 0.0
     count = 0
     kls: list[torch.Tensor] = []
-    try:
+    with blender.restoring():
         blender.apply([(tuned_deltas, 1.0)])
         gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
         for chunk in _batches([g for g in gens if g.new_ids], batch_size):
@@ -275,7 +268,5 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
                 ll_b += float(token_loglik(b, g).sum())
                 count += len(g.new_ids)
                 kls.append(kl_per_token(t, b))
-    finally:
-        blender.apply(previous, allow_mismatch=True)
     kl = float(torch.cat(kls).mean()) if kls else 0.0
     return RetentionProbe(gens, ll_b / max(count, 1), ll_t / max(count, 1), max(kl, 0.0))

@@ -54,9 +54,8 @@ def build_stance(
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
-    previous = blender.active
     started = time.perf_counter()
-    try:
+    with blender.restoring():
         blender.reset()
         result = train(base, data, config, progress=progress, cancel=cancel)
         training = {
@@ -108,5 +107,3 @@ def build_stance(
         )
         library.save(ckpt, overwrite=overwrite)
         return ckpt
-    finally:
-        blender.apply(previous, allow_mismatch=True)

@@ -67,14 +67,11 @@ def kl_to_base(base, blender, blend, generation: Generation) -> float:
         return 0.0
     ids = list(generation.prompt_ids) + list(generation.new_ids)
     start = len(generation.prompt_ids)
-    previous = blender.active
-    try:
+    with blender.restoring():
         blender.apply(blend, allow_mismatch=True)
         lp_variant = _token_logprobs(base.model, ids, start)
         blender.reset()
         lp_base = _token_logprobs(base.model, ids, start)
-    finally:
-        blender.apply(previous, allow_mismatch=True)
     kl = (lp_variant.exp() * (lp_variant - lp_base)).sum(-1)
     return float(kl.mean().clamp_min(0.0))
 

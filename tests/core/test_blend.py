@@ -116,3 +116,17 @@ def test_moving_one_weight_matches_a_fresh_apply(tiny, deltas_factory):
     fresh = Blender(tiny)
     fresh.apply([(a, 1.9), (b, 0.3)])
     assert_bitwise(tiny, incremental)
+
+
+def test_restoring_puts_the_blend_in_force_back_even_after_an_error(tiny, deltas_factory):
+    a, b = deltas_factory(tiny, seed=1), deltas_factory(tiny, seed=2)
+    blender = Blender(tiny)
+    blender.apply([(a, 0.5)])
+    before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    with pytest.raises(RuntimeError):
+        with blender.restoring():
+            blender.apply([(b, 1.0)])
+            raise RuntimeError("boom")
+    assert [alpha for _, alpha in blender.active] == [0.5]
+    for name, p in tiny.model.named_parameters():
+        assert torch.equal(p.detach(), before[name]), name
