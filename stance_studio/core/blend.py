@@ -4,7 +4,8 @@ For every touched parameter the weights are recomputed from an exact copy of the
 base tensor: W = W0 + Σ α_i Δ_i. Nothing accumulates, so any sequence of blends
 followed by :meth:`Blender.reset` gives the base back bit for bit. Low-rank deltas
 of one parameter are summed in a single matrix product (``addmm``) straight into
-the parameter's storage.
+the parameter's storage. Activation-steering stances in a blend are applied as
+forward hooks (:mod:`~stance_studio.core.steering`) beside the weight terms.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from stance_studio.core.checkpoints import StanceCheckpoint, check_compatible
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
 from stance_studio.core.errors import ShapeMismatchError
+from stance_studio.core.steering import Steering, steering_terms
 
 Source = Union[StanceCheckpoint, Mapping[str, Delta]]
 BlendSpec = Sequence[tuple[Source, float]]
@@ -34,6 +36,7 @@ class Blender:
         self._active: list[tuple[Source, float]] = []
         self._written: dict[str, list[tuple[float, Delta]]] = {}
         self._lock = threading.RLock()
+        self._steering = Steering(base, [[]])
 
     @property
     def active(self) -> list[tuple[Source, float]]:
@@ -42,7 +45,7 @@ class Blender:
 
     @property
     def is_base(self) -> bool:
-        return not self._modified
+        return not self._modified and not self._steering.active
 
     def original(self, name: str) -> torch.Tensor:
         """The exact base tensor W0 of parameter ``name``."""
@@ -91,6 +94,8 @@ class Blender:
                     self._written[name] = list(terms)
             self._modified = set(per_param)
             self._active = blend
+            self._steering.detach()
+            self._steering = Steering(self.base, [steering_terms(blend)]).attach()
 
     def _write(self, name: str, terms: list[tuple[float, Delta]]) -> None:
         target = self._params[name].data
@@ -125,6 +130,7 @@ class Blender:
             self._modified = set()
             self._written = {}
             self._active = []
+            self._steering.detach()
 
 
 def _same_terms(old: list[tuple[float, Delta]] | None, new: list[tuple[float, Delta]]) -> bool:

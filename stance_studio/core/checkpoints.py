@@ -5,6 +5,10 @@ Tensors: ``P:delta`` (dense) or ``P:A`` / ``P:B`` (low rank, delta = B @ A) per
 touched parameter ``P``. ``__metadata__`` maps ``format``, ``name``, ``created``,
 ``stance``, ``base``, ``training``, ``extraction`` and ``metrics`` to JSON strings.
 Files are written atomically and never unpickled.
+
+Format version 2 adds the checkpoint kind ``activation``: per-layer steering
+vectors stored as ``layers.N:direction`` (N the decoder layer index), described by
+the ``steering`` metadata field. Version-1 files keep loading unchanged.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_byt
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
 
 FORMAT = "stance-studio/1"
+FORMAT_2 = "stance-studio/2"
+FORMATS = (FORMAT, FORMAT_2)
+WEIGHTS, ACTIVATION = "weights", "activation"
 SUFFIX = ".stance.safetensors"
-_JSON_KEYS = ("stance", "base", "training", "extraction", "metrics")
+_JSON_KEYS = ("stance", "base", "training", "extraction", "metrics", "steering")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 
@@ -43,10 +50,13 @@ class StanceCheckpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
     created: str = ""
+    steering: dict[str, Any] = field(default_factory=dict)
+    directions: dict[int, torch.Tensor] = field(default_factory=dict)
+    kind: str = WEIGHTS
 
     @property
     def nbytes(self) -> int:
-        return delta_bytes(self.deltas)
+        return delta_bytes(self.deltas) + sum(v.numel() * v.element_size() for v in self.directions.values())
 
     @property
     def method(self) -> str:
@@ -100,9 +110,15 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     Refuses checkpoints holding NaN or inf, so none ever reaches the library.
     """
     path = Path(path)
-    if not ckpt.deltas:
+    if not ckpt.deltas and not ckpt.directions:
         raise CheckpointError(f"Checkpoint {ckpt.name!r} holds no delta; nothing to save.")
     tensors: dict[str, torch.Tensor] = {}
+    for layer, vector in ckpt.directions.items():
+        if not bool(torch.isfinite(vector).all()):
+            raise CheckpointError(
+                f"Checkpoint {ckpt.name!r} has non-finite values in its layer {layer} direction; it was not written."
+            )
+        tensors[f"layers.{int(layer)}:direction"] = vector.detach().float().contiguous().cpu()
     for name, delta in ckpt.deltas.items():
         if not is_finite(delta):
             raise CheckpointError(
@@ -113,7 +129,9 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
             tensors[f"{name}:B"] = delta.B.detach().contiguous().cpu()
         else:
             tensors[f"{name}:delta"] = delta.tensor.detach().contiguous().cpu()
-    metadata = {"format": FORMAT, "name": ckpt.name, "created": ckpt.created}
+    metadata = {"format": FORMAT if ckpt.kind == WEIGHTS else FORMAT_2, "name": ckpt.name, "created": ckpt.created}
+    if ckpt.kind != WEIGHTS:
+        metadata["kind"] = ckpt.kind
     for key in _JSON_KEYS:
         metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,19 +189,26 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
             header = _decode_metadata(path, fh.metadata() or {}, keys)
-            _check_layout(path, fh, keys)
+            if header["kind"] == ACTIVATION:
+                _check_directions(path, fh, keys)
+            else:
+                _check_layout(path, fh, keys)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
     return header
 
 
 def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[str, Any]:
-    if raw.get("format") != FORMAT:
+    if raw.get("format") not in FORMATS:
         raise CheckpointError(
             f"{path} is a safetensors file but not a Stance Studio checkpoint "
-            f"(format {raw.get('format')!r}, expected {FORMAT!r})."
+            f"(format {raw.get('format')!r}, expected one of {', '.join(FORMATS)})."
         )
-    out: dict[str, Any] = {"format": FORMAT, "name": raw.get("name") or _stem(path), "created": raw.get("created", "")}
+    kind = raw.get("kind", WEIGHTS)
+    if kind not in (WEIGHTS, ACTIVATION) or (kind == ACTIVATION and raw["format"] == FORMAT):
+        raise CheckpointError(f"{path}: checkpoint kind {kind!r} is not known to format {raw['format']}.")
+    out: dict[str, Any] = {"format": raw["format"], "kind": kind, "name": raw.get("name") or _stem(path),
+                           "created": raw.get("created", "")}
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(raw.get(key, "{}"))
@@ -221,6 +246,29 @@ def _check_layout(path: Path, fh, keys: list[str]) -> None:
             )
 
 
+def _direction_layer(key: str) -> Optional[int]:
+    """N for a tensor named ``layers.N:direction``, else None."""
+    name, _, kind = key.rpartition(":")
+    head, _, index = name.partition(".")
+    return int(index) if kind == "direction" and head == "layers" and index.isdigit() else None
+
+
+def _check_directions(path: Path, fh, keys: list[str]) -> None:
+    """An activation checkpoint holds one 1-D vector per layer, all of one width."""
+    widths = set()
+    for key in keys:
+        if _direction_layer(key) is None:
+            raise CheckpointError(f"{path}: tensor {key!r} is not named 'layers.N:direction'.")
+        shape = list(fh.get_slice(key).get_shape())
+        if len(shape) != 1:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(shape)}; a steering direction is one vector.")
+        widths.add(shape[0])
+    if not keys:
+        raise CheckpointError(f"{path} holds no steering directions.")
+    if len(widths) > 1:
+        raise CheckpointError(f"{path}: steering directions have different widths {sorted(widths)}.")
+
+
 def _stem(path: Path) -> str:
     name = path.name
     return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else path.stem
@@ -231,10 +279,14 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     path = Path(path)
     header = read_header(path)
     deltas: dict[str, Delta] = {}
+    directions: dict[int, torch.Tensor] = {}
     keys = set(header["tensor_names"])
+    activation = header["kind"] == ACTIVATION
     try:
         with safe_open(str(path), framework="pt") as fh:
-            for name in sorted({k.rsplit(":", 1)[0] for k in keys}):
+            for key in sorted(keys) if activation else ():
+                directions[_direction_layer(key)] = fh.get_tensor(key).float()
+            for name in sorted({k.rsplit(":", 1)[0] for k in keys}) if not activation else ():
                 if f"{name}:delta" in keys:
                     deltas[name] = DenseDelta(fh.get_tensor(f"{name}:delta"))
                 else:
@@ -244,9 +296,14 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     for name, delta in deltas.items():
         if not is_finite(delta):
             raise CheckpointError(f"{path}: tensor {name} holds NaN or inf values; refusing to use it.")
+    for layer, vector in directions.items():
+        if not bool(torch.isfinite(vector).all()):
+            raise CheckpointError(f"{path}: the layer {layer} direction holds NaN or inf values; refusing to use it.")
     return StanceCheckpoint(
         name=header["name"],
         deltas=deltas,
+        directions=dict(sorted(directions.items())),
+        kind=header["kind"],
         path=path,
         created=header["created"],
         **{key: header[key] for key in _JSON_KEYS},
@@ -257,6 +314,8 @@ def compatibility(ckpt_or_header, base) -> tuple[bool, str]:
     """Whether a checkpoint (or its header dict) fits ``base``, with the reason if not."""
     if isinstance(ckpt_or_header, StanceCheckpoint):
         info, name, touched = ckpt_or_header.base, ckpt_or_header.name, list(ckpt_or_header.deltas)
+    elif ckpt_or_header.get("kind") == ACTIVATION:
+        info, name, touched = ckpt_or_header.get("base", {}), ckpt_or_header.get("name", "?"), []
     else:
         info, name = ckpt_or_header.get("base", {}), ckpt_or_header.get("name", "?")
         touched = sorted({k.rsplit(":", 1)[0] for k in ckpt_or_header.get("tensor_names", [])})
@@ -302,6 +361,7 @@ def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False)
     """
     params = base.parameters
     where = f" ({ckpt.path})" if ckpt.path else ""
+    _check_directions_fit(ckpt, base, where)
     for name, delta in ckpt.deltas.items():
         if name not in params:
             raise ShapeMismatchError(
@@ -317,3 +377,19 @@ def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False)
         ok, reason = compatibility(ckpt, base)
         if not ok:
             raise IncompatibleBaseError(reason + " Use the transfer override to apply it anyway.")
+
+
+def _check_directions_fit(ckpt: StanceCheckpoint, base, where: str) -> None:
+    """Steering directions need a layer that exists and the model's hidden width."""
+    width = base.describe().get("hidden_size")
+    for layer, vector in ckpt.directions.items():
+        if not 0 <= layer < base.num_layers:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where} steers layer {layer}; the loaded model {base.model_id} "
+                f"has layers 0-{base.num_layers - 1}."
+            )
+        if width and vector.numel() != width:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where}: its layer {layer} direction has {vector.numel()} values, "
+                f"the loaded model {base.model_id} has hidden size {width}."
+            )

@@ -55,3 +55,11 @@ class OutOfMemoryError(StanceStudioError):
 
 class Cancelled(StanceStudioError):
     """The user cancelled a long job; nothing was written."""
+
+
+class ExportError(StanceStudioError):
+    """A model, adapter or GGUF export could not be written where asked."""
+
+
+class AdapterImportError(StanceStudioError):
+    """An adapter folder made elsewhere does not fit the loaded base model."""

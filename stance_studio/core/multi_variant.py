@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from stance_studio.core.checkpoints import StanceCheckpoint
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
+from stance_studio.core.steering import Steering
 
 Blend = Sequence[tuple[object, float]]
 
@@ -132,12 +133,14 @@ class RowDeltas:
         for module_name, rows in per_module.items():
             hook = _make_hook(modules[module_name], rows)
             self._handles.append(modules[module_name].register_forward_hook(hook, with_kwargs=False))
+        self._steering = Steering(self.base, self.blends).attach()
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._steering.detach()
 
 
 def _make_hook(module: torch.nn.Module, rows: dict[int, list[tuple[str, float, Delta]]]):
