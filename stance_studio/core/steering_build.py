@@ -157,3 +157,65 @@ def build_steering(
     progress(Progress("steer", 3, 3, f"Directions at {base.num_layers} layers; applied at layers "
                       f"{applied[0]}-{applied[-1]}"))
     return ckpt
+
+
+def build_steering_stance(
+    base,
+    dataset,
+    name: str,
+    config: SteerConfig = SteerConfig(),
+    library=None,
+    probes: Optional[Sequence[str]] = None,
+    blender=None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    overwrite: bool = False,
+) -> StanceCheckpoint:
+    """Build → measure on the probes (stance score and KL against base) → save.
+
+    The model is read with its base weights (a blend in force is set aside and put
+    back); nothing is written on cancel.
+    """
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.errors import LibraryError
+    from stance_studio.core.library import Library
+    from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+    from stance_studio.core.pipeline import validated_dataset
+
+    cancel = ensure_flag(cancel)
+    library = library or Library()
+    if library.path_for(name).exists() and not overwrite:
+        raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
+    data = validated_dataset(base, dataset)
+    probes = list(probes) if probes is not None else load_probes()
+    blender = blender or Blender(base)
+    started = time.perf_counter()
+    with blender.restoring():
+        blender.reset()
+        ckpt = build_steering(base, data, name, config, progress=progress, cancel=cancel)
+        progress(Progress("measure", 0, 1, f"Measuring the stance shift on {len(probes)} probe prompts"))
+        measured = evaluate(base, blender, [(ckpt, 1.0)], probes, cancel=cancel)
+        base_hedges, base_boosters = _rates([g.text for g in measured.base_generations])
+    cancel.raise_if_set("steering build")
+    ckpt.metrics = {
+        "retention": None,
+        "probes": len(probes),
+        "max_new_tokens": EVAL_SETTINGS.max_new_tokens,
+        "stance_score": measured.stance_score,
+        "stance_score_base": base_hedges - base_boosters,
+        "kl_to_base": measured.kl_to_base,
+        "identical_fraction": measured.identical_fraction,
+        "base_model_bytes": base.parameter_bytes(),
+        "seconds_total": time.perf_counter() - started,
+    }
+    progress(Progress("measure", 1, 1, f"Stance score {measured.stance_score:+.2f} "
+                      f"(base {base_hedges - base_boosters:+.2f})"))
+    library.save(ckpt, overwrite=overwrite)
+    return ckpt
+
+
+def _rates(texts):
+    from stance_studio.core.metrics import pooled_rates
+
+    return pooled_rates(texts)

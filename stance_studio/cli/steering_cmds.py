@@ -1,0 +1,58 @@
+"""``train --method steer`` and ``sweep-layers``: activation-steering stances from
+the command line."""
+
+from __future__ import annotations
+
+from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+
+
+def add_steer_options(p) -> None:
+    """The options of ``train`` that only ``--method steer`` reads."""
+    from stance_studio.core.steering_build import DEFAULT_BAND, MODES, SteerConfig
+
+    p.add_argument("--steer-mode", choices=MODES, default="mean",
+                   help="steer: mean difference of activations, or their first principal direction (default mean)")
+    p.add_argument("--steer-band", default=DEFAULT_BAND, metavar="A-B",
+                   help=f"steer: depth fractions of the layers applied by default (default {DEFAULT_BAND})")
+    p.add_argument("--strength", type=float, default=SteerConfig.strength,
+                   help=f"steer: total multiple of a layer's vector the band adds at weight 1 (default {SteerConfig.strength:g})")
+
+
+def cmd_train_steer(args) -> int:
+    from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.errors import LibraryError
+    from stance_studio.core.steering_build import SteerConfig, build_steering_stance
+
+    config = SteerConfig(mode=args.steer_mode, band=args.steer_band, strength=args.strength, seed=args.seed)
+    dataset = load_dataset(args.dataset)
+    probes = load_probes(args.prompts) if args.prompts else None
+    library = open_library(args)
+    if library.path_for(args.name).exists() and not args.overwrite:
+        raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
+                           "choose another name or pass --overwrite.")
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    ckpt = build_steering_stance(base, dataset, args.name, config, library=library, probes=probes,
+                                 progress=progress_bar("steer"), cancel=cancel, overwrite=args.overwrite)
+    size = ckpt.path.stat().st_size
+    m = ckpt.metrics
+    layers = ckpt.steering["apply_layers"]
+    doc = {
+        "checkpoint": str(ckpt.path), "name": ckpt.name, "bytes": size, "steps": 0, "loss": [],
+        "nonfinite_steps": 0, "seconds": ckpt.training["seconds"], "method": "steer", "kind": ckpt.kind,
+        "steering": ckpt.steering, "metrics": m,
+    }
+    text = (
+        f"Saved {ckpt.name} to {ckpt.path}\n"
+        f"  steering vectors ({config.mode}) at {len(ckpt.directions)} layers in {ckpt.training['seconds']:.0f} s, "
+        f"{human_bytes(size)}; applied at layers {layers[0]}-{layers[-1]} (depth {config.band}), "
+        f"strength {config.strength:g}\n"
+        f"  on the probes: stance score {m['stance_score']:+.2f} (base {m['stance_score_base']:+.2f}), "
+        f"KL to base {m['kl_to_base']:.3f}, identical to base {m['identical_fraction']:.0%}"
+    )
+    emit(args, doc, text)
+    return 0
+
+
+def register(sub) -> None:
+    return None
