@@ -21,6 +21,8 @@ _COMMAND_MODULES = (
     "stance_studio.cli.generate_cmd",
     "stance_studio.cli.training_cmds",
     "stance_studio.cli.bench_cmd",
+    "stance_studio.cli.interop_cmds",
+    "stance_studio.cli.steering_cmds",
 )
 
 

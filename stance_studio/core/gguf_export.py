@@ -103,6 +103,8 @@ def lora_tensors(ckpt: StanceCheckpoint, architecture: str, config) -> tuple[dic
     alpha = float(max(d.rank for d in ckpt.deltas.values()))
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     kv_heads = int(getattr(config, "num_key_value_heads", 0) or heads)
+    if permute and not heads and any(n.endswith(("q_proj.weight", "k_proj.weight")) for n in ckpt.deltas):
+        raise ExportError(f"Exporting {ckpt.name!r} needs the base model's attention head counts; load its base model.")
     tensors: dict[str, np.ndarray] = {}
     for name, delta in sorted(ckpt.deltas.items()):
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
