@@ -55,4 +55,58 @@ def cmd_train_steer(args) -> int:
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser("sweep-layers", help="a steering stance's metrics with its vector at each layer alone, "
+                                            "against depth")
+    add_common(p, suppress=True)
+    p.add_argument("checkpoint", metavar="STEERING_CHECKPOINT")
+    p.add_argument("--layers", metavar="N,N,...", help="layers to sweep (default: every layer)")
+    p.add_argument("--every", type=int, default=1, metavar="K", help="sweep every K-th layer (default 1)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="multiple of each layer's vector added there (default: the stance's build strength)")
+    p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line (default: the shipped neutral probes)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N probes")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
+    p.set_defaults(func=cmd_sweep_layers)
+
+
+def _layer_list(args, ckpt) -> list[int]:
+    from stance_studio.core.errors import StanceStudioError
+
+    if args.every < 1:
+        raise StanceStudioError("--every must be at least 1.")
+    if args.layers:
+        try:
+            return [int(x) for x in args.layers.split(",") if x.strip()]
+        except ValueError as exc:
+            raise StanceStudioError(f"Cannot read --layers {args.layers!r}; write layer numbers like 3,7,12.") from exc
+    return sorted(ckpt.directions)[:: args.every]
+
+
+def cmd_sweep_layers(args) -> int:
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.generation import GenerationSettings
+    from stance_studio.core.layer_sweep import sweep_layers, sweep_table
+    from stance_studio.core.metrics import EVAL_SETTINGS
+
+    ckpt = open_library(args).load(args.checkpoint)
+    layers = _layer_list(args, ckpt)
+    probes = load_probes(args.prompts)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise StanceStudioError("--limit must be at least 1.")
+        probes = probes[: args.limit]
+    settings = EVAL_SETTINGS
+    if args.max_new_tokens is not None:
+        if args.max_new_tokens < 1:
+            raise StanceStudioError("--max-new-tokens must be at least 1.")
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    cancel = sigint_cancel()
+    base = load_model(args, cancel)
+    rows = sweep_layers(base, ckpt, probes, layers, args.strength, settings, progress=progress_bar("sweep-layers"),
+                        cancel=cancel)
+    doc = {"checkpoint": ckpt.name, "model": base.model_id, "num_layers": base.num_layers, "probes": len(probes),
+           "rows": rows}
+    emit(args, doc, f"{ckpt.name}: each layer's vector alone, {len(probes)} probes ({base.model_id})\n"
+                    + sweep_table(rows))
+    return 0
