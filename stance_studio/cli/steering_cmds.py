@@ -110,3 +110,28 @@ def cmd_sweep_layers(args) -> int:
     emit(args, doc, f"{ckpt.name}: each layer's vector alone, {len(probes)} probes ({base.model_id})\n"
                     + sweep_table(rows))
     return 0
+
+
+def inspect_steering(args, ckpt, base) -> int:
+    """``inspect`` of a steering stance: its per-layer vector norms and where it applies."""
+    from stance_studio.core.layer_sweep import depth_fraction
+    from stance_studio.core.steering import applied_vectors
+
+    applied = applied_vectors(ckpt)
+    rows = [{"layer": n, "depth": depth_fraction(n, base.num_layers), "norm": float(v.norm()),
+             "applied": n in applied, "applied_norm": float(applied[n].norm()) if n in applied else 0.0}
+            for n, v in sorted(ckpt.directions.items())]
+    doc = {"name": ckpt.name, "path": str(ckpt.path), "kind": ckpt.kind,
+           "bytes": ckpt.path.stat().st_size if ckpt.path else ckpt.nbytes, "stance": ckpt.stance,
+           "base": ckpt.base, "training": ckpt.training, "steering": ckpt.steering, "metrics": ckpt.metrics,
+           "modules": [], "layers": rows}
+    info = ckpt.steering
+    lines = [f"{ckpt.name}  ({ckpt.path})",
+             f"  made on   {ckpt.base.get('model', '?')} ({ckpt.base.get('num_layers', '?')} layers)",
+             f"  kind      activation steering ({info.get('mode', '?')}), applied at layers "
+             f"{', '.join(map(str, sorted(applied)))} × {info.get('scale', 1.0):.3g}",
+             f"  size      {human_bytes(doc['bytes'])}",
+             f"    {'layer':>5} {'depth':>6} {'|v|':>9}  applied"]
+    lines += [f"    {r['layer']:>5} {r['depth']:>6.2f} {r['norm']:>9.4g}  {'yes' if r['applied'] else ''}" for r in rows]
+    emit(args, doc, "\n".join(lines))
+    return 0

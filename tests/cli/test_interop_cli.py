@@ -75,3 +75,24 @@ def test_import_peft_round_trip(lib, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["import-peft", str(tmp_path), "--name", "x", "--model", "tiny", "--library", str(lib)]) == 2
     assert "adapter_config.json" in capsys.readouterr().err
+
+
+def test_inspect_a_steering_stance_shows_per_layer_norms(lib, capsys):
+    assert main(["inspect", "steer", "--model", "tiny", "--library", str(lib), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "activation" and doc["modules"] == []
+    assert [r["layer"] for r in doc["layers"]] == [0, 1, 2, 3]
+    assert [r["applied"] for r in doc["layers"]] == [False, False, True, False]
+    assert doc["layers"][1]["norm"] == pytest.approx(2.0 * 32 ** 0.5)
+    assert doc["layers"][2]["applied_norm"] == pytest.approx(0.5 * 3.0 * 32 ** 0.5)
+    assert main(["inspect", "steer", "--model", "tiny", "--library", str(lib)]) == 0
+    assert "activation steering" in capsys.readouterr().out
+
+
+def test_sweep_layers_cli(lib, capsys):
+    assert main(["sweep-layers", "steer", "--model", "tiny", "--library", str(lib), "--layers", "1,3", "--limit", "1",
+                 "--max-new-tokens", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in doc["rows"]] == [None, 1, 3] and doc["probes"] == 1
+    assert main(["sweep-layers", "lowrank", "--model", "tiny", "--library", str(lib)]) == 2
+    assert "not a steering stance" in capsys.readouterr().err
