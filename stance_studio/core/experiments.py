@@ -24,6 +24,7 @@ from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import evaluate, retention_probe
 from stance_studio.core.pipeline import validated_dataset
+from stance_studio.core.steering_build import DEFAULT_BAND, SteerConfig, build_steering
 from stance_studio.core.training import TrainConfig, train
 
 # The candidates of the README's policy table: the report's Path 2 (top:2), more
@@ -43,6 +44,7 @@ def report_methods(num_layers: int) -> list[tuple[str, TrainConfig]]:
         ("selective q,v at depth 0.53+0.63", TrainConfig(
             method="selective", modules=["depth:0.53:q_proj", "depth:0.53:v_proj", "depth:0.63:q_proj", "depth:0.63:v_proj"])),
         ("selective q,v at depth 0.63", TrainConfig(method="selective", modules=["depth:0.63:q_proj", "depth:0.63:v_proj"])),
+        (f"steering ({SteerConfig.mode}, depth {DEFAULT_BAND})", SteerConfig()),
     ]
 
 
@@ -91,6 +93,11 @@ def compare_methods(
         progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
         for i, (label, config) in enumerate(methods, start=1):
             cancel.raise_if_set("comparison")
+            if isinstance(config, SteerConfig):
+                rows.append(_steering_row(base, data, label, replace(config, seed=seed), blender, probes,
+                                          base_metrics, _labelled(progress, label), cancel))
+                progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": rows[-1]}))
+                continue
             config = replace(config, seed=seed, **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
             row = {"method": label, "config": config.as_json()}
             try:
@@ -107,6 +114,16 @@ def compare_methods(
             rows.append(row)
             progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
         return rows
+
+
+def _steering_row(base, data, label, config, blender, probes, base_metrics, progress, cancel) -> dict:
+    """The steering method's row: vectors built (no training), applied at weight 1."""
+    ckpt = build_steering(base, data, "steering", config, progress=progress, cancel=cancel)
+    metrics = evaluate(base, blender, [(ckpt, 1.0)], probes, cancel=cancel,
+                       base_generations=base_metrics.generations, progress=progress)
+    return {"method": label, "config": config.as_json(), "trainable_params": 0,
+            "seconds": ckpt.training["seconds"], "nonfinite_steps": 0, "bytes": ckpt.nbytes, "final_loss": None,
+            **_metric_fields(metrics)}
 
 
 def _metric_fields(m) -> dict:
