@@ -10,6 +10,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from stance_studio.qt import theme
+from stance_studio.qt.kinds_view import KindsView
 from stance_studio.qt.layer_plot import LayerChangeView
 from stance_studio.qt.plots import LossPlot, export_plot
 from stance_studio.qt.session import Session
@@ -123,6 +124,8 @@ class PlotsPanel(QTabWidget):
         self.addTab(self.layers, "Layer changes")
         self.addTab(self.loss, "Training loss")
         self.addTab(self.retention, "Size vs retention")
+        self.kinds = KindsView(session)
+        self.addTab(self.kinds, "Weights vs steering")
 
     @Slot(str)
     def show_changes(self, name: str) -> None:
@@ -134,6 +137,7 @@ class PlotsPanel(QTabWidget):
         """Follow the library selection: its loss curve and layer changes."""
         self.loss.show_stances(names)
         self.layers.show_stances(names)
+        self.kinds.show_stances(names)
 
     def restyle(self) -> None:
         """Redraw the contents that take colours from the theme (theme.apply_theme
@@ -141,3 +145,4 @@ class PlotsPanel(QTabWidget):
         self.layers.restyle()
         self.loss.plot.restyle()
         self.retention.refresh()
+        self.kinds._draw()
