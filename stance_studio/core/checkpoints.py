@@ -58,6 +58,22 @@ class StanceCheckpoint:
     def nbytes(self) -> int:
         return delta_bytes(self.deltas) + sum(v.numel() * v.element_size() for v in self.directions.values())
 
+    def applied_vectors(self) -> dict[int, torch.Tensor]:
+        """A steering stance's vectors at weight 1, by layer: its stored directions at
+        the layers chosen at build time, times the build's scale (every stored layer,
+        scale 1, when the file names none). Empty for a weight stance."""
+        info = self.steering or {}
+        layers = info.get("apply_layers", list(self.directions))
+        scale = float(info.get("scale", 1.0))
+        return {int(n): self.directions[int(n)] * scale for n in layers if int(n) in self.directions}
+
+    @property
+    def activations(self) -> dict[str, torch.Tensor]:
+        """Module name → vector added to that module's output at weight 1 (the decoder
+        layers' path is recorded at build time; ``model.layers`` if the file has none)."""
+        prefix = (self.steering or {}).get("module", "model.layers")
+        return {f"{prefix}.{n}": v for n, v in self.applied_vectors().items()}
+
     @property
     def method(self) -> str:
         return str(self.training.get("method", "unknown"))

@@ -24,25 +24,25 @@ def is_steering(src: object) -> bool:
     return isinstance(src, StanceCheckpoint) and src.kind == ACTIVATION
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's stack of decoder layers (``model.layers``, ``transformer.h``, …):
-    the first ModuleList whose length is the configured layer count."""
+def decoder_layers_path(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The name and module of the model's stack of decoder layers (``model.layers``,
+    ``transformer.h``, …): the first ModuleList as long as the configured layer count."""
     config = getattr(model, "config", None)
     count = int(getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0) or 0)
-    for _, module in model.named_modules():
+    for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count and count:
-            return module
+            return name, module
     raise ValueError(f"{type(model).__name__} has no list of {count} decoder layers to steer.")
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers."""
+    return decoder_layers_path(model)[1]
+
+
 def applied_vectors(ckpt: StanceCheckpoint) -> dict[int, torch.Tensor]:
-    """The vectors a steering stance adds at weight 1: its stored directions at the
-    layers chosen at build time, times the build's scale (all layers, scale 1, when
-    the file names none)."""
-    info = ckpt.steering or {}
-    layers = info.get("apply_layers", list(ckpt.directions))
-    scale = float(info.get("scale", 1.0))
-    return {int(n): ckpt.directions[int(n)] * scale for n in layers if int(n) in ckpt.directions}
+    """The vectors a steering stance adds at weight 1 (see StanceCheckpoint.applied_vectors)."""
+    return ckpt.applied_vectors()
 
 
 def at_layer(ckpt: StanceCheckpoint, layer: int, scale: float = 1.0) -> StanceCheckpoint:

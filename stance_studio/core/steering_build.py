@@ -28,7 +28,7 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import _depth_layers
-from stance_studio.core.steering import decoder_layers
+from stance_studio.core.steering import decoder_layers, decoder_layers_path
 
 MODES = ("mean", "pca")
 DEFAULT_BAND = "0.3-0.55"
@@ -141,6 +141,7 @@ def build_steering(
         "band": config.band,
         "strength": config.strength,
         "residual_norms": [float(h.norm(dim=-1).mean()) for h in own_means.transpose(0, 1)],
+        "module": decoder_layers_path(base.model)[0],
     }
     ckpt = make_checkpoint(
         name, {}, base,

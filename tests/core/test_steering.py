@@ -156,3 +156,12 @@ def test_at_layer_moves_the_vector_to_one_layer(steer):
     assert list(applied_vectors(one)) == [3]
     assert torch.equal(applied_vectors(one)[3], steer.directions[3])
     assert steer.steering["apply_layers"] == [1, 2]  # the original is unchanged
+
+
+def test_activations_name_the_decoder_layers_the_vectors_go_to(tiny, steer):
+    assert steer.steering["module"] == "model.layers"
+    acts = steer.activations
+    assert sorted(acts) == ["model.layers.1", "model.layers.2"]
+    modules = dict(tiny.model.named_modules())
+    assert all(name in modules for name in acts)
+    torch.testing.assert_close(acts["model.layers.1"], steer.directions[1] * steer.steering["scale"])
