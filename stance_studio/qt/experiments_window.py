@@ -382,6 +382,11 @@ class ExperimentsWindow(QDialog):
             self.plot.addItem(label)
             self._labels.append(label)
 
+    def show_rows(self, rows: list[dict], status: str) -> None:
+        """Show rows measured elsewhere (e.g. a saved `sweep-layers --json` result)."""
+        self._set_rows(list(rows))
+        self.status.setText(status)
+
     def _plot_layers(self, rows: list[dict]) -> None:
         """Stance score against depth, one point per swept layer; the base as a dashed line."""
         for label in self._labels:
