@@ -20,7 +20,7 @@ from typing import Sequence
 
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint
-from stance_studio.core.errors import CheckpointError, ExportError
+from stance_studio.core.errors import ExportError
 
 MARKER = "stance-studio-export.json"
 
@@ -98,8 +98,6 @@ def export_model(base, blend: Sequence[tuple[object, float]], outdir: str | os.P
         replace_folder(tmp, outdir)
     except OSError as exc:
         raise ExportError(f"Could not write the model folder {outdir}: {exc.strerror or exc}.") from exc
-    except CheckpointError:
-        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return outdir
