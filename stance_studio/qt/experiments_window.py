@@ -38,6 +38,7 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
+from stance_studio.qt.layer_sweep_plot import plot_layer_sweep, sweep_job
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
@@ -255,24 +256,7 @@ class ExperimentsWindow(QDialog):
         return self.job
 
     def _sweep_job(self):
-        """The layer sweep of the chosen steering stance, as a model-worker job."""
-        from stance_studio.core.datasets import load_probes
-        from stance_studio.core.layer_sweep import sweep_layers
-
-        name = self.steering_box.currentText()
-        if not name:
-            raise StanceStudioError("The library holds no steering stance; build one with the training method steer.")
-        every, limit = self.every.value(), self.probes_limit.value()
-        probes = load_probes()
-        probes = probes[:limit] if limit else probes
-        session, base, blender = self.session, self.session.base, self.session.blender
-
-        def sweep(progress, cancel):
-            ckpt = session.checkpoint(name)
-            return sweep_layers(base, ckpt, probes, sorted(ckpt.directions)[::every], blender=blender,
-                                progress=progress, cancel=cancel)
-
-        return sweep
+        return sweep_job(self.session, self.steering_box.currentText(), self.every.value(), self.probes_limit.value())
 
     @Slot()
     def cancel(self) -> None:
@@ -388,27 +372,9 @@ class ExperimentsWindow(QDialog):
         self.status.setText(status)
 
     def _plot_layers(self, rows: list[dict]) -> None:
-        """Stance score against depth, one point per swept layer; the base as a dashed line."""
-        for label in self._labels:
-            self.plot.removeItem(label)
-        self._labels = []
-        points = [r for r in rows if r.get("layer") is not None]
-        self.scatter.setData([{"pos": (r["depth"], r["stance_score"]),
-                               "data": f"layer {r['layer']} (depth {r['depth']:.2f})\nstance score "
-                                       f"{r['stance_score']:+.2f}, KL {r['kl_to_base']:.3f}, "
-                                       f"identical {r['identical_fraction']:.0%}",
-                               "brush": pg.mkBrush(theme.series_color(0))} for r in points])
-        if points:
-            line = pg.PlotDataItem([r["depth"] for r in points], [r["stance_score"] for r in points],
-                                   pen=pg.mkPen(theme.series_color(0), width=2))
-            self.plot.addItem(line)
-            self._labels.append(line)
-        base = next((r for r in rows if r.get("layer") is None), None)
-        if base is not None:
-            ref = pg.InfiniteLine(pos=base["stance_score"], angle=0, label="base",
-                                  pen=pg.mkPen(theme.colors()["plot_fg"], style=Qt.PenStyle.DashLine))
-            self.plot.addItem(ref)
-            self._labels.append(ref)
+        for item in self._labels:
+            self.plot.removeItem(item)
+        self._labels = plot_layer_sweep(self.plot, self.scatter, rows)
 
     def title(self) -> str:
         if self.kind == "layers":
