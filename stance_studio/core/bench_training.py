@@ -8,7 +8,6 @@ Memory is each loop's peak resident set size in a fresh child process
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -22,6 +21,7 @@ from typing import Optional
 
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.runtime import base_copy
 
 DATASET = "curious-uncertainty"
 BATCH = 4
@@ -54,7 +54,7 @@ def _trainer(base, data, steps: int, cancel: CancelFlag) -> list[float]:
             ends.append(time.perf_counter())
             control.should_training_stop = cancel.is_set()
 
-    model = copy.deepcopy(base.model)
+    model = base_copy(base.model)  # the true base, whatever blend is shown
     for p in model.parameters():
         p.requires_grad_(True)
     examples = data.examples
