@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from stance_studio.core.bench_figures import figure
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.runtime import base_copy
@@ -82,7 +83,6 @@ LOOPS = {"ours": _ours, "trainer": _trainer}
 def bench_training_step(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
                         cancel: Optional[CancelFlag] = None, steps: int = 6) -> dict:
     """Median step time of full fine-tuning against a plain ``Trainer`` loop."""
-    from stance_studio.core.bench import figure
     from stance_studio.core.datasets import load_dataset, model_context
     from stance_studio.core.models import load_base
 
@@ -108,7 +108,6 @@ def bench_training_memory(model_spec=None, repeats: int = 3, progress: ProgressC
     """Peak resident memory of a full fine-tuning process against the same process
     running the ``Trainer`` loop; ``added_bytes`` is what training adds to the
     loaded model."""
-    from stance_studio.core.bench import figure
 
     cancel = ensure_flag(cancel)
     runs = max(1, repeats // 3)

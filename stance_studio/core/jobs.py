@@ -14,11 +14,20 @@ from typing import Any, Callable, Optional
 from stance_studio.core.errors import Cancelled
 
 
+@dataclass(frozen=True)
+class ColumnText:
+    """Partial result of the side-by-side job: a column's text so far."""
+
+    column: int
+    text: str
+
+
 @dataclass
 class Progress:
     """One progress report: ``done`` of ``total`` units of ``stage``.
 
-    ``info`` carries job-specific values (loss, grad norm, tokens) for live plots.
+    ``partial`` carries a typed partial result (:class:`ColumnText`, …) for live
+    views; ``info`` carries job-specific values (loss, grad norm) for live plots.
     """
 
     stage: str
@@ -26,6 +35,7 @@ class Progress:
     total: int = 0
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    partial: Any = None
 
     @property
     def fraction(self) -> float:

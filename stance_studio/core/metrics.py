@@ -117,12 +117,13 @@ def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def variant_and_base_logprobs(base, runtime, blend, gens: Sequence[Generation]):
-    """:func:`continuation_logprobs` of ``gens`` under ``blend`` and under the base,
-    in one batch: the first half of the rows runs with the blend, the second half
-    with none (per-row stance weights, no weight swapped)."""
+def variant_and_base_logprobs(base, runtime, blends, gens: Sequence[Generation]):
+    """:func:`continuation_logprobs` of each generation under its own blend
+    (``blends[i]`` for ``gens[i]``) and under the base, in one batch: the first
+    half of the rows runs with the blends, the second half with none (per-row
+    stance weights; no weight is swapped)."""
     gens = list(gens)
-    with runtime.rows([list(blend)] * len(gens) + [[]] * len(gens)):
+    with runtime.rows([list(b) for b in blends] + [[]] * len(gens)):
         both = continuation_logprobs(base, gens + gens)
     return both[: len(gens)], both[len(gens):]
 
@@ -193,7 +194,7 @@ def evaluate(
         chunk = [g for g in chunk if g.new_ids]
         if not chunk:
             continue
-        logp_v, logp_b = variant_and_base_logprobs(base, runtime, blend, chunk)
+        logp_v, logp_b = variant_and_base_logprobs(base, runtime, [blend] * len(chunk), chunk)
         kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
         step(len(chunk), "Teacher-forcing through variant and base")
     hedges, boosters = pooled_rates([g.text for g in gens])
@@ -268,7 +269,7 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
         gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
     for chunk in _batches([g for g in gens if g.new_ids], batch_size):
         cancel.raise_if_set("retention measurement")
-        logp_t, logp_b = variant_and_base_logprobs(base, blender.runtime, tuned, chunk)
+        logp_t, logp_b = variant_and_base_logprobs(base, blender.runtime, [tuned] * len(chunk), chunk)
         for t, b, g in zip(logp_t, logp_b, chunk):
             ll_t += float(token_loglik(t, g).sum())
             ll_b += float(token_loglik(b, g).sum())

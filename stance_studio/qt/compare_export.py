@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.qt.compare_column import CompareColumn
-from stance_studio.qt.compare_run import ColumnResult, CompareResult, to_json, to_markdown
+from stance_studio.core.compare import ColumnResult, CompareResult, to_json, to_markdown
 
 
 class ShownComparison:

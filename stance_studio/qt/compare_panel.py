@@ -26,12 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stance_studio.core.compare import CompareResult, VariantColumn, compare
 from stance_studio.core.generation import GenerationSettings
+from stance_studio.core.jobs import ColumnText
 from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
 from stance_studio.qt.compare_export import ShownComparison
 from stance_studio.qt.compare_knobs import DecodingKnobs
-from stance_studio.qt.compare_run import CompareResult, run_comparison
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
 
@@ -236,11 +237,9 @@ class ComparePanel(QWidget):
         weights_list = [w for _, w in plan]
 
         def job(progress, cancel):
-            from stance_studio.core.metrics import marker_rates
-
-            columns = [(label, spec, [(session.checkpoint(n), a) for n, a in w])
+            columns = [VariantColumn(label, spec, [(session.checkpoint(n), a) for n, a in w])
                        for (label, spec), w in zip(labels, weights_list)]
-            return run_comparison(base, blender, columns, prompt, settings, marker_rates, progress, cancel)
+            return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
         self._job = job_ = session.runner.submit(job, "Generating side by side")
         job_.run_id = self._run_id
@@ -263,8 +262,8 @@ class ComparePanel(QWidget):
             return
         latest: dict[int, str] = {}
         for report in reports:
-            if report.stage == "token":
-                latest[report.info["column"]] = report.info["text"]
+            if isinstance(report.partial, ColumnText):
+                latest[report.partial.column] = report.partial.text
             elif report.stage == "metrics" and report.message:
                 self.status.setText(report.message)
         for index, text in latest.items():
