@@ -65,7 +65,7 @@ def build_stance(
         "loss": result.losses,
         "grad_norms": result.grad_norms,
         "nonfinite_steps": result.nonfinite_steps,
-        "skipped_steps": result.nonfinite_steps,
+        "skipped_steps": [step for step, loss in enumerate(result.losses, start=1) if loss is None],
         "trainable_params": result.trainable_params,
         "seconds": result.seconds,
         "full_delta_bytes": delta_bytes(result.deltas),
