@@ -10,6 +10,7 @@ batch row:
 - ``nn.Linear``: ``Σ w·(x Aᵀ) Bᵀ`` in one pair of matrix products for all low-rank
   terms (the columns of the stacked ``A``/``B`` scaled by their stance's weight),
   plus ``F.linear(x, ΔW, Δb)`` for dense terms (pre-summed while weights are global);
+  a GPT-2 ``Conv1D`` (weight in × out) the same, transposed: ``(x B) A``;
 - ``nn.Embedding``: ``Δ[ids]`` (``B[ids] @ A`` for low-rank);
 - any other module (norms, custom layers): the module is run again with
   ``W0 + Σ w Δ`` through ``torch.func.functional_call`` and its output replaces the
@@ -88,12 +89,15 @@ class Slot:
         if self._prepared is not None:
             return self._prepared
         linear = isinstance(self.module, torch.nn.Linear)
+        transposed = is_transposed_linear(self.module)
         embedding = isinstance(self.module, torch.nn.Embedding)
         dtype = next((p.dtype for p in self.module.parameters(recurse=False)), torch.float32)
         device = next((p.device for p in self.module.parameters(recurse=False)), torch.device("cpu"))
-        low = [t for t in self.weights if t.attr == "weight" and isinstance(t.delta, LowRankDelta) and (linear or embedding)]
+        low = [t for t in self.weights
+               if t.attr == "weight" and isinstance(t.delta, LowRankDelta) and (linear or transposed or embedding)]
         dense = [t for t in self.weights if t not in low]
-        prepared: dict[str, Any] = {"kind": "linear" if linear else "embedding" if embedding else "module"}
+        kind = "linear" if linear else "transposed" if transposed else "embedding" if embedding else "module"
+        prepared: dict[str, Any] = {"kind": kind, "device": device}
         if low:
             prepared["A"] = torch.cat([t.delta.A.to(device, dtype) for t in low], dim=0)
             prepared["B"] = torch.cat([t.delta.B.to(device, dtype) for t in low], dim=1)
@@ -114,8 +118,9 @@ class Slot:
         cache: Optional[dict[str, Any]] = None
         if not zero:
             dtype = prep["dense"][0][2].dtype if prep["dense"] else prep["A"].dtype if "A" in prep else prep["acts"][0][1].dtype
+            like = {"dtype": dtype, "device": prep["device"]}
             rows = max(int(t.shape[0]) for t in table.values())
-            col = lambda k: table[k].to(dtype) if k in table else torch.zeros(rows, dtype=dtype)  # noqa: E731
+            col = lambda k: table[k].to(**like) if k in table else torch.zeros(rows, **like)  # noqa: E731
             cache = {"rows": rows}
             if "A" in prep:
                 cache["scale"] = torch.cat([col(k)[:, None].expand(rows, r) for k, r in prep["low_keys"]], dim=1)
@@ -124,7 +129,7 @@ class Slot:
                 summed: dict[str, torch.Tensor] = {}
                 for attr, w, d in cache["dense"]:
                     summed[attr] = summed[attr] + float(w[0]) * d if attr in summed else float(w[0]) * d
-                cache["dense"] = [(attr, torch.ones(1, dtype=dtype), d) for attr, d in summed.items()]
+                cache["dense"] = [(attr, torch.ones(1, **like), d) for attr, d in summed.items()]
             cache["acts"] = [(col(k), v) for k, v in prep["acts"] if bool(col(k).any())]
         self._cache_token, self._cache = token, cache
         return cache
@@ -172,12 +177,19 @@ class Slot:
             if prep["kind"] == "linear":
                 h = x.to(prep["A"].dtype) @ prep["A"].T
                 extra = (h * _per_row(cache["scale"], h.dim())) @ prep["B"].T
+            elif prep["kind"] == "transposed":  # Conv1D: y = x W, W in × out, so x Δ = (x B) A
+                h = x.to(prep["B"].dtype) @ prep["B"]
+                extra = (h * _per_row(cache["scale"], h.dim())) @ prep["A"]
             else:  # embedding: Δ[ids] = B[ids] @ A
                 h = F.embedding(x, prep["B"])
                 extra = (h * _per_row(cache["scale"], h.dim())) @ prep["A"]
         for attr, weight, delta in cache["dense"]:
-            if prep["kind"] == "linear":
-                part = F.linear(x.to(delta.dtype), delta) if attr == "weight" else delta.expand_as(main)
+            if attr != "weight":  # a bias
+                part = delta.expand_as(main)
+            elif prep["kind"] == "linear":
+                part = F.linear(x.to(delta.dtype), delta)
+            elif prep["kind"] == "transposed":
+                part = x.to(delta.dtype) @ delta
             else:
                 part = F.embedding(x, delta)
             part = _per_row(weight, part.dim()) * part
@@ -199,6 +211,12 @@ class Slot:
             out = functional_call(module, override, row_args, row_kwargs)
             pieces.append(out[0] if isinstance(out, tuple) else out)
         return torch.cat(pieces, dim=0)
+
+
+def is_transposed_linear(module: torch.nn.Module) -> bool:
+    """A GPT-2 style ``Conv1D``: a linear layer storing its weight as in × out."""
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None \
+        and module.weight.dim() == 2
 
 
 def _combined(params: dict[str, torch.Tensor], dense, row: int) -> dict[str, torch.Tensor]:

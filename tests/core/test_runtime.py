@@ -142,3 +142,27 @@ def test_moving_a_slider_rebuilds_nothing(tiny, deltas_factory):
         tiny.model(IDS)
     assert blender.runtime._slots == slots
     assert all(slot._prepared is prepared[name] for name, slot in slots.items())
+
+
+def test_gpt2_conv1d_takes_low_rank_and_dense_deltas_per_row():
+    """A Conv1D stores its weight as in × out (y = x W + b)."""
+    from transformers.pytorch_utils import Conv1D
+
+    from stance_studio.core.deltas import LowRankDelta
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Conv1D(6, 4))
+    low = {"0.weight": LowRankDelta(A=torch.randn(2, 6), B=torch.randn(4, 2))}
+    dense = {"0.weight": DenseDelta(torch.randn(4, 6)), "0.bias": DenseDelta(torch.randn(6))}
+    x = torch.randn(3, 5, 4)
+    runtime = runtime_for(model)
+    with runtime.rows([[(low, 0.5)], [], [(dense, -1.0), (low, 1.0)]]):
+        got = model(x).detach()
+    w, b = model[0].weight.detach(), model[0].bias.detach()
+    expected = [
+        x[0] @ (w + 0.5 * low["0.weight"].materialize()) + b,
+        x[1] @ w + b,
+        x[2] @ (w - dense["0.weight"].tensor + low["0.weight"].materialize()) + b - dense["0.bias"].tensor,
+    ]
+    for row, want in enumerate(expected):
+        torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
