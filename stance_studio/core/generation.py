@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.errors import Cancelled
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -101,6 +102,10 @@ def _stopper(cancel: CancelFlag):
             return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
     return StoppingCriteriaList([_Cancel()])
+
+
+def _device(base) -> torch.device:
+    return next(base.model.parameters()).device
 
 
 def _trim(ids: list[int], eos_id: Optional[int]) -> list[int]:
@@ -208,9 +213,8 @@ def generate_many(
     for start in range(0, len(prompts), batch_size):
         cancel.raise_if_set("generation")
         chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+        input_ids, mask = pad_batch(chunk, pad, left=True, device=_device(base))
+        width = input_ids.shape[1]
         out = base.model.generate(
             input_ids=input_ids,
             attention_mask=mask,

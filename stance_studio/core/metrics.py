@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.resources import resource
@@ -94,10 +95,8 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
     if not gens:
         return []
     pad = base.tokenizer.pad_token_id or 0
-    seqs = [g.prompt_ids + g.new_ids for g in gens]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    ids, mask = pad_batch([g.prompt_ids + g.new_ids for g in gens], pad,
+                          device=next(base.model.parameters()).device)
     logits = base.model(input_ids=ids, attention_mask=mask).logits.float()
     out = []
     for row, g in enumerate(gens):
