@@ -69,6 +69,26 @@ class CancelFlag:
             raise Cancelled(f"The {what} was cancelled.")
 
 
+class Counter:
+    """The one rule for dropping stale results: a generation counter.
+
+    Whoever shows results bumps it when what they show changes (another variant,
+    another model, a new run); a job takes a stamp when it starts; its results are
+    shown only while the stamp is still current.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> int:
+        """Everything stamped before now is stale; returns the new stamp."""
+        self.value += 1
+        return self.value
+
+    def current(self, stamp: object) -> bool:
+        return stamp == self.value
+
+
 def ensure_flag(cancel: Optional[CancelFlag]) -> CancelFlag:
     """Return ``cancel`` or a fresh flag nobody will set."""
     return cancel if cancel is not None else CancelFlag()

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from stance_studio.core.compare import CompareResult, VariantColumn, compare
 from stance_studio.core.generation import GenerationSettings
-from stance_studio.core.jobs import ColumnText
+from stance_studio.core.jobs import ColumnText, Counter
 from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
 from stance_studio.qt.compare_export import ShownComparison
@@ -44,7 +44,7 @@ class ComparePanel(QWidget):
         self.columns: list[CompareColumn] = []
         self._shown: Optional[ShownComparison] = None
         self._job: Optional[Job] = None
-        self._run_id = 0
+        self._runs = Counter()  # a new run makes the results of older ones stale
         # The running job's columns by row, with their tokens; None: removed since.
         self._run_columns: list[Optional[tuple[CompareColumn, int]]] = []
         settings = session.settings
@@ -228,7 +228,7 @@ class ComparePanel(QWidget):
         self.knobs.remember()
         if self._job is not None:
             self._job.cancel()
-        self._run_id += 1
+        run_id = self._runs.bump()
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
         self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
@@ -242,7 +242,7 @@ class ComparePanel(QWidget):
             return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
         self._job = job_ = session.runner.submit(job, "Generating side by side")
-        job_.run_id = self._run_id
+        job_.run_id = run_id
         job_.progressed.connect(self._on_progress)
         job_.finished.connect(self._on_finished)
         job_.failed.connect(self._on_failed)
@@ -254,7 +254,7 @@ class ComparePanel(QWidget):
         return job_
 
     def _current(self) -> bool:
-        return getattr(self.sender(), "run_id", None) == self._run_id
+        return self._runs.current(getattr(self.sender(), "run_id", None))
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:
