@@ -12,12 +12,10 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
 from stance_studio.core.jobs import Counter
+from stance_studio.core.variants import COLUMN_BASE, COLUMN_BLEND, COLUMN_SAVED, COLUMN_STANCE
 from stance_studio.qt import theme
 
-BASE = "base"
-CURRENT_BLEND = "@blend"
-STANCE = "stance:"
-VARIANT = "variant:"
+BASE, CURRENT_BLEND, STANCE, VARIANT = COLUMN_BASE, COLUMN_BLEND, COLUMN_STANCE, COLUMN_SAVED
 
 
 class CompareColumn(QFrame):

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from stance_studio.core.compare import CompareResult, VariantColumn, compare
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.jobs import ColumnText, Counter
+from stance_studio.core.variants import column_weights
 from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
 from stance_studio.qt.compare_export import ShownComparison
@@ -171,20 +172,9 @@ class ComparePanel(QWidget):
 
     def weights_for(self, spec: str) -> Optional[tuple[tuple[str, float], ...]]:
         """The blend weights a column spec stands for now (None if it is unknown)."""
-        if spec == BASE:
-            return ()
-        if spec == CURRENT_BLEND:
-            return tuple(sorted(self.session.blend_weights.items()))
-        if spec.startswith(STANCE):
-            name = spec[len(STANCE):]
-            return ((name, 1.0),) if self.session.compatibility(name)[0] else None
-        if spec.startswith(VARIANT):
-            label = spec[len(VARIANT):]
-            variant = next((v for v in self.session.variants() if v.label == label), None)
-            if variant is None or any(not self.session.compatibility(n)[0] for n, _ in variant.weights):
-                return None
-            return variant.weights
-        return None
+        session = self.session
+        return column_weights(spec, session.blend_weights, session.variants(),
+                              lambda name: bool(session.compatibility(name)[0]))
 
     @Slot(dict)
     def _on_blend_changed(self, _weights: dict) -> None:
