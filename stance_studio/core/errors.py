@@ -55,3 +55,8 @@ class OutOfMemoryError(StanceStudioError):
 
 class Cancelled(StanceStudioError):
     """The user cancelled a long job; nothing was written."""
+
+
+class StorageError(StanceStudioError):
+    """A file or folder could not be read or written: missing, a file where a folder is
+    needed, no permission, a read-only or full disk."""
