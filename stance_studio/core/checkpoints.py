@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
 SUFFIX = ".stance.safetensors"
@@ -116,15 +117,21 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     metadata = {"format": FORMAT, "name": ckpt.name, "created": ckpt.created}
     for key in _JSON_KEYS:
         metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise storage_error(exc, f"save checkpoint {ckpt.name!r} in", path.parent) from exc
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a library file is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        os_error = as_os_error(exc)
+        if os_error is not None:
+            raise storage_error(os_error, f"save checkpoint {ckpt.name!r} to", path) from exc
         raise
     ckpt.path = path
     return path

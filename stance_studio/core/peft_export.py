@@ -15,12 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from stance_studio.core.checkpoints import StanceCheckpoint, not_linear
 from stance_studio.core.deltas import LowRankDelta
 from stance_studio.core.errors import CheckpointError, StorageError
-from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, storage_error
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 _PREFIX = "base_model.model."
 _EMBEDDING_NAMES = ("embed_tokens.", "embed_positions.", "word_embeddings.", "position_embeddings.", "wte.", "wpe.")
@@ -97,8 +98,8 @@ def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike, base=None) ->
     }
     try:
         return _write_adapter(Path(outdir).expanduser(), config, tensors)
-    except OSError as exc:
-        raise storage_error(exc, "write the PEFT adapter to", outdir) from exc
+    except (OSError, SafetensorError) as exc:
+        raise storage_error(as_os_error(exc) or OSError(str(exc)), "write the PEFT adapter to", outdir) from exc
 
 
 def _write_adapter(outdir: Path, config: dict, tensors: dict) -> Path:

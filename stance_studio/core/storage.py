@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,21 @@ _REASONS = {
 def os_reason(exc: OSError) -> str:
     """A short human reason for an OSError (``the disk is full``, ``permission denied``)."""
     return _REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """``exc`` as an OSError: itself, or one rebuilt from an I/O error that a Rust
+    library (safetensors, tokenizers) reports as ``... (os error 28)``; else None."""
+    if isinstance(exc, OSError):
+        return exc
+    match = _RUST_OS_ERROR.search(str(exc))
+    if match and "I/O error" in str(exc):
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    return None
 
 
 def storage_error(exc: OSError, action: str, path: str | os.PathLike | None = None) -> StorageError:

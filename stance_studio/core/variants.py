@@ -30,6 +30,7 @@ class Variant:
 
 
 BASE = Variant("base")
+RESERVED_NAMES = frozenset({"base"})  # words the spec syntax gives a meaning; no checkpoint takes them
 
 
 def parse_variant(spec: str) -> Variant:
