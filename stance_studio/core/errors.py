@@ -60,3 +60,11 @@ class Cancelled(StanceStudioError):
 class StorageError(StanceStudioError):
     """A file or folder could not be read or written: missing, a file where a folder is
     needed, no permission, a read-only or full disk."""
+
+
+class SettingsError(StanceStudioError):
+    """A setting (generation, blend, limits) is outside the range it can take."""
+
+
+class TextError(StanceStudioError):
+    """A text (a prompt) holds characters that are not valid Unicode, such as lone surrogates."""

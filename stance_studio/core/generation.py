@@ -14,8 +14,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from stance_studio.core.errors import Cancelled
+from stance_studio.core.errors import Cancelled, SettingsError, TextError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+
+
+MAX_NEW_TOKENS = 32768
+MAX_TEMPERATURE = 100.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,22 @@ class GenerationSettings:
     system_prompt: Optional[str] = None
     min_new_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse settings the decoder would fail on deep inside transformers."""
+        def bad(what: str) -> SettingsError:
+            return SettingsError(f"Generation setting {what}.")
+
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise bad(f"max new tokens must be from 1 to {MAX_NEW_TOKENS} (got {self.max_new_tokens})")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise bad(f"min new tokens must be from 0 to max new tokens (got {self.min_new_tokens})")
+        if not (math.isfinite(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE):
+            raise bad(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g} (got {self.temperature})")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise bad(f"top-p must be above 0 and at most 1 (got {self.top_p})")
+        if not 0 <= self.seed < 2**63:
+            raise bad(f"seed must be from 0 to 2^63-1 (got {self.seed})")
+
 
 @dataclass
 class Generation:
@@ -41,8 +61,23 @@ class Generation:
     new_ids: list[int]
 
 
+def check_text(text: str, what: str = "The prompt") -> str:
+    """``text`` if it is valid Unicode (no lone surrogates, which tokenizers reject
+    with an unrelated error), else a TextError saying where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextError(
+            f"{what} holds a character that is not valid Unicode ({text[exc.start]!r} at position {exc.start}); remove it."
+        ) from exc
+    return text
+
+
 def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[int]:
     """Token ids of ``prompt`` as a user turn (chat template when there is one)."""
+    check_text(prompt)
+    if system is not None:
+        check_text(system, "The system prompt")
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
