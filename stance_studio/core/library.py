@@ -21,7 +21,7 @@ from typing import Any, Optional
 from stance_studio.core.checkpoints import SUFFIX, StanceCheckpoint, load_checkpoint, read_header, save_checkpoint
 from stance_studio.core.errors import CheckpointError, LibraryError
 from stance_studio.core.paths import library_dir
-from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, ensure_writable_dir, remove_stale_temporaries, storage_error
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, ensure_writable_dir, os_reason, remove_stale_temporaries, storage_error
 from stance_studio.core.variants import RESERVED_NAMES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
@@ -97,18 +97,25 @@ class Library:
         entries: list[LibraryEntry] = []
         problems: list[LibraryProblem] = []
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
+            name = path.name[: -len(SUFFIX)]
+            try:
+                if validate_name(name) != name:
+                    raise LibraryError(f"{name!r} has spaces at its ends.")
+            except LibraryError as exc:
+                problems.append(LibraryProblem(path, f"the file name does not give a usable stance name: {exc}"))
+                continue
             try:
                 header = read_header(path)
-            except CheckpointError as exc:
-                problems.append(LibraryProblem(path, str(exc)))
+                size = path.stat().st_size
+            except (CheckpointError, OSError) as exc:  # OSError: removed or renamed meanwhile
+                problems.append(LibraryProblem(path, str(exc) if isinstance(exc, CheckpointError) else os_reason(exc)))
                 continue
-            name = path.name[: -len(SUFFIX)]
             retention = header["metrics"].get("retention")
             entries.append(
                 LibraryEntry(
                     name=name,
                     path=path,
-                    bytes=path.stat().st_size,
+                    bytes=size,
                     base_model=str(header["base"].get("model", "?")),
                     method=str(header["training"].get("method", "unknown")),
                     retention=float(retention) if isinstance(retention, (int, float)) else None,
