@@ -83,6 +83,7 @@ class Library:
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
         self.folder = library_dir(folder)
+        self._cache: dict[Path, tuple[tuple, LibraryEntry | LibraryProblem]] = {}
         remove_stale_temporaries(self.folder)  # what a killed save left behind
 
     def check_writable(self) -> None:
@@ -94,36 +95,49 @@ class Library:
         return self.folder / f"{validate_name(name)}{SUFFIX}"
 
     def scan(self) -> tuple[list[LibraryEntry], list[LibraryProblem]]:
+        """Every checkpoint file as an entry or a problem. A file unchanged since the last
+        scan (same size, modification time and inode) is not read again, so rescanning a
+        large library after one change costs a directory listing."""
         entries: list[LibraryEntry] = []
         problems: list[LibraryProblem] = []
+        cache: dict[Path, tuple[tuple, LibraryEntry | LibraryProblem]] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
-            name = path.name[: -len(SUFFIX)]
             try:
-                if validate_name(name) != name:
-                    raise LibraryError(f"{name!r} has spaces at its ends.")
-            except LibraryError as exc:
-                problems.append(LibraryProblem(path, f"the file name does not give a usable stance name: {exc}"))
+                st = path.stat()
+                key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError as exc:  # removed or renamed meanwhile
+                problems.append(LibraryProblem(path, os_reason(exc)))
                 continue
-            try:
-                header = read_header(path)
-                size = path.stat().st_size
-            except (CheckpointError, OSError) as exc:  # OSError: removed or renamed meanwhile
-                problems.append(LibraryProblem(path, str(exc) if isinstance(exc, CheckpointError) else os_reason(exc)))
-                continue
-            retention = header["metrics"].get("retention")
-            entries.append(
-                LibraryEntry(
-                    name=name,
-                    path=path,
-                    bytes=size,
-                    base_model=str(header["base"].get("model", "?")),
-                    method=str(header["training"].get("method", "unknown")),
-                    retention=float(retention) if isinstance(retention, (int, float)) else None,
-                    created=header["created"],
-                    metadata=header,
-                )
-            )
+            known = self._cache.get(path)
+            item = known[1] if known is not None and known[0] == key else self._read_entry(path, st.st_size)
+            cache[path] = (key, item)
+            (entries if isinstance(item, LibraryEntry) else problems).append(item)
+        self._cache = cache
         return entries, problems
+
+    @staticmethod
+    def _read_entry(path: Path, size: int) -> LibraryEntry | LibraryProblem:
+        name = path.name[: -len(SUFFIX)]
+        try:
+            if validate_name(name) != name:
+                raise LibraryError(f"{name!r} has spaces at its ends.")
+        except LibraryError as exc:
+            return LibraryProblem(path, f"the file name does not give a usable stance name: {exc}")
+        try:
+            header = read_header(path)
+        except CheckpointError as exc:
+            return LibraryProblem(path, str(exc))
+        retention = header["metrics"].get("retention")
+        return LibraryEntry(
+            name=name,
+            path=path,
+            bytes=size,
+            base_model=str(header["base"].get("model", "?")),
+            method=str(header["training"].get("method", "unknown")),
+            retention=float(retention) if isinstance(retention, (int, float)) else None,
+            created=header["created"],
+            metadata=header,
+        )
 
     def entries(self) -> list[LibraryEntry]:
         return self.scan()[0]
