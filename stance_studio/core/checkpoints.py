@@ -173,7 +173,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a checkpoint (JSON decoded) without reading its tensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint file {path} does not exist.")
+        raise CheckpointError(f"Checkpoint file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
     try:
         _refuse_pickle(path)
         with safe_open(str(path), framework="pt") as fh:

@@ -76,7 +76,7 @@ def _text(value, what: str, where: str) -> str:
 def _example_from(obj, path: Path, lineno: int) -> Example:
     where = f"{path}, line {lineno}"
     if not isinstance(obj, dict):
-        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+        raise DatasetError(f"{where}: expected a JSON object, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}.")
     if "messages" in obj:
         return _checked(_from_messages(obj["messages"], where, lineno), where)
     missing = [k for k in ("prompt", "response") if k not in obj]

@@ -85,6 +85,17 @@ def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[
     return list(tokenizer(prompt)["input_ids"])
 
 
+def check_length(base, prompt_tokens: int, settings: GenerationSettings) -> None:
+    """Refuse a prompt that, with the tokens to generate, is longer than the model's
+    position limit (past it some models fail inside torch, others run out of memory)."""
+    limit = getattr(getattr(base.model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0 and prompt_tokens + settings.max_new_tokens > limit:
+        raise TextError(
+            f"The prompt is {prompt_tokens} tokens long; with {settings.max_new_tokens} new tokens that is more than "
+            f"the model's context of {limit} tokens. Shorten the prompt or ask for fewer tokens."
+        )
+
+
 def _config(base, settings: GenerationSettings):
     """Decoding is greedy over the scores :class:`_RowSampler` leaves; it does the sampling."""
     from transformers import GenerationConfig
@@ -208,6 +219,7 @@ def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: Cancel
     """``rows`` copies of one prompt in one batch (rows differ through per-row deltas)."""
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
+    check_length(base, len(prompt_ids), settings)
     input_ids = torch.tensor([prompt_ids] * rows)
     out = base.model.generate(
         input_ids=input_ids,
@@ -238,6 +250,7 @@ def generate_many(
     cancel = ensure_flag(cancel)
     tok = base.tokenizer
     encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
+    check_length(base, max((len(ids) for ids in encoded), default=0), settings)
     results: list[Generation] = []
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for start in range(0, len(prompts), batch_size):

@@ -34,6 +34,7 @@ _REASONS = {
     errno.EEXIST: "a file of that name is in the way",
     errno.ENAMETOOLONG: "the name is too long",
     errno.ENOTEMPTY: "the folder is not empty",
+    errno.ELOOP: "it is a symbolic link that loops or points nowhere",
 }
 
 

@@ -54,6 +54,10 @@ def files(tmp_path, **contents):
     (["inspect", "nothere"], "No checkpoint named 'nothere'"),
     (["inspect", "./missing"], "does not exist"),
     (["export-peft", "a", "{bad}"], "is a file"),
+    (["inspect", "a", "--top", "-1"], "--top must be 0 or more"),
+    (["bench", "--repeats", "0"], "--repeats must be at least 1"),
+    (["generate", "--prompt", "word " * 1000, "--variant", "base"], "more than the model's context of 512 tokens"),
+    (["inspect", "{folder}/"], "is a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(lib, tmp_path, capsys, argv, needle):
     paths = files(tmp_path, bad=b"\xff\xfe not text", deep="[" * 100_000 + "\n",
