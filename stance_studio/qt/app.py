@@ -6,6 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from stance_studio.core.errors import StanceStudioError
+from stance_studio.core.failures import describe
 
 
 def create_window(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
@@ -25,8 +26,8 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
     theme.apply_theme(QApplication.instance(), settings.get("ui/theme"))
     try:
         session = Session(settings, library_folder=library)
-    except (StanceStudioError, OSError) as exc:
-        raise StanceStudioError(f"Cannot open the stance library: {exc}") from exc
+    except OSError as exc:
+        raise StanceStudioError(f"Cannot open the stance library: {describe(exc)}") from exc
     window = MainWindow(session)
     window.resize(1440, 900)
     window.restore_layout()
@@ -66,6 +67,12 @@ def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: O
     except StanceStudioError:
         pass
     collect_garbage_in_gui_thread(app)
-    window = create_window(model_spec, library)
+    try:
+        window = create_window(model_spec, library)
+    except StanceStudioError as exc:  # e.g. the library folder is a file: say so where the user looks
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Cannot start Stance Studio", str(exc))
+        raise
     window.show()
     return app.exec()

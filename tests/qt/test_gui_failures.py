@@ -133,3 +133,16 @@ def test_the_library_panel_names_invalid_files_and_rescans_only_what_changed(qtb
     loaded.refresh_library()
     assert reads == ["new.stance.safetensors"]
     assert len(loaded.entries) == 21
+
+
+def test_a_library_path_that_is_a_file_is_a_dialog_at_start(qtbot, tmp_path, boxes):
+    from stance_studio.core.errors import StorageError
+    from stance_studio.qt.app import run
+
+    target = tmp_path / "library"
+    target.write_text("a file")
+    with pytest.raises(StorageError):
+        run(library=str(target))
+    [(kind, title, text)] = boxes.calls
+    assert kind == "critical" and "is a file, not a folder" in text
+    assert target.read_text() == "a file"
