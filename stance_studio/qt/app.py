@@ -39,6 +39,19 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
     return window
 
 
+def create_window_or_explain(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
+    """:func:`create_window`, and when it cannot be made (e.g. the library folder is a
+    file), the reason in a dialog as well as on the console, where a desktop user
+    would never look."""
+    try:
+        return create_window(model_spec, library, load)
+    except StanceStudioError as exc:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Cannot start Stance Studio", str(exc))
+        raise
+
+
 def collect_garbage_in_gui_thread(app) -> None:
     """Run Python's cyclic garbage collector only on the GUI thread, on a timer.
 
@@ -67,12 +80,6 @@ def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: O
     except StanceStudioError:
         pass
     collect_garbage_in_gui_thread(app)
-    try:
-        window = create_window(model_spec, library)
-    except StanceStudioError as exc:  # e.g. the library folder is a file: say so where the user looks
-        from PySide6.QtWidgets import QMessageBox
-
-        QMessageBox.critical(None, "Cannot start Stance Studio", str(exc))
-        raise
+    window = create_window_or_explain(model_spec, library)
     window.show()
     return app.exec()

@@ -137,12 +137,12 @@ def test_the_library_panel_names_invalid_files_and_rescans_only_what_changed(qtb
 
 def test_a_library_path_that_is_a_file_is_a_dialog_at_start(qtbot, tmp_path, boxes):
     from stance_studio.core.errors import StorageError
-    from stance_studio.qt.app import run
+    from stance_studio.qt.app import create_window_or_explain
 
     target = tmp_path / "library"
     target.write_text("a file")
     with pytest.raises(StorageError):
-        run(library=str(target))
+        create_window_or_explain(library=str(target), load=False)
     [(kind, title, text)] = boxes.calls
     assert kind == "critical" and "is a file, not a folder" in text
     assert target.read_text() == "a file"
