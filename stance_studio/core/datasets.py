@@ -159,7 +159,8 @@ def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[i
     path = Path(path)
     if not path.is_file():
         known = ", ".join(builtin_stances())
-        raise DatasetError(f"Dataset {path} does not exist (built-in stances: {known}).")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"Dataset {path} {what} (built-in stances: {known}).")
     raw = read_limited(path, "Dataset")
     try:
         # only \n ends a JSONL line: a string may hold U+2028 and the like unescaped
@@ -227,7 +228,7 @@ def load_probes(path: str | os.PathLike | None = None) -> list[str]:
     """Neutral probe prompts, one per line (``#`` lines are comments)."""
     path = Path(path) if path else resource("probes", "neutral.txt")
     if not path.is_file():
-        raise DatasetError(f"Probe file {path} does not exist.")
+        raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
     try:
         text = read_limited(path, "Probe file").decode("utf-8")
     except UnicodeDecodeError as exc:

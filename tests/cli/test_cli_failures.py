@@ -42,7 +42,7 @@ def files(tmp_path, **contents):
     (["train", "{bad}", "--name", "b"], "not UTF-8"),
     (["train", "{deep}", "--name", "b"], "nested too deeply"),
     (["train", "{surrogate}", "--name", "b"], "not valid Unicode"),
-    (["train", "{folder}", "--name", "b"], "does not exist"),
+    (["train", "{folder}", "--name", "b"], "is a folder, not a file"),
     (["evaluate", "a", "--prompts", "{bad}"], "not UTF-8"),
     (["train", "curious-uncertainty", "--name", "base"], "reserved"),
     (["generate", "--prompt", "hi", "--variant", "a=1e308"], "finite numbers from -10 to 10"),

@@ -103,7 +103,7 @@ def test_probe_files_that_are_not_utf8_or_unreadable(tmp_path):
         load_probes(write(tmp_path, b"\xff\xfe bad", name="p.txt", mode="wb"))
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DatasetError, match="is a folder, not a file"):
         load_probes(folder)
 
 
