@@ -30,7 +30,7 @@ _FORMATS = {
 _LABELS = {
     "stance_rate": "stance rate", "classifier_accuracy": "classifier accuracy", "stance_fit_nats": "stance fit (nats)",
     "stance_score": "stance score", "hedges_per_100w": "hedges /100w", "boosters_per_100w": "boosters /100w",
-    "kl_to_base": "KL to base", "identical_fraction": "identical to base",
+    "kl_to_base": "KL to base", "identical_fraction": "identical to base", "capability.change": "capability change",
 }
 _FIRST = ("stance_rate", "stance_fit_nats", "capability.change", "stance_score", "kl_to_base", "identical_fraction")
 
@@ -79,7 +79,13 @@ def numeric_keys(rows: Sequence[dict], skip: Sequence[str] = ()) -> list[str]:
     return first + [k for k in seen if k not in first]
 
 
+def short_label(key: str) -> str:
+    """A few words for an axis or a column header."""
+    return _LABELS.get(key, key.replace("_", " ").replace(".", " "))
+
+
 def label(key: str) -> str:
+    """The metric's full description (plot titles, menus)."""
     for options in PLOTS:
         for k, text in options:
             if k == key:

@@ -47,6 +47,7 @@ class DoseLines(pg.GraphicsLayoutWidget):
         keys = [k for k, _ in chosen]
         if keys != self.keys or axis_label != self.axis_label:
             self._rebuild(chosen, axis_label)
+        xs = sorted({float(r["alpha"]) for r in rows if "alpha" in r})
         for key, line in self.lines.items():
             points = sorted((r["alpha"], sweep_tables.value(r, key), sweep_tables.interval(r, key)) for r in rows
                             if "alpha" in r and sweep_tables.value(r, key) is not None)
@@ -55,6 +56,11 @@ class DoseLines(pg.GraphicsLayoutWidget):
             banded = [p for p in points if p[2] is not None]
             line.low.setData([p[0] for p in banded], [p[2][0] for p in banded])
             line.high.setData([p[0] for p in banded], [p[2][1] for p in banded])
+        if self.lines and xs:
+            # linked plots do not auto-range x reliably: follow the measured α range
+            span = (xs[-1] - xs[0]) or 1.0
+            first = next(iter(self.lines.values())).plot
+            first.setXRange(xs[0] - 0.05 * span, xs[-1] + 0.05 * span, padding=0)
 
     def _rebuild(self, chosen: list[tuple[str, str]], axis_label: str) -> None:
         self.clear()
@@ -64,7 +70,8 @@ class DoseLines(pg.GraphicsLayoutWidget):
         first: Optional[pg.PlotItem] = None
         for i, (key, label) in enumerate(chosen):
             plot = self.addPlot(row=i, col=0)
-            plot.setLabel("left", label)
+            plot.setTitle(label, size="9pt")
+            plot.setLabel("left", sweep_tables.short_label(key))
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setMenuEnabled(False)
             plot.addLine(x=0, pen=pg.mkPen(theme.colors()["plot_fg"], width=1, style=pg.QtCore.Qt.PenStyle.DotLine))
@@ -119,7 +126,7 @@ class DoseHeatMap(pg.GraphicsLayoutWidget):
         self.image.setImage(self.matrix, autoLevels=False, levels=(low, high))
         self.image.setRect(0, 0, len(self.alphas), len(self.betas))
         self.bar.setLevels((low, high))
-        self.bar.axis.setLabel(label)
+        self.bar.axis.setLabel(sweep_tables.short_label(key))
         self.plot.setRange(xRange=(0, len(self.alphas)), yRange=(0, len(self.betas)), padding=0)
 
     def value_at(self, alpha: float, beta: float) -> Optional[float]:

@@ -100,7 +100,7 @@ class DoseResponseView(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.plots)
         splitter.addWidget(self.table)
-        splitter.setSizes([420, 200])
+        splitter.setSizes([520, 160])
 
         self.status = QLabel("Choose a stance, then Run sweep.", wordWrap=True)
         self.copy_button = QPushButton("Copy as Markdown", enabled=False, clicked=self.copy_markdown)

@@ -57,8 +57,9 @@ def test_one_direction_fills_lines_and_table_as_measured_and_exports(qtbot, wind
     assert view.lines.keys == ["stance_score", "kl_to_base"]
     x, y = view.lines.lines["kl_to_base"].curve.getData()
     assert list(x) == [0.0, 1.0, 2.0] and y[0] == 0.0 and y[1] > 0 and y[2] > 0
-    labels = [p.getAxis("left").labelText for p in view.lines.plot_items()]
-    assert labels[0].startswith("stance score") and labels[1].startswith("KL to base")
+    titles = [p.titleLabel.text for p in view.lines.plot_items()]
+    assert titles[0].startswith("stance score (hedges") and titles[1].startswith("KL to base")
+    assert view.lines.plot_items()[0].viewRange()[0][0] < 0 < 2 < view.lines.plot_items()[1].viewRange()[0][1]
     for n, p in loaded.base.model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
 
