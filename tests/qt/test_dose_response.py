@@ -130,3 +130,12 @@ def test_bad_input_is_refused_before_anything_runs(window, boxes, direction, alp
     assert view.run() is None
     (kind, title, text), = boxes.of("warning")
     assert needle in text and view.run_button.isEnabled()
+
+
+def test_the_stance_lists_follow_the_library_and_the_model(qtbot, window, loaded, write_stance):
+    view = window.dose
+    write_stance(loaded.library, loaded.base, "third", seed=3)
+    loaded.refresh_library()
+    assert view.second.findText("third") > 0 and view.direction.findText("third") >= 0
+    loaded.model_changed.emit(loaded.base)
+    assert view.second.count() == 4
