@@ -168,8 +168,8 @@ def main(argv=None) -> int:
 
 
 def _dose_response(app, experiments, args, out: Path) -> None:
-    """Run the dose–response tab as asked and save it (and the interference tab of
-    the plots panel when a second stance is named)."""
+    """Run the dose–response tab as asked and save it with its table as Markdown (and
+    the plots panel's interference tab when a second stance is named)."""
     experiments.set_experiment("dose")
     view = experiments.dose
     view.direction.setEditText(args.dose)
@@ -183,7 +183,9 @@ def _dose_response(app, experiments, args, out: Path) -> None:
     job = view.run()
     if job is not None:
         _wait(app, lambda: not job.is_active, 3600, "the dose–response sweep")
-    _grab(app, experiments, out / ("dialog-dose-grid.png" if args.dose_second else "dialog-dose-response.png"))
+    stem = "dose-grid" if args.dose_second else "dose-response"
+    _grab(app, experiments, out / f"dialog-{stem}.png")
+    view.export(str(out / f"{stem}.md"))  # the measured table behind the picture
     window = experiments.parent()
     if args.dose_second and window is not None:
         window.plots.show_stances([args.dose, args.dose_second])
