@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "stance_studio.cli.library_cmds",
     "stance_studio.cli.generate_cmd",
     "stance_studio.cli.training_cmds",
+    "stance_studio.cli.sweep_cmds",
     "stance_studio.cli.bench_cmd",
 )
 

@@ -33,6 +33,10 @@ class VariantSpecError(StanceStudioError):
     """A variant spec such as ``curious=0.7,confident=-0.3`` could not be parsed."""
 
 
+class SweepRangeError(VariantSpecError):
+    """A sweep's weights (``-1:2:0.25``) or its stances could not be used."""
+
+
 class DatasetError(StanceStudioError):
     """A stance dataset is missing, empty, malformed or too long for the model."""
 
