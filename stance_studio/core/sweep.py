@@ -19,6 +19,7 @@ from stance_studio.core.errors import SweepRangeError
 from stance_studio.core.generation import generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+from stance_studio.core.variants import MAX_WEIGHT, check_weight
 
 AXES = ("alpha", "beta")
 # The default weights: a 1-D sweep goes from the stance's negation to twice the
@@ -26,7 +27,6 @@ AXES = ("alpha", "beta")
 DEFAULT_ALPHAS = "-1:2:0.25"
 DEFAULT_GRID = "-1:1:0.5"
 MAX_POINTS = 401
-MAX_WEIGHT = 100.0
 
 Direction = Sequence[tuple[Any, float]]  # (checkpoint or delta map, weight) pairs
 
@@ -126,6 +126,9 @@ def run_sweep(
     for direction in directions:
         for src, _ in direction:
             blender.check(src, allow_mismatch=allow_mismatch)
+    for point in points:  # a combined weight out of range fails now, not half-way through
+        for src, w in point_blend(directions, point):
+            check_weight(w, _label(src, 0))
     total = len(points) + 1
     options = dict(evaluate_options or {})
     rows: list[dict] = []
