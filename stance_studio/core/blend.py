@@ -20,6 +20,7 @@ from stance_studio.core.checkpoints import StanceCheckpoint, check_compatible
 from stance_studio.core.deltas import Delta
 from stance_studio.core.errors import ShapeMismatchError
 from stance_studio.core.runtime import StanceRuntime, runtime_for
+from stance_studio.core.variants import check_weight
 
 Source = Union[StanceCheckpoint, Mapping[str, Delta]]
 BlendSpec = Sequence[tuple[Source, float]]
@@ -68,7 +69,7 @@ class Blender:
 
     def apply(self, blend: BlendSpec | Iterable[tuple[Source, float]], allow_mismatch: bool = False) -> None:
         """Run the model as W0 + Σ α Δ for this blend (replacing any previous one)."""
-        blend = [(src, float(alpha)) for src, alpha in blend]
+        blend = [(src, check_weight(alpha)) for src, alpha in blend]
         for src, _ in blend:
             self.check(src, allow_mismatch=allow_mismatch)
         self.runtime.set_blend(blend)  # a stance at 0 stays loaded: its slider may move again
