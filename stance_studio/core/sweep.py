@@ -19,6 +19,7 @@ from stance_studio.core.errors import SweepRangeError
 from stance_studio.core.generation import generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+from stance_studio.core.variants import MAX_WEIGHT, check_weight
 
 AXES = ("alpha", "beta")
 # The default weights: a 1-D sweep goes from the stance's negation to twice the
@@ -26,7 +27,6 @@ AXES = ("alpha", "beta")
 DEFAULT_ALPHAS = "-1:2:0.25"
 DEFAULT_GRID = "-1:1:0.5"
 MAX_POINTS = 401
-MAX_WEIGHT = 100.0
 
 Direction = Sequence[tuple[Any, float]]  # (checkpoint or delta map, weight) pairs
 
@@ -126,6 +126,10 @@ def run_sweep(
     for direction in directions:
         for src, _ in direction:
             blender.check(src, allow_mismatch=allow_mismatch)
+    blends = [point_blend(directions, point) for point in points]
+    for blend in blends:  # every point's weights are valid blend weights, checked before any work
+        for i, (src, w) in enumerate(blend):
+            check_weight(w, repr(_label(src, i)))
     total = len(points) + 1
     options = dict(evaluate_options or {})
     rows: list[dict] = []
@@ -133,9 +137,8 @@ def run_sweep(
         blender.apply([], allow_mismatch=True)
         progress(Progress("sweep", 0, total, f"Generating base answers to {len(probes)} probe prompts"))
         base_gens = generate_many(base, probes, settings, cancel=cancel)
-        for i, point in enumerate(points, start=1):
+        for i, (point, blend) in enumerate(zip(points, blends), start=1):
             cancel.raise_if_set("sweep")
-            blend = point_blend(directions, point)
             where = ", ".join(f"{a} = {c:g}" for a, c in zip(axes, point))
             progress(Progress("sweep", i - 1, total, f"Measuring {where}"))
             metrics = evaluate(base, blender, blend, probes, settings, cancel=cancel, allow_mismatch=allow_mismatch,

@@ -128,3 +128,16 @@ def test_a_sweep_needs_directions_and_probes(tiny, stances):
         run_sweep(tiny, Blender(tiny), [], [], PROBES)
     with pytest.raises(SweepRangeError):
         run_sweep(tiny, Blender(tiny), [[(a, 1.0)]], [[1.0]], [])
+
+
+def test_points_beyond_the_blend_range_are_refused_before_any_work(tiny, stances):
+    a, _ = stances
+    from stance_studio.core.errors import VariantSpecError
+
+    with pytest.raises(SweepRangeError, match="between -10 and 10"):
+        parse_range("0:20:5")
+    calls = []
+    with pytest.raises(VariantSpecError, match="'a'"):
+        # 4 × 3 = 12 is beyond the range even though each factor is within it
+        run_sweep(tiny, Blender(tiny), [[(a, 3.0)]], [[0.0, 4.0]], PROBES, SETTINGS, progress=calls.append)
+    assert calls == []
