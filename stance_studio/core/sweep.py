@@ -140,13 +140,13 @@ def run_sweep(
         for i, (point, blend) in enumerate(zip(points, blends), start=1):
             cancel.raise_if_set("sweep")
             where = ", ".join(f"{a} = {c:g}" for a, c in zip(axes, point))
-            progress(Progress("sweep", i - 1, total, f"Measuring {where}"))
+            progress(Progress("sweep", i, total, f"Measuring {where}"))
             metrics = evaluate(base, blender, blend, probes, settings, cancel=cancel, allow_mismatch=allow_mismatch,
-                               base_generations=base_gens, progress=_within(progress, i - 1, total, where),
+                               base_generations=base_gens, progress=_within(progress, i, total, where),
                                **options)
             row = {**dict(zip(axes, point)), "variant": _spec(blend), **_row_metrics(metrics.as_json())}
             rows.append(row)
-            progress(Progress("sweep", i, total, f"Measured {where}", info={"row": row}))
+            progress(Progress("sweep", i + 1, total, f"Measured {where}", info={"row": row}))
     return {"axes": list(axes), "directions": [direction_label(d) for d in directions],
             "weights": [list(w) for w in weights], "probes": len(probes), "rows": rows}
 

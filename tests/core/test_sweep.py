@@ -141,3 +141,11 @@ def test_points_beyond_the_blend_range_are_refused_before_any_work(tiny, stances
         # 4 × 3 = 12 is beyond the range even though each factor is within it
         run_sweep(tiny, Blender(tiny), [[(a, 3.0)]], [[0.0, 4.0]], PROBES, SETTINGS, progress=calls.append)
     assert calls == []
+
+
+def test_progress_ends_at_its_total(tiny, stances):
+    a, _ = stances
+    reports = []
+    run_sweep(tiny, Blender(tiny), [[(a, 1.0)]], [[0.0, 1.0]], PROBES[:1], SETTINGS, progress=reports.append)
+    assert {r.stage for r in reports} == {"sweep"} and reports[-1].total == 3
+    assert reports[-1].done == reports[-1].total and [r.done for r in reports] == sorted(r.done for r in reports)
