@@ -32,7 +32,7 @@ class Variant:
 
 BASE = Variant("base")
 RESERVED_NAMES = frozenset({"base"})  # words the spec syntax gives a meaning; no checkpoint takes them
-MAX_WEIGHT = 10.0  # |α| beyond this only breaks the model (and overflows float16 weights)
+MAX_WEIGHT = 100.0  # |α| beyond this only breaks the model (and overflows float16 weights)
 
 
 def check_weight(alpha, name: str = "a stance") -> float:

@@ -134,12 +134,12 @@ def test_points_beyond_the_blend_range_are_refused_before_any_work(tiny, stances
     a, _ = stances
     from stance_studio.core.errors import VariantSpecError
 
-    with pytest.raises(SweepRangeError, match="between -10 and 10"):
-        parse_range("0:20:5")
+    with pytest.raises(SweepRangeError, match="between -100 and 100"):
+        parse_range("0:200:50")
     calls = []
     with pytest.raises(VariantSpecError, match="'a'"):
-        # 4 × 3 = 12 is beyond the range even though each factor is within it
-        run_sweep(tiny, Blender(tiny), [[(a, 3.0)]], [[0.0, 4.0]], PROBES, SETTINGS, progress=calls.append)
+        # 40 × 3 = 120 is beyond the range even though each factor is within it
+        run_sweep(tiny, Blender(tiny), [[(a, 3.0)]], [[0.0, 40.0]], PROBES, SETTINGS, progress=calls.append)
     assert calls == []
 
 
