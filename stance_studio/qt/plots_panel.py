@@ -1,5 +1,6 @@
-"""The plots dock: per-layer weight changes, training loss curves, and size against
-retention for every stance in the library. It follows the library selection."""
+"""The plots dock: per-layer weight changes, training loss curves, size against
+retention for every stance in the library, and the interference of two stances.
+It follows the library selection."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBo
 
 from stance_studio.qt import theme
 from stance_studio.qt.kinds_view import KindsView
+from stance_studio.qt.interference_view import InterferenceView
 from stance_studio.qt.layer_plot import LayerChangeView
 from stance_studio.qt.plots import LossPlot, export_plot
 from stance_studio.qt.session import Session
@@ -43,8 +45,7 @@ class LossView(QWidget):
             return
         training = entry.metadata.get("training", {})
         losses = training.get("loss") or training.get("losses") or []
-        skipped = training.get("skipped_steps") or []
-        self.plot.set_losses(losses, skipped)
+        self.plot.set_losses(losses)  # a skipped step is recorded as a loss of None
         self.plot.enableAutoRange()
         self.title.setText(f"{entry.name}: {len(losses)} steps, {training.get('method', '?')} training"
                            if losses else f"{entry.name} has no recorded loss curve.")
@@ -121,11 +122,13 @@ class PlotsPanel(QTabWidget):
         self.layers = LayerChangeView(session)
         self.loss = LossView(session)
         self.retention = RetentionView(session)
+        self.interference = InterferenceView(session)
         self.addTab(self.layers, "Layer changes")
         self.addTab(self.loss, "Training loss")
         self.addTab(self.retention, "Size vs retention")
         self.kinds = KindsView(session)
         self.addTab(self.kinds, "Weights vs steering")
+        self.addTab(self.interference, "Interference")
 
     @Slot(str)
     def show_changes(self, name: str) -> None:
@@ -134,10 +137,12 @@ class PlotsPanel(QTabWidget):
 
     @Slot(list)
     def show_stances(self, names: list) -> None:
-        """Follow the library selection: its loss curve and layer changes."""
+        """Follow the library selection: its loss curve, layer changes and, for two
+        stances, their interference."""
         self.loss.show_stances(names)
         self.layers.show_stances(names)
         self.kinds.show_stances(names)
+        self.interference.show_stances(names)
 
     def restyle(self) -> None:
         """Redraw the contents that take colours from the theme (theme.apply_theme
@@ -146,3 +151,4 @@ class PlotsPanel(QTabWidget):
         self.loss.plot.restyle()
         self.retention.refresh()
         self.kinds._draw()
+        self.interference.restyle()

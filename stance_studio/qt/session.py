@@ -53,16 +53,18 @@ class Session(QObject):
                  runner: Optional[JobRunner] = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        env_folder = os.environ.get(LIBRARY_ENV, "")
+        # Set when the environment variable decides the folder (the GUI may not change it).
+        self.library_env = env_folder if env_folder and not library_folder else ""
+        # Opened before any worker thread starts: a folder that cannot be used fails
+        # here cleanly, with no running thread left to abort the process.
+        self.library = Library(library_folder or env_folder or settings.get("library/folder") or None)
         self.runner = runner or JobRunner(threads=settings.get("worker/threads"), parent=self)
         # Work that never touches the model (reading files, SVDs of a delta) runs
         # here, so it need not wait for a long training run.
         self.side_runner = JobRunner(threads=None, parent=self)
         self.base = None
         self.blender: Optional[Blender] = None
-        env_folder = os.environ.get(LIBRARY_ENV, "")
-        # Set when the environment variable decides the folder (the GUI may not change it).
-        self.library_env = env_folder if env_folder and not library_folder else ""
-        self.library = Library(library_folder or env_folder or settings.get("library/folder") or None)
         self.entries: list[LibraryEntry] = []
         self.problems: list[LibraryProblem] = []
         self._compat: dict[str, tuple[bool, str]] = {}
@@ -279,21 +281,14 @@ class Session(QObject):
     def blend_variant(self, label: str = "current blend") -> Variant:
         return Variant(label, tuple(sorted(self.blend_weights.items())))
 
-    def run_on_model(self, fn: Callable, title: str, restore_blend: bool = True) -> Job:
-        """Submit a job that needs the plain base weights (training, evaluation):
-        the blend is reset before it and put back after it."""
-        blender = self.blender
-        if blender is None:
+    def run_on_model(self, fn: Callable, title: str) -> Job:
+        """Submit a job on the loaded model (training, experiments). The blend shown
+        stays as it is: training copies the true base, metrics use per-row weights."""
+        if self.blender is None:
             raise StanceStudioError("Load a base model first.")
 
         def job(progress, cancel):
-            previous = blender.active
-            blender.reset()
-            try:
-                return fn(progress=progress, cancel=cancel)
-            finally:
-                if restore_blend:
-                    blender.apply(previous, allow_mismatch=True)
+            return fn(progress=progress, cancel=cancel)
 
         return self.runner.submit(job, title)
 

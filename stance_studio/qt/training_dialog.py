@@ -32,7 +32,7 @@ from stance_studio.qt.dataset_picker import DatasetPicker
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
 from stance_studio.qt.plots import LossPlot
 from stance_studio.qt.session import Session
-from stance_studio.qt.training_job import check_policy, make_config, submit_steering, submit_training
+from stance_studio.qt.training_job import check_name, check_policy, make_config, submit_steering, submit_training
 from stance_studio.qt.workers import Job
 
 METHODS = {
@@ -41,7 +41,8 @@ METHODS = {
     "lora": "LoRA adapters on the named modules",
     "steer": "Activation steering vectors (no training)",
 }
-MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "layers.13.self_attn.q_proj"]
+# Patterns, not names: "depth:0.6:q_proj" is the layer at 60 % of the depth of whatever model is loaded.
+MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "depth:0.6:q_proj"]
 
 
 class TrainingDialog(QDialog):
@@ -73,7 +74,8 @@ class TrainingDialog(QDialog):
         self.method_box.currentIndexChanged.connect(self._on_method)
         self.modules_edit = QComboBox(editable=True)
         self.modules_edit.addItems(MODULE_PRESETS)
-        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj or layers.13.self_attn.q_proj")
+        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj, layers.3.self_attn.q_proj, "
+                                     "or depth:0.6:q_proj (the layer at 60 % of the model's depth)")
         self.steps = QSpinBox(minimum=1, maximum=100000, value=s.get("training/steps"))
         defaults = TrainConfig()
         self.lr = QLineEdit(f"{defaults.effective_lr:g}")
@@ -205,6 +207,8 @@ class TrainingDialog(QDialog):
         name = self.name_edit.text().strip()
         if not name:
             return "Give the stance a name."
+        if check_name(name):
+            return check_name(name)
         if self.session.entry(name) is not None:
             return f"A stance named {name!r} already exists; choose another name."
         try:

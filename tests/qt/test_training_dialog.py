@@ -233,3 +233,11 @@ def test_the_steer_method_builds_a_steering_stance_on_the_blend_sliders(qtbot, d
     with qtbot.waitSignal(loaded.blend_applied, timeout=30000):
         loaded.set_weight("tiny-steer", 1.0)
     assert not loaded.blender.is_base  # the steering hooks are in force
+
+
+def test_every_module_preset_names_modules_of_the_loaded_model(loaded):
+    from stance_studio.core.modules import select_linear_modules
+    from stance_studio.qt.training_dialog import MODULE_PRESETS
+
+    for preset in MODULE_PRESETS:
+        assert select_linear_modules(loaded.base.model, preset.split(","), loaded.base.num_layers), preset
