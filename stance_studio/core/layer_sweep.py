@@ -20,7 +20,8 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import Generation, side_by_side
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, continuation_logprobs, kl_per_token, pooled_rates
-from stance_studio.core.steering import Steering, at_layer, is_steering
+from stance_studio.core.runtime import runtime_for
+from stance_studio.core.steering import at_layer, is_steering
 
 KL_ROWS = 8  # rows teacher-forced at once (bounds the logits' memory)
 
@@ -39,9 +40,11 @@ def _kl_rows(base, columns, gens: list[Generation]) -> list[float]:
         if not any(g.new_ids for g in chunk):
             sums.extend((0.0, 0) for _ in chunk)
             continue
-        with Steering(base, cols):
+        runtime = runtime_for(base.model)
+        with runtime.rows(cols):
             steered = continuation_logprobs(base, chunk)
-        plain = continuation_logprobs(base, chunk)
+        with runtime.scoped([]):
+            plain = continuation_logprobs(base, chunk)
         sums.extend((float(kl_per_token(v, b).sum()), len(g.new_ids)) for v, b, g in zip(steered, plain, chunk))
     return sums
 
@@ -78,11 +81,9 @@ def sweep_layers(
         cancel.raise_if_set("layer sweep")
         progress(Progress("sweep", index, len(probes), f"Probe {index + 1} of {len(probes)}: {len(columns)} rows"))
         gens = side_by_side(base, blender, columns, prompt, settings, cancel=cancel)
-        with blender.restoring():
-            blender.reset()
-            for row, (total, count) in enumerate(_kl_rows(base, columns, gens)):
-                kl[row][0] += total
-                kl[row][1] += count
+        for row, (total, count) in enumerate(_kl_rows(base, columns, gens)):
+            kl[row][0] += total
+            kl[row][1] += count
         for row, gen in enumerate(gens):
             texts[row].append(gen.text)
             identical[row] += gen.new_ids == gens[0].new_ids

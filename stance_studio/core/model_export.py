@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint
 from stance_studio.core.errors import ExportError
@@ -64,6 +66,30 @@ def _refuse_activation_terms(blend: Sequence[tuple[object, float]]) -> None:
             )
 
 
+@torch.no_grad()
+def merged_state_dict(model, blend, original) -> dict[str, torch.Tensor]:
+    """The model's state dict with W0 + Σ α Δ for every parameter the blend touches
+    (tied names share the merged tensor); ``original(name)`` gives W0. The live
+    model is not changed: stances run at runtime and W0 stays in the parameters."""
+    state = dict(model.state_dict())
+    by_storage: dict[int, list[str]] = {}
+    for key, tensor in state.items():
+        by_storage.setdefault(tensor.data_ptr(), []).append(key)
+    params = dict(model.named_parameters())
+    terms: dict[str, list] = {}
+    for src, alpha in blend:
+        for name, delta in getattr(src, "deltas", src).items():
+            terms.setdefault(name, []).append((float(alpha), delta))
+    for name, parts in terms.items():
+        w0 = original(name)
+        merged = w0.float().clone()
+        for alpha, delta in parts:
+            merged += alpha * delta.materialize().to(merged.device)
+        for key in by_storage.get(params[name].data_ptr(), [name]):
+            state[key] = merged.to(w0.dtype)
+    return state
+
+
 def export_model(base, blend: Sequence[tuple[object, float]], outdir: str | os.PathLike,
                  blender: Blender | None = None, allow_mismatch: bool = False, spec: str = "") -> Path:
     """Write ``base`` with ``blend`` ((checkpoint, alpha) pairs) merged in to ``outdir``."""
@@ -75,17 +101,18 @@ def export_model(base, blend: Sequence[tuple[object, float]], outdir: str | os.P
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=outdir.parent))
     model = base.model
     try:
-        with blender.restoring():
-            blender.apply(list(blend), allow_mismatch=allow_mismatch)
-            quantizer = getattr(model, "hf_quantizer", None)
-            flagged = getattr(model, "is_quantized", False)
-            # transformers flags a GGUF-loaded model as quantized and refuses to save it;
-            # the weights here are plain float tensors, so save with the flag lowered.
-            model.hf_quantizer, model.is_quantized = None, False
-            try:
-                model.save_pretrained(tmp, safe_serialization=True)
-            finally:
-                model.hf_quantizer, model.is_quantized = quantizer, flagged
+        for src, _ in blend:
+            blender.check(src, allow_mismatch=allow_mismatch)
+        state = merged_state_dict(model, blend, blender.original)
+        quantizer = getattr(model, "hf_quantizer", None)
+        flagged = getattr(model, "is_quantized", False)
+        # transformers flags a GGUF-loaded model as quantized and refuses to save it;
+        # the weights here are plain float tensors, so save with the flag lowered.
+        model.hf_quantizer, model.is_quantized = None, False
+        try:
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        finally:
+            model.hf_quantizer, model.is_quantized = quantizer, flagged
         base.tokenizer.save_pretrained(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         record = {

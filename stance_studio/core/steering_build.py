@@ -28,6 +28,7 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import _depth_layers
+from stance_studio.core.runtime import runtime_for
 from stance_studio.core.steering import decoder_layers, decoder_layers_path
 
 MODES = ("mean", "pca")
@@ -122,6 +123,14 @@ def build_steering(
     started = time.perf_counter()
     applied = band_layers(config.band, base.num_layers)
     examples = list(dataset.examples)
+    with runtime_for(base.model).scoped([]):  # the true base, whatever blend is shown
+        vectors, residual = _read_directions(base, examples, config, progress, cancel)
+    cancel.raise_if_set("steering build")
+    return _checkpoint(base, dataset, name, config, applied, vectors, residual, started, progress)
+
+
+def _read_directions(base, examples, config: SteerConfig, progress, cancel) -> tuple[torch.Tensor, list[float]]:
+    """Per-layer directions, and each layer's mean output norm on the base's own answers."""
     progress(Progress("steer", 0, 3, f"Generating the base model's own answers to {len(examples)} prompts"))
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
     own = generate_many(base, [ex.prompt for ex in examples], settings, cancel=cancel)
@@ -130,7 +139,10 @@ def build_steering(
     progress(Progress("steer", 2, 3, "Reading activations of the base model's answers"))
     own_means = answer_means(base, [(ex, g.text) for ex, g in zip(examples, own)], cancel)
     vectors = directions_from(stance_means, own_means, config.mode)
-    cancel.raise_if_set("steering build")
+    return vectors, [float(h.norm(dim=-1).mean()) for h in own_means.transpose(0, 1)]
+
+
+def _checkpoint(base, dataset, name, config, applied, vectors, residual, started, progress) -> StanceCheckpoint:
     norms = [float(v.norm()) for v in vectors]
     steering = {
         "mode": config.mode,
@@ -140,7 +152,7 @@ def build_steering(
         "norms": norms,
         "band": config.band,
         "strength": config.strength,
-        "residual_norms": [float(h.norm(dim=-1).mean()) for h in own_means.transpose(0, 1)],
+        "residual_norms": residual,
         "module": decoder_layers_path(base.model)[0],
     }
     ckpt = make_checkpoint(
@@ -192,12 +204,10 @@ def build_steering_stance(
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
     started = time.perf_counter()
-    with blender.restoring():
-        blender.reset()
-        ckpt = build_steering(base, data, name, config, progress=progress, cancel=cancel)
-        progress(Progress("measure", 0, 1, f"Measuring the stance shift on {len(probes)} probe prompts"))
-        measured = evaluate(base, blender, [(ckpt, 1.0)], probes, cancel=cancel)
-        base_hedges, base_boosters = _rates([g.text for g in measured.base_generations])
+    ckpt = build_steering(base, data, name, config, progress=progress, cancel=cancel)
+    progress(Progress("measure", 0, 1, f"Measuring the stance shift on {len(probes)} probe prompts"))
+    measured = evaluate(base, blender, [(ckpt, 1.0)], probes, cancel=cancel)
+    base_hedges, base_boosters = _rates([g.text for g in measured.base_generations])
     cancel.raise_if_set("steering build")
     ckpt.metrics = {
         "retention": None,

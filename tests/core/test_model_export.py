@@ -29,7 +29,8 @@ def test_exported_blend_loads_in_transformers_with_the_apps_logits(tiny, deltas_
     loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     theirs = loaded(IDS).logits.detach()
     assert not torch.allclose(ours, base_logits, atol=1e-3)
-    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    # the app adds x Δᵀ to x W0ᵀ at runtime; the folder holds W0 + Δ: equal up to float rounding
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
     tok = AutoTokenizer.from_pretrained(out)
     assert tok("Why is the sky blue?").input_ids == tiny.tokenizer("Why is the sky blue?").input_ids
     assert json.loads((out / "stance-studio-export.json").read_text())["variant"] == "a=0.7,b=-0.4"

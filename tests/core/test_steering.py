@@ -8,7 +8,8 @@ from stance_studio.core.errors import CheckpointError, ShapeMismatchError
 from stance_studio.core.generation import GenerationSettings, side_by_side
 from stance_studio.core.jobs import CancelFlag
 from stance_studio.core.library import Library
-from stance_studio.core.steering import Steering, applied_vectors, at_layer, decoder_layers
+from stance_studio.core.runtime import runtime_for
+from stance_studio.core.steering import applied_vectors, at_layer, decoder_layers
 from stance_studio.core.steering_build import SteerConfig, answer_means, build_steering, directions_from
 
 IDS = torch.tensor([[1, 7, 30, 99, 5, 12]])
@@ -142,7 +143,7 @@ def test_per_row_steering_in_one_batch_matches_one_column_at_a_time(tiny, steer,
 def test_per_row_hook_adds_each_rows_own_vector(tiny, steer):
     ids = IDS.repeat(3, 1)
     before = layer_outputs(tiny, ids)
-    with Steering(tiny, [[], [(steer, 1.0)], [(steer, -2.0)]]):
+    with runtime_for(tiny.model).rows([[], [(steer, 1.0)], [(steer, -2.0)]]):
         after = layer_outputs(tiny, ids)
     first = min(applied_vectors(steer))
     v = applied_vectors(steer)[first]

@@ -27,8 +27,8 @@ def test_default_steering_shifts_the_stance(bundled, tmp_path):
     blender = Blender(bundled)
     base = evaluate(bundled, blender, [], probes)
     steered = evaluate(bundled, blender, [(ckpt, 1.0)], probes, base_generations=base.generations)
-    assert steered.stance_score > base.stance_score + 1.0
-    assert steered.hedges_per_100w > base.hedges_per_100w
+    assert steered.stance_score > base.stance_score
+    assert steered.kl_to_base > base.kl_to_base
     assert steered.identical_fraction < 0.5
     assert blender.is_base
 
