@@ -221,7 +221,7 @@ def test_the_steer_method_builds_a_steering_stance_on_the_blend_sliders(qtbot, d
     assert dialog.train_button.isEnabled()
     job = dialog.start()
     assert job is not None
-    with qtbot.waitSignal(job.ended, timeout=120000):
+    with qtbot.waitSignal(job.ended, timeout=600000):  # generation and measurement, longer than 3 training steps
         pass
     assert job.state == "finished", job.error
     entry = loaded.entry("tiny-steer")
