@@ -159,10 +159,9 @@ def load_base(
     """Load a base model (float32, eval mode) and its tokenizer."""
     cancel = ensure_flag(cancel)
     if spec is not None and str(spec).split(":")[0] == "tiny":
-        from stance_studio.core.tiny import tiny_base
+        from stance_studio.core.tiny import parse_tiny_spec, tiny_base
 
-        seed = str(spec).partition(":")[2]
-        return tiny_base(seed=int(seed) if seed.isdigit() else 0)
+        return tiny_base(**parse_tiny_spec(str(spec)))
     kind, location = resolve_model_spec(spec)
     started = time.perf_counter()
     progress(Progress("load", 0, 3, f"Loading {location}"))

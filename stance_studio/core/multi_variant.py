@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from stance_studio.core.checkpoints import StanceCheckpoint
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
+from stance_studio.core.modules import is_transposed_linear
 
 Blend = Sequence[tuple[object, float]]
 
@@ -59,7 +60,7 @@ def _probe_input(module: torch.nn.Module, generator: torch.Generator) -> torch.T
     weight = getattr(module, "weight", None)
     if weight is None:
         return None
-    width = weight.shape[-1] if weight.dim() >= 1 else None
+    width = weight.shape[0] if is_transposed_linear(module) else weight.shape[-1] if weight.dim() >= 1 else None
     if width is None:
         return None
     return torch.randn(2, 3, width, generator=generator)
@@ -148,6 +149,9 @@ def _make_hook(module: torch.nn.Module, rows: dict[int, list[tuple[str, float, D
         for attr, alpha, delta in terms:
             if isinstance(delta, LowRankDelta) and isinstance(module, torch.nn.Linear) and attr == "weight":
                 low.append((delta.A.float(), delta.B.float() * alpha))
+            elif isinstance(delta, LowRankDelta) and is_transposed_linear(module) and attr == "weight":
+                # Conv1D: y = x W with W (in × out), so x Δ = (x B) A; as x Aᵀ' Bᵀ' with A' = Bᵀ, B' = Aᵀ
+                low.append((delta.B.float().T, delta.A.float().T * alpha))
             else:
                 value = delta.materialize() * alpha
                 dense[attr] = dense[attr] + value if attr in dense else value

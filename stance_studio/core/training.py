@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -19,7 +20,7 @@ from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
 from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
-from stance_studio.core.modules import select_linear_modules, select_parameters
+from stance_studio.core.modules import is_transposed_linear, select_linear_modules, select_parameters
 
 METHODS = ("full", "selective", "lora")
 DEFAULT_LR = {"full": 5e-5, "selective": 1e-4, "lora": 1e-3}
@@ -201,14 +202,21 @@ def _wrap_lora(model, base, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = select_linear_modules(model, config.effective_modules, base.num_layers)
+    transposed = [is_transposed_linear(model.get_submodule(t)) for t in targets]
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.lora_alpha or 2 * config.rank,
         target_modules=targets,
         lora_dropout=0.0,
         bias="none",
+        # GPT-2's Conv1D stores its weight (in × out): PEFT transposes its pairs there
+        fan_in_fan_out=all(transposed),
     )
-    wrapped = get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        if any(transposed) and not all(transposed):
+            # PEFT sets fan_in_fan_out per module and says so; a mix of both kinds is fine
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        wrapped = get_peft_model(model, lora)
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     return wrapped, trainable
 
@@ -226,6 +234,9 @@ def _lora_deltas(wrapped, base) -> dict[str, Delta]:
             continue
         A = module.lora_A["default"].weight.detach().float().clone()
         B = module.lora_B["default"].weight.detach().float() * float(module.scaling["default"])
+        if getattr(module, "fan_in_fan_out", False):
+            # the weight is (in × out), so its change is (B @ A)ᵀ = Aᵀ @ Bᵀ
+            A, B = B.T, A.T
         key = (name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name) + ".weight"
         if key not in base.tensor_hashes:
             raise StanceStudioError(f"LoRA module {name} does not map onto a base parameter ({key}).")
