@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16 or bf16, combined with + (default {DEFAULT_POLICY})")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of the same name")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun/accelerate launch: shard the model over the processes (FSDP full-shard) "
+                        "instead of copying it to each (DDP)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure a variant's stance on the probe prompts")
@@ -72,10 +75,14 @@ def _config(args):
             fields[key] = getattr(args, attr)
     if args.modules:
         fields["modules"] = [args.modules]
+    if getattr(args, "fsdp", False):
+        fields["fsdp"] = True
     return TrainConfig(**fields)
 
 
 def cmd_train(args) -> int:
+    from stance_studio.core import distributed
+    from stance_studio.core.jobs import no_progress
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.errors import LibraryError
     from stance_studio.core.extraction import parse_policy
@@ -91,9 +98,14 @@ def cmd_train(args) -> int:
         raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
                            "choose another name or pass --overwrite.")
     cancel = sigint_cancel()
+    main_rank = distributed.is_main()
     base = load_model(args, cancel)
     ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
-                        progress=progress_bar("train"), cancel=cancel, overwrite=args.overwrite)
+                        progress=progress_bar("train") if main_rank else no_progress, cancel=cancel,
+                        overwrite=args.overwrite)
+    distributed.finish()
+    if ckpt is None:  # another rank than 0 of a torchrun/accelerate run: rank 0 reports
+        return 0
     size = ckpt.path.stat().st_size
     doc = {
         "checkpoint": str(ckpt.path),

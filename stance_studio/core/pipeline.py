@@ -7,6 +7,7 @@ import json
 import time
 from typing import Optional, Sequence
 
+from stance_studio.core import distributed
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
 from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, load_probes, model_context
@@ -39,10 +40,11 @@ def build_stance(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     overwrite: bool = False,
-) -> StanceCheckpoint:
+) -> Optional[StanceCheckpoint]:
     """Train → extract → measure retention on the probes → save atomically.
 
-    Nothing is written when the run is cancelled or diverges. Training starts from
+    Nothing is written when the run is cancelled or diverges. Under a distributed
+    launcher every rank trains and only rank 0 goes on (other ranks get ``None``). Training starts from
     the base weights (any blend in force is set aside and put back afterwards).
     """
     cancel = ensure_flag(cancel)
@@ -58,6 +60,8 @@ def build_stance(
     with blender.restoring():
         blender.reset()
         result = train(base, data, config, progress=progress, cancel=cancel)
+        if not distributed.is_main():
+            return None  # under torchrun/accelerate, rank 0 alone extracts, measures and writes
         training = {
             "method": config.method,
             "hyperparameters": config.as_json(),

@@ -11,11 +11,13 @@ import copy
 import math
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
+from stance_studio.core import distributed
 from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
 from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
@@ -44,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
     threads: Optional[int] = None  # torch threads for the run (None = leave as is)
+    fsdp: bool = False  # under torchrun/accelerate: shard the model (FSDP full-shard) instead of DDP
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,6 +131,10 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         trainable = [params[n] for n in names]
         for p in trainable:
             p.requires_grad_(True)
+    run = distributed.current(fsdp=config.fsdp, device=_device_of(base.model))
+    if run is not None:
+        model = run.prepare(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.effective_lr, weight_decay=config.weight_decay)
     model.train()
     order = torch.Generator().manual_seed(config.seed)
@@ -138,20 +145,33 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     skipped = consecutive = 0
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
-        cancel.raise_if_set("training")
+        if run is None:
+            cancel.raise_if_set("training")
+        else:
+            run.check_cancel(cancel, "training")
         batch_idx = []
         while len(batch_idx) < min(config.batch_size, len(examples)):
             if not queue:
                 queue = torch.randperm(len(examples), generator=order).tolist()
             batch_idx.append(queue.pop())
-        batch = collate(base.tokenizer, [examples[i] for i in batch_idx])
-        loss = model(**batch).loss
+        if run is None:
+            batch = _on(collate(base.tokenizer, [examples[i] for i in batch_idx]), model)
+            loss = model(**batch).loss
+        else:
+            loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
         grad_norm = None
         ok = bool(torch.isfinite(loss))
+        if run is not None:
+            ok = not run.stop_requested(not ok)  # every rank skips the step if any loss is not finite
         if ok:
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf))
+            clip = config.grad_clip or math.inf
+            norm = torch.nn.utils.clip_grad_norm_(trainable, clip) if run is None else run.clip_grad_norm(
+                model, trainable, clip)
+            grad_norm = float(norm)
             ok = math.isfinite(grad_norm)
+        if run is not None:
+            loss = run.sum(loss) / run.size  # the global batch's mean loss, as one process reports it
         if ok:
             optimiser.step()
             consecutive = 0
@@ -176,13 +196,14 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
                 "or the gradient clip, or train more parameters; nothing was saved."
             )
     model.eval()
-    if config.method == "lora":
-        deltas = _lora_deltas(model, base)
-    else:
-        # The base is the copy's starting point and is never touched, so it serves
-        # as W0 without holding a second copy of the weights in memory.
-        w0, tuned = base.parameters, dict(model.named_parameters())
-        deltas = dense_deltas({n: w0[n].detach() for n in names}, {n: tuned[n].detach() for n in names})
+    with (run.full_parameters(model) if run is not None else nullcontext(model)) as whole:
+        if config.method == "lora":
+            deltas = _lora_deltas(whole, base)
+        else:
+            # The base is the copy's starting point and is never touched, so it serves
+            # as W0 without holding a second copy of the weights in memory.
+            w0, tuned = base.parameters, dict(whole.named_parameters())
+            deltas = dense_deltas({n: w0[n].detach() for n in names}, {n: tuned[n].detach() for n in names})
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")
@@ -196,6 +217,26 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         trainable_params=sum(p.numel() for p in trainable),
         config=config,
     )
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The batch's tensors on the device the model runs on."""
+    device = _device_of(model)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _shard_loss(run, model, tokenizer, examples, batch_size: int) -> torch.Tensor:
+    """This rank's share of the global batch's mean loss, scaled so that DDP's average
+    of the ranks' gradients is the gradient of that mean: Σ_rank token losses / N × ranks."""
+    total = distributed.labelled_tokens(collate(tokenizer, examples)["labels"])
+    mine = run.shard(list(range(len(examples))), batch_size)
+    batch = _on(collate(tokenizer, [examples[i] for i in mine]), model)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return distributed.causal_lm_loss_sum(logits, batch["labels"]) * run.size / max(total, 1)
 
 
 def _wrap_lora(model, base, config: TrainConfig):
