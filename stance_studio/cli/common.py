@@ -14,7 +14,7 @@ from stance_studio.core.units import human_bytes  # noqa: F401  (every command's
 
 
 def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """Add --model, --library, --json, --trust-remote-code.
+    """Add --model, --device, --dtype, --library, --json, --trust-remote-code.
 
     Sub-command parsers use ``suppress`` so that an option given before the
     sub-command is not overwritten by the sub-parser's default.
@@ -22,6 +22,11 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument("--model", default=default, metavar="MODEL",
                         help="base model: a folder, a .gguf file, a hub id, or 'tiny' (default: bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default=default, metavar="DEVICE",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--dtype", default=default, metavar="DTYPE",
+                        help="compute precision: auto (bfloat16 on GPUs that support it, else float32), float32, "
+                             "bfloat16 or float16; deltas are always computed and stored in float32 (default: auto)")
     parser.add_argument("--library", default=default, metavar="DIR",
                         help="stance library folder (default: $STANCE_STUDIO_LIBRARY or the per-user data folder)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
@@ -86,6 +91,8 @@ def load_model(args, cancel: Optional[CancelFlag] = None):
         progress=progress_bar("model"),
         cancel=cancel,
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+        device=getattr(args, "device", None) or "auto",
+        dtype=getattr(args, "dtype", None) or "auto",
     )
 
 

@@ -115,7 +115,7 @@ def analyse(
     out: list[ModuleChange] = []
     for name, delta in deltas.items():
         w0 = get_w0(name).float()
-        dense = delta.materialize().float()
+        dense = delta.materialize().float().to(w0.device)
         abs_change = _frobenius(delta)
         w0_norm = float(w0.norm())
         layer = layer_index(name)

@@ -98,13 +98,14 @@ class Blender:
         low = [(a, d) for a, d in terms if isinstance(d, LowRankDelta)]
         dense = [(a, d) for a, d in terms if isinstance(d, DenseDelta)]
         if low:
-            B = torch.cat([d.B.to(w0.dtype) * a for a, d in low], dim=1)
-            A = torch.cat([d.A.to(w0.dtype) for _, d in low], dim=0)
+            like = {"device": w0.device, "dtype": w0.dtype}  # deltas load on the CPU in float32
+            B = torch.cat([d.B.to(**like) * a for a, d in low], dim=1)
+            A = torch.cat([d.A.to(**like) for _, d in low], dim=0)
             torch.addmm(w0, B, A, out=target)
         else:
             target.copy_(w0)
         for alpha, delta in dense:
-            target.add_(delta.tensor.to(w0.dtype), alpha=alpha)
+            target.add_(delta.tensor.to(device=w0.device, dtype=w0.dtype), alpha=alpha)
 
     @torch.no_grad()
     @contextmanager

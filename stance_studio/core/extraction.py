@@ -193,16 +193,16 @@ def _factors(delta: Delta, scale: Optional[torch.Tensor] = None):
     unscaled afterwards, so truncations keep what matters for the outputs.
     """
     if isinstance(delta, LowRankDelta):
-        A = delta.A.float() if scale is None else delta.A.float() * scale
+        A = delta.A.float() if scale is None else delta.A.float() * scale.to(delta.A.device)
         Qb, Rb = torch.linalg.qr(delta.B.float())
         Qa, Ra = torch.linalg.qr(A.T)
         u, s, vh = torch.linalg.svd(Rb @ Ra.T)
         U, Vh = Qb @ u, vh @ Qa.T
     else:
-        M = delta.tensor.float() if scale is None else delta.tensor.float() * scale
+        M = delta.tensor.float() if scale is None else delta.tensor.float() * scale.to(delta.tensor.device)
         U, s, Vh = torch.linalg.svd(M, full_matrices=False)
     if scale is not None:
-        Vh = Vh / scale
+        Vh = Vh / scale.to(Vh.device)
     return U, s, Vh
 
 
@@ -233,14 +233,15 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
             chunk = seqs[start : start + batch_size]
             width = max(len(s) for s in chunk)
             pad = base.tokenizer.pad_token_id or 0
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk], device=base.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk], device=base.device)
             real["rows"] = mask.reshape(-1).bool()
             base.model(input_ids=ids, attention_mask=mask)
     finally:
         for h in handles:
             h.remove()
-    return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6) for n in sums}
+    # on the CPU, where deltas loaded from files are; _factors moves them to each delta
+    return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6).cpu() for n in sums}
 
 
 def module_header_bytes(name: str) -> int:

@@ -98,7 +98,7 @@ def _stopper(cancel: CancelFlag):
 
     class _Cancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Cancel()])
 
@@ -173,7 +173,7 @@ def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: Cancel
     """``rows`` copies of one prompt in one batch (rows differ through per-row deltas)."""
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
-    input_ids = torch.tensor([prompt_ids] * rows)
+    input_ids = torch.tensor([prompt_ids] * rows, device=base.device)
     out = base.model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -209,8 +209,8 @@ def generate_many(
         cancel.raise_if_set("generation")
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids in chunk)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk], device=base.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk], device=base.device)
         out = base.model.generate(
             input_ids=input_ids,
             attention_mask=mask,

@@ -96,8 +96,8 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
     pad = base.tokenizer.pad_token_id or 0
     seqs = [g.prompt_ids + g.new_ids for g in gens]
     width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=base.device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=base.device)
     logits = base.model(input_ids=ids, attention_mask=mask).logits.float()
     out = []
     for row, g in enumerate(gens):
@@ -108,7 +108,7 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
 
 def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
     """Log-likelihood of each continuation token."""
-    return logprobs.gather(1, torch.tensor(gen.new_ids).unsqueeze(1)).squeeze(1)
+    return logprobs.gather(1, torch.tensor(gen.new_ids, device=logprobs.device).unsqueeze(1)).squeeze(1)
 
 
 def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,11 @@ def _probe_input(module: torch.nn.Module, generator: torch.Generator) -> torch.T
 
 @torch.no_grad()
 def _is_linear_in_params(module: torch.nn.Module, attrs: set[str]) -> bool:
-    """Check f(x; p0 + Δ) == f(x; p0) + f(x; Δ, other touched params 0) on a random input."""
+    """Check f(x; p0 + Δ) == f(x; p0) + f(x; Δ, other touched params 0) on a random input
+    (on a float32 CPU copy, so the check means the same on any device and dtype)."""
+    import copy
+
+    module = copy.deepcopy(module).float().cpu()
     gen = torch.Generator().manual_seed(0)
     x = _probe_input(module, gen)
     if x is None:
@@ -142,18 +146,21 @@ class RowDeltas:
 
 
 def _make_hook(module: torch.nn.Module, rows: dict[int, list[tuple[str, float, Delta]]]):
+    weight = next(module.parameters())
+    here = {"device": weight.device}  # low-rank factors run in float32, dense deltas as the weights
+    as_weight = {"device": weight.device, "dtype": weight.dtype}
     prepared: dict[int, tuple[list[tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]]] = {}
     for row, terms in rows.items():
         low: list[tuple[torch.Tensor, torch.Tensor]] = []
         dense: dict[str, torch.Tensor] = {}
         for attr, alpha, delta in terms:
             if isinstance(delta, LowRankDelta) and isinstance(module, torch.nn.Linear) and attr == "weight":
-                low.append((delta.A.float(), delta.B.float() * alpha))
+                low.append((delta.A.float().to(**here), delta.B.float().to(**here) * alpha))
             elif isinstance(delta, LowRankDelta) and is_transposed_linear(module) and attr == "weight":
                 # Conv1D: y = x W with W (in × out), so x Δ = (x B) A; as x Aᵀ' Bᵀ' with A' = Bᵀ, B' = Aᵀ
-                low.append((delta.B.float().T, delta.A.float().T * alpha))
+                low.append((delta.B.float().T.to(**here), delta.A.float().T.to(**here) * alpha))
             else:
-                value = delta.materialize() * alpha
+                value = (delta.materialize() * alpha).to(**as_weight)
                 dense[attr] = dense[attr] + value if attr in dense else value
         if low:
             A = torch.cat([a for a, _ in low], dim=0)
@@ -180,7 +187,7 @@ def _make_hook(module: torch.nn.Module, rows: dict[int, list[tuple[str, float, D
             xr = x[row : row + 1]
             extra = None
             for A, B in low:
-                extra = (xr @ A.T) @ B.T
+                extra = (xr.float() @ A.T) @ B.T
             if dense:
                 part = _contribution(mod, dense, xr)
                 extra = part if extra is None else extra + part

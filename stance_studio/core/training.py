@@ -17,10 +17,10 @@ from typing import Optional
 
 import torch
 
-from stance_studio.core import distributed
+from stance_studio.core import devices, distributed
 from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
-from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
+from stance_studio.core.errors import StanceStudioError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import is_transposed_linear, select_linear_modules, select_parameters
 
@@ -106,10 +106,12 @@ def train(
         torch.set_num_threads(config.threads)
     try:
         return _train(base, dataset, config, progress, cancel)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemoryError(
-            f"Out of memory while training with method {config.method!r} and batch size {config.batch_size}: "
-            "lower the batch size, train fewer modules (selective or LoRA), or use a smaller model."
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not devices.is_out_of_memory(exc):
+            raise
+        raise devices.out_of_memory(
+            f"training with method {config.method!r} and batch size {config.batch_size} on", base.model_id,
+            base.device, "lower the batch size, train fewer modules (selective or LoRA), or use a smaller model.",
         ) from exc
     finally:
         torch.set_num_threads(old_threads)
@@ -119,6 +121,11 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
     torch.manual_seed(config.seed)
     model = copy.deepcopy(base.model)
+    compute_dtype = base.dtype
+    if compute_dtype != torch.float32:
+        # float32 master weights, matrix products in the compute dtype (mixed precision):
+        # a bf16 weight would round away most AdamW steps, and the delta is float32 anyway
+        model.float()
     for p in model.parameters():
         p.requires_grad_(False)
     if config.method == "lora":
@@ -154,11 +161,12 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
             if not queue:
                 queue = torch.randperm(len(examples), generator=order).tolist()
             batch_idx.append(queue.pop())
-        if run is None:
-            batch = _on(collate(base.tokenizer, [examples[i] for i in batch_idx]), model)
-            loss = model(**batch).loss
-        else:
-            loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
+        with devices.autocast(_device_of(model), compute_dtype):
+            if run is None:
+                batch = _on(collate(base.tokenizer, [examples[i] for i in batch_idx]), model)
+                loss = model(**batch).loss
+            else:
+                loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
         grad_norm = None
         ok = bool(torch.isfinite(loss))
         if run is not None:
