@@ -91,8 +91,8 @@ def load_model(args, cancel: Optional[CancelFlag] = None):
         progress=progress_bar("model"),
         cancel=cancel,
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
-        device=getattr(args, "device", None) or "auto",
-        dtype=getattr(args, "dtype", None) or "auto",
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
     )
 
 

@@ -168,13 +168,15 @@ def load_base(
     cancel: Optional[CancelFlag] = None,
     trust_remote_code: bool = False,
     use_cache: bool = True,
-    device: str | None = "auto",
-    dtype: str | None = "auto",
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> BaseModel:
     """Load a base model (eval mode) and its tokenizer onto ``device`` in ``dtype``
-    (see :mod:`~stance_studio.core.devices`; ``auto`` = the best this machine has)."""
+    (see :mod:`~stance_studio.core.devices`; ``auto`` = the best this machine has;
+    None = ``$STANCE_STUDIO_DEVICE`` / ``$STANCE_STUDIO_DTYPE``, else auto)."""
     cancel = ensure_flag(cancel)
-    placement = devices.resolve(device, dtype)
+    placement = devices.resolve(device or os.environ.get("STANCE_STUDIO_DEVICE"),
+                                dtype or os.environ.get("STANCE_STUDIO_DTYPE"))
     if spec is not None and str(spec).split(":")[0] == "tiny":
         from stance_studio.core.tiny import parse_tiny_spec, tiny_base
 

@@ -112,3 +112,10 @@ def test_out_of_memory_names_model_device_and_remedy(monkeypatch):
         train(base, data, TrainConfig(steps=1))
     text = str(err.value)
     assert "tiny" in text and "cpu" in text and "batch size" in text
+
+
+def test_the_environment_sets_the_default_placement(monkeypatch):
+    """What `bench --dtype` relies on: every model its figures load runs in that precision."""
+    monkeypatch.setenv("STANCE_STUDIO_DTYPE", "bfloat16")
+    assert load_base("tiny").dtype == torch.bfloat16
+    assert load_base("tiny", dtype="float32").dtype == torch.float32
