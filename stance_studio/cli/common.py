@@ -96,6 +96,34 @@ def load_model(args, cancel: Optional[CancelFlag] = None):
     )
 
 
+def add_map_layers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--map-layers", choices=("depth",), default=None,
+                        help="apply checkpoints made on a same-family model with another number of layers: each "
+                             "layer takes the delta of the layer at the nearest depth fraction")
+
+
+def map_layers(args, blends: list, base) -> list:
+    """With --map-layers, every checkpoint of ``blends`` re-indexed onto ``base``'s layers;
+    each module refused (its shape differs) is named on stderr."""
+    if not getattr(args, "map_layers", None):
+        return blends
+    from stance_studio.core.layer_map import map_by_depth
+
+    done: dict[int, object] = {}
+    out = []
+    for blend in blends:
+        row = []
+        for ckpt, alpha in blend:
+            if id(ckpt) not in done:
+                mapping = map_by_depth(ckpt, base)
+                for name, why in sorted(mapping.refused.items()):
+                    print(f"stance-studio: --map-layers: {ckpt.name}: refused {name}: {why}", file=sys.stderr)
+                done[id(ckpt)] = mapping.checkpoint
+            row.append((done[id(ckpt)], alpha))
+        out.append(row)
+    return out
+
+
 def open_library(args):
     from stance_studio.core.library import Library
 

@@ -6,7 +6,16 @@ import shutil
 import sys
 import textwrap
 
-from stance_studio.cli.common import add_common, emit, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    add_map_layers,
+    emit,
+    load_model,
+    map_layers,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def register(sub) -> None:
@@ -23,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--allow-mismatch", action="store_true",
                    help="apply checkpoints made on another base model (transfer experiments)")
+    add_map_layers(p)
     p.set_defaults(func=cmd_generate)
 
 
@@ -55,6 +65,7 @@ def cmd_generate(args) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    resolved = map_layers(args, resolved, base)
     blender = Blender(base)
     results = side_by_side(base, blender, resolved, args.prompt, settings, progress=progress_bar("generate"),
                            cancel=cancel, allow_mismatch=args.allow_mismatch)

@@ -3,7 +3,17 @@ engine and the report's comparisons from the command line."""
 
 from __future__ import annotations
 
-from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    add_map_layers,
+    emit,
+    human_bytes,
+    load_model,
+    map_layers,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def register(sub) -> None:
@@ -36,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line (default: the shipped neutral probes)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
     p.add_argument("--allow-mismatch", action="store_true", help="apply checkpoints made on another base model")
+    add_map_layers(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare-methods", help="train the report's five methods on one dataset and measure each")
@@ -157,6 +168,7 @@ def cmd_evaluate(args) -> int:
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
+    blend = map_layers(args, [blend], base)[0]
     metrics = evaluate(base, Blender(base), blend, probes, settings, progress=progress_bar("evaluate"),
                        cancel=cancel, allow_mismatch=args.allow_mismatch)
     doc = {"variant": variant.spec, "model": base.model_id, "probes": len(probes), **metrics.as_json()}
