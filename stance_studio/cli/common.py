@@ -84,11 +84,13 @@ def sigint_cancel() -> CancelFlag:
 
 
 def load_model(args, cancel: Optional[CancelFlag] = None):
+    from stance_studio.core.distributed import is_main
+    from stance_studio.core.jobs import no_progress
     from stance_studio.core.models import load_base
 
     return load_base(
         getattr(args, "model", None),
-        progress=progress_bar("model"),
+        progress=progress_bar("model") if is_main() else no_progress,
         cancel=cancel,
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
         device=getattr(args, "device", None),

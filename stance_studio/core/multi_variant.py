@@ -72,7 +72,9 @@ def _is_linear_in_params(module: torch.nn.Module, attrs: set[str]) -> bool:
     (on a float32 CPU copy, so the check means the same on any device and dtype)."""
     import copy
 
-    module = copy.deepcopy(module).float().cpu()
+    weight = next(module.parameters(), None)
+    if weight is not None and (weight.dtype != torch.float32 or weight.device.type != "cpu"):
+        module = copy.deepcopy(module).float().cpu()
     gen = torch.Generator().manual_seed(0)
     x = _probe_input(module, gen)
     if x is None:
