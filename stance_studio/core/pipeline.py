@@ -75,6 +75,8 @@ def build_stance(
             "seconds": result.seconds,
             "full_delta_bytes": delta_bytes(result.deltas),
         }
+        if result.parallel:
+            training["parallel"] = result.parallel
         calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
         # a byte budget covers the whole file, this record included
         reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))

@@ -85,6 +85,7 @@ class TrainResult:
     seconds: float
     trainable_params: int
     config: TrainConfig
+    parallel: Optional[dict] = None  # {"processes", "strategy"} when several processes trained
 
     @property
     def final_loss(self) -> Optional[float]:
@@ -224,6 +225,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         seconds=time.perf_counter() - started,
         trainable_params=sum(p.numel() for p in trainable),
         config=config,
+        parallel=None if run is None else {"processes": run.size, "strategy": "fsdp" if run.fsdp else "ddp"},
     )
 
 

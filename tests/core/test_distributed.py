@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from stance_studio.cli import main
@@ -25,18 +26,21 @@ def torchrun(args, tmp_path, timeout=240):
                            *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
 
 
-def test_two_processes_save_the_checkpoint_of_one(tmp_path, capsys):
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_processes_save_the_checkpoint_of_one(tmp_path, capsys, strategy):
     probes = tmp_path / "probes.txt"
     probes.write_text("why is the sky blue\nhow do bees make honey\n")
     common = [*TRAIN, "--prompts", str(probes)]
     assert main([*common, "--library", str(tmp_path / "one")]) == 0
     capsys.readouterr()
-    run = torchrun(["-m", "stance_studio", *common, "--library", str(tmp_path / "two")], tmp_path)
+    flags = ["--fsdp"] if strategy == "fsdp" else []
+    run = torchrun(["-m", "stance_studio", *common, *flags, "--library", str(tmp_path / "two")], tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)  # rank 0 alone prints (one JSON document)
     assert Path(report["checkpoint"]).parent == tmp_path / "two"
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["d.stance.safetensors"]
     one, two = Library(tmp_path / "one").load("d"), Library(tmp_path / "two").load("d")
+    assert two.training["parallel"] == {"processes": 2, "strategy": strategy} and "parallel" not in one.training
     assert set(one.deltas) == set(two.deltas) and len(one.deltas) > 10
     for name, delta in one.deltas.items():
         torch.testing.assert_close(two.deltas[name].materialize(), delta.materialize(), rtol=1e-3, atol=5e-5)
