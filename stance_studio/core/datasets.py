@@ -14,6 +14,7 @@ import torch
 
 from stance_studio.core.errors import DatasetError
 from stance_studio.core.generation import encode_prompt
+from stance_studio.core.probes import load_probe_set
 from stance_studio.core.resources import resource, resources_dir
 
 IGNORE = -100
@@ -185,15 +186,9 @@ def _context_length(tokenizer) -> Optional[int]:
 
 
 def load_probes(path: str | os.PathLike | None = None) -> list[str]:
-    """Neutral probe prompts, one per line (``#`` lines are comments)."""
-    path = Path(path) if path else resource("probes", "neutral.txt")
-    if not path.is_file():
-        raise DatasetError(f"Probe file {path} does not exist.")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line).")
-    return prompts
+    """Neutral probe prompts (the shipped categorised set by default; see
+    :mod:`stance_studio.core.probes` for the file formats)."""
+    return list(load_probe_set(path).prompts)
 
 
 def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:

@@ -1,5 +1,9 @@
 """How the rows of an experiment read as a table: the same columns and number
-formats in the app's window, its Markdown/CSV export and the command line."""
+formats in the app's window, its Markdown/CSV export and the command line.
+
+A figure repeated over seeds reads ``mean ± spread``; a single run's figure with a
+95 % interval over probes reads ``value [low, high]``; a stance rate whose classifier
+is below the reliability threshold is marked ``(unreliable)``."""
 
 from __future__ import annotations
 
@@ -31,11 +35,13 @@ COLUMNS: dict[str, list[Column]] = {
         ("method", "method", str),
         ("trainable_params", "trainable params", _num(",")),
         ("seconds", "seconds", _num(".1f")),
-        ("nonfinite_steps", "non-finite steps", _num("d")),
         ("bytes", "delta size", _bytes),
-        ("stance_score", "stance score", _num("+.2f")),
+        ("stance_rate", "stance rate", _num(".2f")),
+        ("stance_fit_nats", "stance fit (nats/token)", _num("+.3f")),
+        ("capability_change", "perplexity change %", _num("+.1f")),
         ("kl_to_base", "KL to base", _num(".4f")),
         ("identical_fraction", "identical to base", _num(".0%")),
+        ("stance_score", "marker score", _num("+.2f")),
     ],
     "policies": [
         ("policy", "policy", str),
@@ -51,12 +57,26 @@ def headers(kind: str) -> list[str]:
     return [header for _, header, _ in COLUMNS[kind]]
 
 
+def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
+    text = fmt(row.get(key))
+    if row.get(key) is None:
+        return text
+    spread, ci = row.get(f"{key}_spread"), row.get(f"{key}_ci95")
+    if spread is not None and row.get("seeds", 1) > 1:
+        text += f" ± {fmt(spread).lstrip('+')}"
+    elif ci is not None:
+        text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    if key == "stance_rate" and row.get("stance_rate_reliable") is False:
+        text += " (unreliable)"
+    return text
+
+
 def cells(kind: str, row: dict) -> list[str]:
     """One row as display strings; a run that failed (training diverged, a policy that
     does not fit the model) reads 'failed' after its name."""
     if row.get("error"):
         return [str(row.get(COLUMNS[kind][0][0], "")), "failed"] + ["–"] * (len(COLUMNS[kind]) - 2)
-    out = [fmt(row.get(key)) for key, _, fmt in COLUMNS[kind]]
+    out = [_cell(row, key, fmt) for key, _, fmt in COLUMNS[kind]]
     if row.get("default"):
         out[0] += " (default)"
     return out
@@ -73,12 +93,28 @@ def to_markdown(kind: str, rows: Sequence[dict], title: str = "") -> str:
 
 
 def to_csv(kind: str, rows: Sequence[dict]) -> str:
-    """Raw values (not display strings), one column per key, for spreadsheets."""
-    keys = [key for key, _, _ in COLUMNS[kind]] + ["error"]
+    """Raw values (not display strings), one column per key (with its spread over
+    seeds and its interval's bounds where rows have them), for spreadsheets."""
+    keys = []
+    for key, _, _ in COLUMNS[kind]:
+        keys.append(key)
+        if any(r.get(f"{key}_spread") is not None for r in rows):
+            keys.append(f"{key}_spread")
+        if any(r.get(f"{key}_ci95") is not None for r in rows):
+            keys += [f"{key}_ci95_low", f"{key}_ci95_high"]
+    keys.append("error")
+    flat = []
+    for row in rows:
+        item = dict(row)
+        for key, _, _ in COLUMNS[kind]:
+            ci = row.get(f"{key}_ci95")
+            if ci is not None:
+                item[f"{key}_ci95_low"], item[f"{key}_ci95_high"] = ci
+        flat.append(item)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
+    for row in flat:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in keys})
     return out.getvalue()
 

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
     threads: Optional[int] = None  # torch threads for the run (None = leave as is)
+    holdout: float = 0.25  # share of the dataset kept out of training (seeded; ≥ 2 examples; 0 = none)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -52,6 +53,8 @@ class TrainConfig:
                 raise StanceStudioError(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)}).")
         if not self.grad_clip >= 0:
             raise StanceStudioError(f"The gradient clip must be 0 (off) or a positive norm (got {self.grad_clip}).")
+        if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
+            raise StanceStudioError(f"The held-out fraction must be at least 0 and below 1 (got {self.holdout}).")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise StanceStudioError(f"The learning rate must be a positive number (got {self.lr}).")
 
