@@ -33,7 +33,7 @@ Column = tuple[str, str, Callable[[Any], str]]
 COLUMNS: dict[str, list[Column]] = {
     "methods": [
         ("method", "method", str),
-        ("trainable_params", "trainable params", _num(",")),
+        ("trainable_params", "trainable params", _num(",.0f")),
         ("seconds", "seconds", _num(".1f")),
         ("bytes", "delta size", _bytes),
         ("stance_rate", "stance rate", _num(".2f")),
@@ -57,9 +57,14 @@ def headers(kind: str) -> list[str]:
     return [header for _, header, _ in COLUMNS[kind]]
 
 
+# Figures shown with their uncertainty (the others are settings or sizes).
+UNCERTAIN = {"stance_rate", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
+             "stance_score", "retention"}
+
+
 def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
     text = fmt(row.get(key))
-    if row.get(key) is None:
+    if row.get(key) is None or key not in UNCERTAIN:
         return text
     spread, ci = row.get(f"{key}_spread"), row.get(f"{key}_ci95")
     if spread is not None and row.get("seeds", 1) > 1:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
+from stance_studio.core.capability import DEFAULT_TOKENS
 from stance_studio.core.datasets import encode_example, load_probes
 from stance_studio.core.holdout import split_dataset
 from stance_studio.core.deltas import delta_bytes
@@ -70,6 +71,7 @@ def compare_methods(
     blender: Optional[Blender] = None,
     holdout: float = TrainConfig.holdout,
     base_generations=None,
+    capability_tokens: int = DEFAULT_TOKENS,
 ) -> list[dict]:
     """Train every method on one dataset and measure each fully tuned delta: the
     report's comparison table. The first row is the base model itself. ``steps`` and
@@ -77,7 +79,8 @@ def compare_methods(
 
     Every method trains on the same seeded split (``holdout`` kept out); stance rate
     and stance fit score against the dataset itself, stance fit on its held-out part.
-    ``base_generations``: base's answers to ``probes``, when already known.
+    ``base_generations``: base's answers to ``probes``, when already known;
+    ``capability_tokens``: the capability text's budget (0 = skip).
 
     ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
     set aside while measuring and put back afterwards."""
@@ -94,6 +97,7 @@ def compare_methods(
         blender.reset()
         progress(Progress("compare", 0, total, "Generating base answers"))
         base_metrics = evaluate(base, blender, [], probes, cancel=cancel, stance=stance,
+                                capability_tokens=capability_tokens,
                                 base_generations=base_generations, progress=_labelled(progress, "base"))
         row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
                **metric_fields(base_metrics)}
@@ -111,6 +115,7 @@ def compare_methods(
                            stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
             else:
                 metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel, stance=stance,
+                                   capability_tokens=capability_tokens,
                                    base_generations=base_metrics.generations, progress=_labelled(progress, label))
                 row.update(trainable_params=result.trainable_params, seconds=result.seconds,
                            nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
