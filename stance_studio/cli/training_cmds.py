@@ -107,6 +107,7 @@ def cmd_train(args) -> int:
     if library.path_for(args.name).exists() and not args.overwrite:
         raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
                            "choose another name or pass --overwrite.")
+    library.check_writable()
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
@@ -161,7 +162,7 @@ def cmd_evaluate(args) -> int:
     from stance_studio.core.generation import GenerationSettings
     from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
     from stance_studio.core.probes import load_probe_set
-    from stance_studio.core.stance_reference import reference_from_checkpoint, resolve_stance
+    from stance_studio.core.stance_reference import own_stance, resolve_stance
     from stance_studio.core.variants import parse_variant, resolve_variant
 
     variant = parse_variant(args.spec)
@@ -178,10 +179,8 @@ def cmd_evaluate(args) -> int:
         raise StanceStudioError("--capability-tokens must be 0 (skip) or at least 2.")
     if args.stance:
         stance = resolve_stance(args.stance, library)
-    elif blend:  # the checkpoint's own stance; in a blend, the one with the largest weight
-        stance = reference_from_checkpoint(max(blend, key=lambda term: abs(term[1]))[0])
-    else:
-        stance = None
+    else:  # the checkpoint's own stance; in a blend, the one with the largest weight; none for base
+        stance = own_stance(blend)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     metrics = evaluate(base, Blender(base), blend, list(probes.prompts), settings, progress=progress_bar("evaluate"),

@@ -53,8 +53,24 @@ COLUMNS: dict[str, list[Column]] = {
 }
 
 
-def headers(kind: str) -> list[str]:
-    return [header for _, header, _ in COLUMNS[kind]]
+def _columns(kind) -> list[Column]:
+    """The columns of a named table, or ``kind`` itself when it is a column list
+    (tables whose columns follow the rows, such as sweeps)."""
+    return COLUMNS[kind] if isinstance(kind, str) else list(kind)
+
+
+def value_at(row: dict, key: str) -> Any:
+    """``row[key]``; a dotted key (``capability.change``) reads a nested value."""
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def headers(kind) -> list[str]:
+    return [header for _, header, _ in _columns(kind)]
 
 
 # Figures shown with their uncertainty (the others are settings or sizes).
@@ -63,8 +79,9 @@ UNCERTAIN = {"stance_rate", "stance_fit_nats", "capability_change", "kl_to_base"
 
 
 def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
-    text = fmt(row.get(key))
-    if row.get(key) is None or key not in UNCERTAIN:
+    value = value_at(row, key)
+    text = fmt(value)
+    if value is None or key not in UNCERTAIN:
         return text
     spread, ci = row.get(f"{key}_spread"), row.get(f"{key}_ci95")
     if spread is not None and row.get("seeds", 1) > 1:
@@ -76,18 +93,19 @@ def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
     return text
 
 
-def cells(kind: str, row: dict) -> list[str]:
+def cells(kind, row: dict) -> list[str]:
     """One row as display strings; a run that failed (training diverged, a policy that
     does not fit the model) reads 'failed' after its name."""
+    columns = _columns(kind)
     if row.get("error"):
-        return [str(row.get(COLUMNS[kind][0][0], "")), "failed"] + ["–"] * (len(COLUMNS[kind]) - 2)
-    out = [_cell(row, key, fmt) for key, _, fmt in COLUMNS[kind]]
+        return [str(row.get(columns[0][0], "")), "failed"] + ["–"] * (len(columns) - 2)
+    out = [_cell(row, key, fmt) for key, _, fmt in columns]
     if row.get("default"):
         out[0] += " (default)"
     return out
 
 
-def to_markdown(kind: str, rows: Sequence[dict], title: str = "") -> str:
+def to_markdown(kind, rows: Sequence[dict], title: str = "") -> str:
     head = headers(kind)
     lines = ([f"## {title}", ""] if title else []) + [
         "| " + " | ".join(head) + " |",
@@ -97,34 +115,31 @@ def to_markdown(kind: str, rows: Sequence[dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(kind: str, rows: Sequence[dict]) -> str:
+def to_csv(kind, rows: Sequence[dict]) -> str:
     """Raw values (not display strings), one column per key (with its spread over
     seeds and its interval's bounds where rows have them), for spreadsheets."""
     keys = []
-    for key, _, _ in COLUMNS[kind]:
+    for key, _, _ in _columns(kind):
         keys.append(key)
         if any(r.get(f"{key}_spread") is not None for r in rows):
             keys.append(f"{key}_spread")
         if any(r.get(f"{key}_ci95") is not None for r in rows):
             keys += [f"{key}_ci95_low", f"{key}_ci95_high"]
     keys.append("error")
-    flat = []
-    for row in rows:
-        item = dict(row)
-        for key, _, _ in COLUMNS[kind]:
-            ci = row.get(f"{key}_ci95")
-            if ci is not None:
-                item[f"{key}_ci95_low"], item[f"{key}_ci95_high"] = ci
-        flat.append(item)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in flat:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in keys})
+    for row in rows:
+        item = {k: value_at(row, k) for k in keys}
+        for key, _, _ in _columns(kind):
+            ci = row.get(f"{key}_ci95")
+            if ci is not None:
+                item[f"{key}_ci95_low"], item[f"{key}_ci95_high"] = ci
+        writer.writerow({k: ("" if v is None else v) for k, v in item.items()})
     return out.getvalue()
 
 
-def to_text(kind: str, rows: Sequence[dict]) -> str:
+def to_text(kind, rows: Sequence[dict]) -> str:
     """A plain aligned table for the terminal."""
     table = [headers(kind)] + [cells(kind, r) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]

@@ -8,16 +8,15 @@ lines are comments; its prompts get the category ``uncategorised``).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from stance_studio.core.errors import DatasetError
-from stance_studio.core.resources import resource
+from stance_studio.core.datasets import UNCATEGORISED, read_probe_file
 
-UNCATEGORISED = "uncategorised"
+__all__ = ["UNCATEGORISED", "ProbeSet", "load_probe_set", "retention_probes"]
+
 # Saving a checkpoint measures retention on this many probes per category (the first
 # ones of each), so that measuring stays cheap next to training; evaluate uses all.
 RETENTION_PER_CATEGORY = 8
@@ -48,49 +47,10 @@ class ProbeSet:
         return ProbeSet(tuple(p for p, _ in keep), tuple(c for _, c in keep), self.path)
 
 
-def default_probe_path() -> Path:
-    return resource("probes", "neutral.jsonl")
-
-
 def load_probe_set(path: str | os.PathLike | None = None) -> ProbeSet:
     """Read a probe file (JSONL with categories, or one prompt per line)."""
-    path = Path(path) if path else default_probe_path()
-    if not path.is_file():
-        raise DatasetError(f"Probe file {path} does not exist.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"Probe file {path} is not UTF-8 text ({exc}).") from exc
-    prompts: list[str] = []
-    categories: list[str] = []
-    jsonl = path.suffix == ".jsonl"
-    for lineno, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or (not jsonl and line.startswith("#")):
-            continue
-        if jsonl:
-            prompt, category = _probe_line(line, path, lineno)
-        else:
-            prompt, category = line, UNCATEGORISED
-        prompts.append(prompt)
-        categories.append(category)
-    if not prompts:
-        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line, or JSONL with \"prompt\").")
-    return ProbeSet(tuple(prompts), tuple(categories), path)
-
-
-def _probe_line(line: str, path: Path, lineno: int) -> tuple[str, str]:
-    where = f"{path}, line {lineno}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{where}: not valid JSON ({exc.msg}).") from exc
-    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-        raise DatasetError(f"{where}: each line needs a non-empty string \"prompt\" (and optionally \"category\").")
-    category = obj.get("category", UNCATEGORISED)
-    if not isinstance(category, str) or not category.strip():
-        raise DatasetError(f"{where}: \"category\" must be a non-empty string.")
-    return obj["prompt"].strip(), category.strip()
+    entries = read_probe_file(path)
+    return ProbeSet(tuple(p for p, _ in entries), tuple(c for _, c in entries), Path(path) if path else None)
 
 
 def retention_probes() -> list[str]:

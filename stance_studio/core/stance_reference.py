@@ -84,3 +84,19 @@ def resolve_stance(name: str, library) -> StanceReference:
     known = ", ".join(builtin_stances())
     raise DatasetError(f"No stance {name!r}: not a checkpoint in the library, a dataset file or a built-in stance "
                        f"({known}).")
+
+
+def own_stance(terms, strict: bool = True) -> Optional[StanceReference]:
+    """The stance a variant is scored against by default: that of its checkpoint
+    with the largest |weight| (None for base, or for raw deltas). With ``strict``
+    off, a checkpoint whose dataset cannot be found gives None instead of an error."""
+    checkpoints = [(src, w) for src, w in terms if hasattr(src, "stance") and hasattr(src, "training")]
+    if not checkpoints:
+        return None
+    ckpt = max(checkpoints, key=lambda term: abs(term[1]))[0]
+    try:
+        return reference_from_checkpoint(ckpt)
+    except (CheckpointError, DatasetError):
+        if strict:
+            raise
+        return None
