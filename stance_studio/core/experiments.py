@@ -134,9 +134,10 @@ def metric_fields(m) -> dict:
     """A :class:`~stance_studio.core.metrics.VariantMetrics` as flat row fields."""
     doc = m.as_json()
     out = {key: doc.get(key) for key in METRIC_KEYS if key in doc}
-    for key in list(out):
-        if f"{key}_ci95" in doc:
-            out[f"{key}_ci95"] = doc[f"{key}_ci95"]
+    for key in list(out):  # each figure's interval as <key>_ci95 (stance fit's is stance_fit_ci95 in evaluate)
+        ci = doc.get("stance_fit_ci95") if key == "stance_fit_nats" else doc.get(f"{key}_ci95")
+        if ci is not None:
+            out[f"{key}_ci95"] = ci
     out["stance_rate_reliable"] = doc.get("stance_rate_reliable")
     out["classifier_accuracy"] = doc.get("classifier_accuracy")
     capability = doc.get("capability")
