@@ -13,7 +13,8 @@ def _ci(ci, fmt: str) -> str:
 
 def _stance_lines(doc: dict) -> list[str]:
     if not doc.get("stance"):
-        return ["  stance rate / stance fit: no stance to score against (pass --stance NAME)"]
+        return ["  stance rate / stance fit: no stance to score against (base, or a checkpoint whose training dataset "
+                "cannot be found): pass --stance NAME"]
     acc = doc.get("classifier_accuracy")
     acc_text = "not measurable (too few examples)" if acc is None else f"{acc:.2f}"
     if doc.get("stance_rate_reliable"):

@@ -180,7 +180,7 @@ def cmd_evaluate(args) -> int:
     if args.stance:
         stance = resolve_stance(args.stance, library)
     else:  # the checkpoint's own stance; in a blend, the one with the largest weight; none for base
-        stance = own_stance(blend)
+        stance = own_stance(blend, strict=False)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     metrics = evaluate(base, Blender(base), blend, list(probes.prompts), settings, progress=progress_bar("evaluate"),

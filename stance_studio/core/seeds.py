@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
-from stance_studio.core.datasets import load_probes
+from stance_studio.core import experiments
 from stance_studio.core.experiments import METRIC_KEYS, _labelled, compare_methods, compare_policies
 from stance_studio.core.generation import generate_many
 from stance_studio.core.intervals import mean_spread
@@ -64,7 +64,7 @@ def compare_methods_seeds(base, dataset, seeds: int = 1, seed: int = 0, probes: 
     cancel = ensure_flag(cancel)
     if seeds < 1:
         raise ValueError("seeds must be at least 1")
-    probes = list(probes) if probes is not None else load_probes()
+    probes = list(probes) if probes is not None else experiments.load_probes()
     blender = blender or Blender(base)
     with blender.restoring():
         blender.reset()

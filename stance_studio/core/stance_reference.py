@@ -67,12 +67,12 @@ def reference_from_checkpoint(ckpt) -> StanceReference:
         raise DatasetError(f"Checkpoint {ckpt.name} was trained on {path}, which no longer exists; "
                            "pass --stance with the dataset file.")
     dataset = load_dataset(found)
-    recorded = info.get("dataset_hash")
-    if recorded and recorded != dataset.sha256 and found == Path(path):
-        raise DatasetError(f"{found} has changed since checkpoint {ckpt.name} was trained on it; "
-                           "pass --stance with the dataset it was trained on.")
+    changed = bool(info.get("dataset_hash")) and info.get("dataset_hash") != dataset.sha256
     held = (ckpt.training or {}).get("holdout", {}).get("prompts") or None
-    return reference_from_dataset(dataset, held, name=ckpt.name, source=f"checkpoint {ckpt.name} ({found})")
+    if held and not set(held) <= {ex.prompt for ex in dataset.examples}:
+        held = None  # the recorded split is gone from the file: score fit on every example instead
+    note = ", changed since training" if changed else ""
+    return reference_from_dataset(dataset, held, name=ckpt.name, source=f"checkpoint {ckpt.name} ({found}{note})")
 
 
 def resolve_stance(name: str, library) -> StanceReference:

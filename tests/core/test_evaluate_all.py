@@ -58,3 +58,36 @@ def test_without_a_stance_the_stance_keys_are_empty(tiny):
     doc = evaluate(tiny, Blender(tiny), [], PROBES[:1], SETTINGS, capability_tokens=0).as_json()
     assert doc["stance"] is None and doc["stance_rate"] is None and doc["capability"] is None
     assert "by_category" not in doc
+
+
+def test_a_checkpoint_finds_its_stance_and_split_again(tiny, tmp_path, deltas_factory):
+    import shutil
+
+    from stance_studio.core.checkpoints import make_checkpoint
+    from stance_studio.core.datasets import builtin_stances
+    from stance_studio.core.errors import DatasetError
+    from stance_studio.core.library import Library
+    from stance_studio.core.stance_reference import own_stance, reference_from_checkpoint, resolve_stance
+
+    path = tmp_path / "mine.jsonl"
+    shutil.copy(builtin_stances()["confident-expertise"], path)
+    data = load_dataset(path)
+    split = split_dataset(data, 0.25, seed=2)
+    ckpt = make_checkpoint("mine", deltas_factory(tiny), tiny,
+                           stance={"dataset": str(path), "dataset_name": "mine", "dataset_hash": data.sha256},
+                           training={"holdout": {"fraction": 0.25, "seed": 2, "prompts": split.held_out_prompts}})
+    ref = reference_from_checkpoint(ckpt)
+    assert ref.fit_split == "held-out" and ref.held_out == split.held_out and ref.trained_on == split.train.examples
+    assert own_stance([(ckpt, 0.2), (deltas_factory(tiny), 1.0)]).name == "mine"
+    lib = Library(tmp_path / "lib")
+    lib.save(ckpt)
+    assert resolve_stance("mine", lib).held_out == split.held_out  # a library name: the checkpoint's stance
+    assert resolve_stance(str(path), lib).fit_split == "all"  # a dataset file: every example
+    # the file changes but keeps the held-out prompts: the split still holds; the source says so
+    path.write_text(path.read_text() + '{"prompt": "New?", "response": "Yes."}\n')
+    ref = reference_from_checkpoint(ckpt)
+    assert ref.fit_split == "held-out" and "changed since training" in ref.source
+    path.unlink()
+    with pytest.raises(DatasetError, match="no longer exists"):
+        reference_from_checkpoint(ckpt)
+    assert own_stance([(ckpt, 1.0)], strict=False) is None
