@@ -50,9 +50,10 @@ EXPERIMENTS = {
     "policies": "Extraction policies: size against retention",
 }
 NOTES = {
-    "methods": "Trains the dataset with each of the report's five methods and measures every tuned model on the "
-               "probe prompts: stance score (hedges − boosters per 100 words), KL to base, share of answers "
-               "identical to base.",
+    "methods": "Trains the dataset (a quarter held out) with each of the report's five methods and measures every "
+               "tuned model: stance rate on the probe prompts, stance fit on the held-out examples, perplexity "
+               "change on a neutral text, KL to base, share of answers identical to base, marker score. "
+               "[low, high] is a 95 % interval; with several seeds, mean ± spread.",
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
 }
