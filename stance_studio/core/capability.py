@@ -103,16 +103,18 @@ _BASE_NLLS: dict[tuple, list[tuple[float, int]]] = {}
 def capability_cost(base, blender, blend, tokens: int = DEFAULT_TOKENS, allow_mismatch: bool = False,
                     cancel: Optional[CancelFlag] = None) -> Capability:
     """Perplexity of the capability text under ``blend`` and under base (base's is
-    remembered per model and budget). The blend in force before is put back."""
+    remembered per model and budget), with per-call stance weights (the blend the
+    model shows is left as it is)."""
+    for src, _ in blend:
+        blender.check(src, allow_mismatch=allow_mismatch)
     chunks = text_chunks(base.tokenizer, tokens)
     key = (base.fingerprint(base.tensor_hashes.keys()), tokens)
-    with blender.restoring():
-        if key not in _BASE_NLLS:
-            blender.apply([], allow_mismatch=True)
+    if key not in _BASE_NLLS:
+        with blender.runtime.scoped([]):
             _BASE_NLLS[key] = chunk_nlls(base, chunks, cancel=cancel)
-        if blend:
-            blender.apply(blend, allow_mismatch=allow_mismatch)
+    if blend:
+        with blender.runtime.scoped(list(blend)):
             variant = chunk_nlls(base, chunks, cancel=cancel)
-        else:
-            variant = _BASE_NLLS[key]
+    else:
+        variant = _BASE_NLLS[key]
     return compare_nlls(variant, _BASE_NLLS[key])

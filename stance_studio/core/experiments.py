@@ -82,8 +82,8 @@ def compare_methods(
     ``base_generations``: base's answers to ``probes``, when already known;
     ``capability_tokens``: the capability text's budget (0 = skip).
 
-    ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
-    set aside while measuring and put back afterwards."""
+    ``blender``: a view of ``base``'s stance runtime; the blend it shows is left
+    as it is (training starts from the true base, metrics use per-row weights)."""
     cancel = ensure_flag(cancel)
     data = validated_dataset(base, dataset)
     split = split_dataset(data, holdout, seed)
@@ -93,36 +93,34 @@ def compare_methods(
     total = len(methods) + 1
     blender = blender or Blender(base)
     rows: list[dict] = []
-    with blender.restoring():
-        blender.reset()
-        progress(Progress("compare", 0, total, "Generating base answers"))
-        base_metrics = evaluate(base, blender, [], probes, cancel=cancel, stance=stance,
-                                capability_tokens=capability_tokens,
-                                base_generations=base_generations, progress=_labelled(progress, "base"))
-        row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
-               **metric_fields(base_metrics)}
+    progress(Progress("compare", 0, total, "Generating base answers"))
+    base_metrics = evaluate(base, blender, [], probes, cancel=cancel, stance=stance,
+                            capability_tokens=capability_tokens,
+                            base_generations=base_generations, progress=_labelled(progress, "base"))
+    row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
+           **metric_fields(base_metrics)}
+    rows.append(row)
+    progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
+    for i, (label, config) in enumerate(methods, start=1):
+        cancel.raise_if_set("comparison")
+        config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
+                         **({"lr": lr} if lr else {}))
+        row = {"method": label, "config": config.as_json()}
+        try:
+            result = train(base, split.train, config, progress=_labelled(progress, label), cancel=cancel)
+        except TrainingDivergedError as exc:
+            row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
+                       stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
+        else:
+            metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel, stance=stance,
+                               capability_tokens=capability_tokens,
+                               base_generations=base_metrics.generations, progress=_labelled(progress, label))
+            row.update(trainable_params=result.trainable_params, seconds=result.seconds,
+                       nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
+                       final_loss=result.final_loss, **metric_fields(metrics))
         rows.append(row)
-        progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
-        for i, (label, config) in enumerate(methods, start=1):
-            cancel.raise_if_set("comparison")
-            config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
-                             **({"lr": lr} if lr else {}))
-            row = {"method": label, "config": config.as_json()}
-            try:
-                result = train(base, split.train, config, progress=_labelled(progress, label), cancel=cancel)
-            except TrainingDivergedError as exc:
-                row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
-                           stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
-            else:
-                metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel, stance=stance,
-                                   capability_tokens=capability_tokens,
-                                   base_generations=base_metrics.generations, progress=_labelled(progress, label))
-                row.update(trainable_params=result.trainable_params, seconds=result.seconds,
-                           nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
-                           final_loss=result.final_loss, **metric_fields(metrics))
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
-        return rows
+        progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
+    return rows
 
 
 # The figures of a variant that experiment tables show (with their intervals).
@@ -185,31 +183,29 @@ def compare_policies(
     blender = blender or Blender(base)
     total = len(policies) + 1
     base_bytes = base.parameter_bytes()
-    with blender.restoring():
-        blender.reset()
-        split = split_dataset(data, config.holdout, config.seed)
-        result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel)
-        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-        probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-        progress(Progress("compare", 1, total, "Measured the tuned model"))
-        calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
-        rows: list[dict] = []
-        for i, text in enumerate(policies, start=1):
-            cancel.raise_if_set("comparison")
-            try:
-                kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
-            except PolicyError as exc:  # e.g. a byte budget too small for this model
-                row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
-                       "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
-            else:
-                row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                       "fraction_of_base": info["bytes"] / base_bytes,
-                       "retention": probe.measure(base, blender, kept, cancel=cancel),
-                       "default": text == DEFAULT_POLICY}
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
-        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
-                    "seconds": result.seconds, "final_loss": result.final_loss,
-                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
-                    "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
-        return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
+    split = split_dataset(data, config.holdout, config.seed)
+    result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel)
+    progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+    probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
+    progress(Progress("compare", 1, total, "Measured the tuned model"))
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
+    rows: list[dict] = []
+    for i, text in enumerate(policies, start=1):
+        cancel.raise_if_set("comparison")
+        try:
+            kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+        except PolicyError as exc:  # e.g. a byte budget too small for this model
+            row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
+                   "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
+        else:
+            row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
+                   "fraction_of_base": info["bytes"] / base_bytes,
+                   "retention": probe.measure(base, blender, kept, cancel=cancel),
+                   "default": text == DEFAULT_POLICY}
+        rows.append(row)
+        progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
+    training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                "seconds": result.seconds, "final_loss": result.final_loss,
+                "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
+    return {"training": training, "base_model_bytes": base_bytes, "rows": rows}

@@ -124,8 +124,7 @@ def base_answers(base, blender, prompts: Sequence[str], settings: GenerationSett
             return cached
     except (OSError, ValueError):
         pass
-    with blender.restoring():
-        blender.apply([], allow_mismatch=True)
+    with blender.runtime.scoped([]):
         texts = [g.text for g in generate_many(base, prompts, settings, progress=progress, cancel=cancel)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,12 +60,13 @@ def fit_from_logliks(variant: Sequence[tuple[float, int]], base: Sequence[tuple[
 def stance_fit(base, blender, blend, examples: Sequence[Example], allow_mismatch: bool = False,
                cancel: Optional[CancelFlag] = None,
                base_logliks: Optional[Sequence[tuple[float, int]]] = None) -> StanceFit:
-    """Stance fit of ``blend`` (list of (checkpoint or deltas, alpha)) on ``examples``.
-    The blend in force before the call is put back afterwards."""
-    with blender.restoring():
-        if base_logliks is None:
-            blender.apply([], allow_mismatch=True)
+    """Stance fit of ``blend`` (list of (checkpoint or deltas, alpha)) on ``examples``,
+    with per-call stance weights (the blend the model shows is left as it is)."""
+    for src, _ in blend:
+        blender.check(src, allow_mismatch=allow_mismatch)
+    if base_logliks is None:
+        with blender.runtime.scoped([]):
             base_logliks = response_logliks(base, examples, cancel=cancel)
-        blender.apply(blend, allow_mismatch=allow_mismatch)
+    with blender.runtime.scoped(list(blend)):
         variant = response_logliks(base, examples, cancel=cancel)
     return fit_from_logliks(variant, base_logliks)

@@ -12,14 +12,14 @@ from stance_studio.core.generation import GenerationSettings, encode_prompt
 from stance_studio.core.variants import MAX_WEIGHT, check_weight, parse_variant
 
 
-@pytest.mark.parametrize("spec", ["a=1e309", "a=-1e309", "a=1e308", "a=10.5", "a=1,b=-11", "base=0.5", "a,base"])
+@pytest.mark.parametrize("spec", ["a=1e309", "a=-1e309", "a=1e308", "a=100.5", "a=1,b=-101", "base=0.5", "a,base"])
 def test_absurd_or_reserved_weights_are_refused(spec):
     with pytest.raises(VariantSpecError):
         parse_variant(spec)
 
 
 def test_weights_in_range_parse():
-    assert parse_variant(f"a={MAX_WEIGHT},b=-{MAX_WEIGHT},c=1e-3").weights == (("a", 10.0), ("b", -10.0), ("c", 0.001))
+    assert parse_variant(f"a={MAX_WEIGHT},b=-{MAX_WEIGHT},c=1e-3").weights == (("a", 100.0), ("b", -100.0), ("c", 0.001))
     for bad in (float("nan"), float("inf"), 1e308, "x"):
         with pytest.raises(VariantSpecError):
             check_weight(bad)
@@ -110,3 +110,15 @@ def test_probe_files_that_are_not_utf8_or_unreadable(tmp_path):
 def test_a_line_separator_inside_a_string_is_part_of_the_example(tmp_path):
     path = write(tmp_path, json.dumps({"prompt": "a\u2028b", "response": "c"}, ensure_ascii=False) + "\r\n")
     assert load_dataset(path).examples[0].prompt == "a\u2028b"
+
+
+def test_a_sweep_whose_combined_weight_is_out_of_range_fails_before_any_work(tiny, deltas_factory):
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.checkpoints import make_checkpoint
+    from stance_studio.core.sweep import run_sweep
+
+    ckpt = make_checkpoint("s", deltas_factory(tiny), tiny)
+    reports = []
+    with pytest.raises(VariantSpecError, match="finite numbers from -100 to 100"):
+        run_sweep(tiny, Blender(tiny), [[(ckpt, 5.0)]], [[1.0, 30.0]], ["hi"], progress=reports.append)
+    assert reports == []

@@ -217,3 +217,11 @@ def test_the_held_out_share_reaches_the_training_config(qtbot, loaded):
     assert make_config(d.values()).holdout == pytest.approx(0.4)
     d.holdout.setValue(0.0)
     assert make_config(d.values()).holdout == 0.0 and d.holdout.text() == "none"
+
+
+def test_every_module_preset_names_modules_of_the_loaded_model(loaded):
+    from stance_studio.core.modules import select_linear_modules
+    from stance_studio.qt.training_dialog import MODULE_PRESETS
+
+    for preset in MODULE_PRESETS:
+        assert select_linear_modules(loaded.base.model, preset.split(","), loaded.base.num_layers), preset
