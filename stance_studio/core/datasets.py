@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.errors import DatasetError
 from stance_studio.core.generation import encode_prompt
 from stance_studio.core.resources import resource, resources_dir
@@ -255,9 +256,7 @@ def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:
 def collate(tokenizer, examples: list[Example]) -> dict[str, torch.Tensor]:
     """A right-padded batch with attention mask and masked labels."""
     encoded = [encode_example(tokenizer, ex) for ex in examples]
-    width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in encoded])
-    labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in encoded])
-    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in encoded])
+    input_ids, mask = pad_batch([ids for ids, _ in encoded], pad)
+    labels, _ = pad_batch([lab for _, lab in encoded], IGNORE)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

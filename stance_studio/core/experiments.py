@@ -71,8 +71,8 @@ def compare_methods(
     report's comparison table. The first row is the base model itself. ``steps`` and
     ``lr``, when given, replace every method's own.
 
-    ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
-    set aside while measuring and put back afterwards."""
+    ``blender``: a view of ``base``'s stance runtime; the blend it shows is left
+    as it is (training starts from the true base, metrics use per-row weights)."""
     cancel = ensure_flag(cancel)
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
@@ -80,33 +80,31 @@ def compare_methods(
     total = len(methods) + 1
     blender = blender or Blender(base)
     rows: list[dict] = []
-    with blender.restoring():
-        blender.reset()
-        progress(Progress("compare", 0, total, "Generating base answers"))
-        base_metrics = evaluate(base, blender, [], probes, cancel=cancel,
-                                progress=_labelled(progress, "base"))
-        row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
-               **_metric_fields(base_metrics)}
+    progress(Progress("compare", 0, total, "Generating base answers"))
+    base_metrics = evaluate(base, blender, [], probes, cancel=cancel,
+                            progress=_labelled(progress, "base"))
+    row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
+           **_metric_fields(base_metrics)}
+    rows.append(row)
+    progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
+    for i, (label, config) in enumerate(methods, start=1):
+        cancel.raise_if_set("comparison")
+        config = replace(config, seed=seed, **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
+        row = {"method": label, "config": config.as_json()}
+        try:
+            result = train(base, data, config, progress=_labelled(progress, label), cancel=cancel)
+        except TrainingDivergedError as exc:
+            row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
+                       stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
+        else:
+            metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel,
+                               base_generations=base_metrics.generations, progress=_labelled(progress, label))
+            row.update(trainable_params=result.trainable_params, seconds=result.seconds,
+                       nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
+                       final_loss=result.final_loss, **_metric_fields(metrics))
         rows.append(row)
-        progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
-        for i, (label, config) in enumerate(methods, start=1):
-            cancel.raise_if_set("comparison")
-            config = replace(config, seed=seed, **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
-            row = {"method": label, "config": config.as_json()}
-            try:
-                result = train(base, data, config, progress=_labelled(progress, label), cancel=cancel)
-            except TrainingDivergedError as exc:
-                row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
-                           stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
-            else:
-                metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel,
-                                   base_generations=base_metrics.generations, progress=_labelled(progress, label))
-                row.update(trainable_params=result.trainable_params, seconds=result.seconds,
-                           nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
-                           final_loss=result.final_loss, **_metric_fields(metrics))
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
-        return rows
+        progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
+    return rows
 
 
 def _metric_fields(m) -> dict:
@@ -152,30 +150,28 @@ def compare_policies(
     blender = blender or Blender(base)
     total = len(policies) + 1
     base_bytes = base.parameter_bytes()
-    with blender.restoring():
-        blender.reset()
-        result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
-        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-        probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-        progress(Progress("compare", 1, total, "Measured the tuned model"))
-        calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
-        rows: list[dict] = []
-        for i, text in enumerate(policies, start=1):
-            cancel.raise_if_set("comparison")
-            try:
-                kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
-            except PolicyError as exc:  # e.g. a byte budget too small for this model
-                row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
-                       "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
-            else:
-                row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                       "fraction_of_base": info["bytes"] / base_bytes,
-                       "retention": probe.measure(base, blender, kept, cancel=cancel),
-                       "default": text == DEFAULT_POLICY}
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
-        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
-                    "seconds": result.seconds, "final_loss": result.final_loss,
-                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
-                    "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
-        return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
+    result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
+    progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+    probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
+    progress(Progress("compare", 1, total, "Measured the tuned model"))
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+    rows: list[dict] = []
+    for i, text in enumerate(policies, start=1):
+        cancel.raise_if_set("comparison")
+        try:
+            kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+        except PolicyError as exc:  # e.g. a byte budget too small for this model
+            row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
+                   "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
+        else:
+            row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
+                   "fraction_of_base": info["bytes"] / base_bytes,
+                   "retention": probe.measure(base, blender, kept, cancel=cancel),
+                   "default": text == DEFAULT_POLICY}
+        rows.append(row)
+        progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
+    training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                "seconds": result.seconds, "final_loss": result.final_loss,
+                "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
+    return {"training": training, "base_model_bytes": base_bytes, "rows": rows}

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.resources import resource
@@ -94,10 +95,8 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
     if not gens:
         return []
     pad = base.tokenizer.pad_token_id or 0
-    seqs = [g.prompt_ids + g.new_ids for g in gens]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    ids, mask = pad_batch([g.prompt_ids + g.new_ids for g in gens], pad,
+                          device=next(base.model.parameters()).device)
     logits = base.model(input_ids=ids, attention_mask=mask).logits.float()
     out = []
     for row, g in enumerate(gens):
@@ -114,6 +113,18 @@ def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
 def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.Tensor:
     """KL(p_variant ‖ p_base) at each position."""
     return (logp_variant.exp() * (logp_variant - logp_base)).sum(-1)
+
+
+@torch.no_grad()
+def variant_and_base_logprobs(base, runtime, blends, gens: Sequence[Generation]):
+    """:func:`continuation_logprobs` of each generation under its own blend
+    (``blends[i]`` for ``gens[i]``) and under the base, in one batch: the first
+    half of the rows runs with the blends, the second half with none (per-row
+    stance weights; no weight is swapped)."""
+    gens = list(gens)
+    with runtime.rows([list(b) for b in blends] + [[]] * len(gens)):
+        both = continuation_logprobs(base, gens + gens)
+    return both[: len(gens)], both[len(gens):]
 
 
 @dataclass
@@ -156,7 +167,8 @@ def evaluate(
 ) -> VariantMetrics:
     """All metrics of one variant (``blend``: list of (checkpoint, alpha); [] = base).
 
-    The blend in force before the call is put back afterwards.
+    Base and variant run with per-row stance weights; no weight is written and the
+    blend the model shows is left as it was.
     """
     cancel = ensure_flag(cancel)
     steps = 2 * len(probes) + len(probes)
@@ -166,26 +178,24 @@ def evaluate(
         done[0] += n
         progress(Progress("evaluate", min(done[0], steps), steps, message))
 
-    with blender.restoring():
-        blender.apply([], allow_mismatch=True)
+    for src, _ in blend:
+        blender.check(src, allow_mismatch=allow_mismatch)
+    runtime = blender.runtime
+    with runtime.scoped([]):
         base_gens = base_generations or generate_many(base, probes, settings, batch_size, cancel=cancel)
-        step(len(probes), "Generated base answers")
-        blender.apply(blend, allow_mismatch=allow_mismatch)
+    step(len(probes), "Generated base answers")
+    with runtime.scoped(blend):
         gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
-        step(len(probes), "Generated variant answers")
-        kls: list[torch.Tensor] = []
-        active = list(blend)
-        for chunk in _batches(gens, batch_size):
-            cancel.raise_if_set("evaluation")
-            chunk = [g for g in chunk if g.new_ids]
-            if not chunk:
-                continue
-            blender.apply(active, allow_mismatch=allow_mismatch)
-            logp_v = continuation_logprobs(base, chunk)
-            blender.apply([], allow_mismatch=True)
-            logp_b = continuation_logprobs(base, chunk)
-            kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
-            step(len(chunk), "Teacher-forcing through variant and base")
+    step(len(probes), "Generated variant answers")
+    kls: list[torch.Tensor] = []
+    for chunk in _batches(gens, batch_size):
+        cancel.raise_if_set("evaluation")
+        chunk = [g for g in chunk if g.new_ids]
+        if not chunk:
+            continue
+        logp_v, logp_b = variant_and_base_logprobs(base, runtime, [blend] * len(chunk), chunk)
+        kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
+        step(len(chunk), "Teacher-forcing through variant and base")
     hedges, boosters = pooled_rates([g.text for g in gens])
     kl = float(torch.cat(kls).mean()) if kls else 0.0
     identical = sum(g.new_ids == b.new_ids for g, b in zip(gens, base_gens)) / max(len(probes), 1)
@@ -236,8 +246,7 @@ class RetentionProbe:
         """Retention of ``deltas``; None when the tuned model shows no shift to retain."""
         if retention(self.ll_tuned, self.ll_base, self.ll_tuned) is None:
             return None
-        with blender.restoring():
-            blender.apply([(deltas, 1.0)])
+        with blender.runtime.scoped([(deltas, 1.0)]):
             ll = mean_loglik(base, self.generations, batch_size, cancel)
         return retention(ll, self.ll_base, self.ll_tuned)
 
@@ -254,19 +263,16 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
     ll_t = ll_b = 0.0
     count = 0
     kls: list[torch.Tensor] = []
-    with blender.restoring():
-        blender.apply([(tuned_deltas, 1.0)])
+    tuned = [(tuned_deltas, 1.0)]
+    with blender.runtime.scoped(tuned):
         gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
-        for chunk in _batches([g for g in gens if g.new_ids], batch_size):
-            cancel.raise_if_set("retention measurement")
-            blender.apply([(tuned_deltas, 1.0)])
-            logp_t = continuation_logprobs(base, chunk)
-            blender.apply([])
-            logp_b = continuation_logprobs(base, chunk)
-            for t, b, g in zip(logp_t, logp_b, chunk):
-                ll_t += float(token_loglik(t, g).sum())
-                ll_b += float(token_loglik(b, g).sum())
-                count += len(g.new_ids)
-                kls.append(kl_per_token(t, b))
+    for chunk in _batches([g for g in gens if g.new_ids], batch_size):
+        cancel.raise_if_set("retention measurement")
+        logp_t, logp_b = variant_and_base_logprobs(base, blender.runtime, [tuned] * len(chunk), chunk)
+        for t, b, g in zip(logp_t, logp_b, chunk):
+            ll_t += float(token_loglik(t, g).sum())
+            ll_b += float(token_loglik(b, g).sum())
+            count += len(g.new_ids)
+            kls.append(kl_per_token(t, b))
     kl = float(torch.cat(kls).mean()) if kls else 0.0
     return RetentionProbe(gens, ll_b / max(count, 1), ll_t / max(count, 1), max(kl, 0.0))

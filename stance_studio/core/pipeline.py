@@ -43,7 +43,8 @@ def build_stance(
     """Train → extract → measure retention on the probes → save atomically.
 
     Nothing is written when the run is cancelled or diverges. Training starts from
-    the base weights (any blend in force is set aside and put back afterwards).
+    the true base weights and measuring runs with per-row stance weights, so the
+    blend shown stays shown throughout.
     """
     cancel = ensure_flag(cancel)
     library = library or Library()
@@ -56,55 +57,53 @@ def build_stance(
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
     started = time.perf_counter()
-    with blender.restoring():
-        blender.reset()
-        result = train(base, data, config, progress=progress, cancel=cancel)
-        training = {
-            "method": config.method,
-            "hyperparameters": config.as_json(),
-            "steps": result.steps,
-            "lr": config.effective_lr,
-            "loss": result.losses,
-            "grad_norms": result.grad_norms,
-            "nonfinite_steps": result.nonfinite_steps,
-            "skipped_steps": result.nonfinite_steps,
-            "trainable_params": result.trainable_params,
-            "seconds": result.seconds,
-            "full_delta_bytes": delta_bytes(result.deltas),
-        }
-        calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
-        # a byte budget covers the whole file, this record included
-        reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))
-        kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
-                             reserve_bytes=reserve)
-        progress(Progress("measure", 0, 1, f"Measuring retention on {len(probes)} probe prompts"))
-        probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-        kept_retention = probe.measure(base, blender, kept, cancel=cancel)
-        hedges, boosters = probe.tuned_rates
-        progress(Progress("measure", 1, 1, "Retention undefined: the tuned model is no closer to its answers than base"
-                          if kept_retention is None else f"Retention {kept_retention:.3f}"))
-        cancel.raise_if_set("training")
-        ckpt = make_checkpoint(
-            name,
-            kept,
-            base,
-            stance={"description": data.description, "dataset": str(data.path), "dataset_name": data.name,
-                    "dataset_hash": data.sha256, "examples": len(data)},
-            training=training,
-            extraction=info,
-            metrics={
-                "retention": kept_retention,
-                "probes": len(probes),
-                "max_new_tokens": EVAL_SETTINGS.max_new_tokens,
-                "ll_base": probe.ll_base,
-                "ll_tuned": probe.ll_tuned,
-                "tuned_kl_to_base": probe.kl_tuned_to_base,
-                "tuned_hedges_per_100w": hedges,
-                "tuned_boosters_per_100w": boosters,
-                "tuned_stance_score": hedges - boosters,
-                "base_model_bytes": base.parameter_bytes(),
-                "seconds_total": time.perf_counter() - started,
-            },
-        )
-        library.save(ckpt, overwrite=overwrite)
-        return ckpt
+    result = train(base, data, config, progress=progress, cancel=cancel)
+    training = {
+        "method": config.method,
+        "hyperparameters": config.as_json(),
+        "steps": result.steps,
+        "lr": config.effective_lr,
+        "loss": result.losses,
+        "grad_norms": result.grad_norms,
+        "nonfinite_steps": result.nonfinite_steps,
+        "skipped_steps": [step for step, loss in enumerate(result.losses, start=1) if loss is None],
+        "trainable_params": result.trainable_params,
+        "seconds": result.seconds,
+        "full_delta_bytes": delta_bytes(result.deltas),
+    }
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+    # a byte budget covers the whole file, this record included
+    reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))
+    kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
+                         reserve_bytes=reserve)
+    progress(Progress("measure", 0, 1, f"Measuring retention on {len(probes)} probe prompts"))
+    probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
+    kept_retention = probe.measure(base, blender, kept, cancel=cancel)
+    hedges, boosters = probe.tuned_rates
+    progress(Progress("measure", 1, 1, "Retention undefined: the tuned model is no closer to its answers than base"
+                      if kept_retention is None else f"Retention {kept_retention:.3f}"))
+    cancel.raise_if_set("training")
+    ckpt = make_checkpoint(
+        name,
+        kept,
+        base,
+        stance={"description": data.description, "dataset": str(data.path), "dataset_name": data.name,
+                "dataset_hash": data.sha256, "examples": len(data)},
+        training=training,
+        extraction=info,
+        metrics={
+            "retention": kept_retention,
+            "probes": len(probes),
+            "max_new_tokens": EVAL_SETTINGS.max_new_tokens,
+            "ll_base": probe.ll_base,
+            "ll_tuned": probe.ll_tuned,
+            "tuned_kl_to_base": probe.kl_tuned_to_base,
+            "tuned_hedges_per_100w": hedges,
+            "tuned_boosters_per_100w": boosters,
+            "tuned_stance_score": hedges - boosters,
+            "base_model_bytes": base.parameter_bytes(),
+            "seconds_total": time.perf_counter() - started,
+        },
+    )
+    library.save(ckpt, overwrite=overwrite)
+    return ckpt

@@ -2,12 +2,12 @@
 
 Every method ends in the same thing, a per-parameter delta (tuned − base): dense
 for ``full`` and ``selective``, the exact low-rank product for ``lora``. The base
-model itself is never modified: training runs on a deep copy.
+model itself is never modified: training runs on a copy of the true base weights
+(:func:`~stance_studio.core.runtime.base_copy`), whatever blend is shown.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_fini
 from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import select_linear_modules, select_parameters
+from stance_studio.core.runtime import base_copy, base_tensor
 
 METHODS = ("full", "selective", "lora")
 DEFAULT_LR = {"full": 5e-5, "selective": 1e-4, "lora": 1e-3}
@@ -95,7 +96,7 @@ def train(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
 ) -> TrainResult:
-    """Train ``dataset`` into a copy of ``base``'s current weights; return the delta."""
+    """Train ``dataset`` into a copy of ``base``'s base weights (no stance); return the delta."""
     cancel = ensure_flag(cancel)
     old_threads = torch.get_num_threads()
     if config.threads:
@@ -114,7 +115,7 @@ def train(
 def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
     torch.manual_seed(config.seed)
-    model = copy.deepcopy(base.model)
+    model = base_copy(base.model)  # the true base, whatever blend is shown
     for p in model.parameters():
         p.requires_grad_(False)
     if config.method == "lora":
@@ -180,8 +181,8 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     else:
         # The base is the copy's starting point and is never touched, so it serves
         # as W0 without holding a second copy of the weights in memory.
-        w0, tuned = base.parameters, dict(model.named_parameters())
-        deltas = dense_deltas({n: w0[n].detach() for n in names}, {n: tuned[n].detach() for n in names})
+        tuned = dict(model.named_parameters())
+        deltas = dense_deltas({n: base_tensor(base.model, n) for n in names}, {n: tuned[n].detach() for n in names})
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")

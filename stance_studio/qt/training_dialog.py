@@ -40,7 +40,8 @@ METHODS = {
     "selective": "Selective (only the named modules)",
     "lora": "LoRA adapters on the named modules",
 }
-MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "layers.13.self_attn.q_proj"]
+# Patterns, not names: "depth:0.6:q_proj" is the layer at 60 % of the depth of whatever model is loaded.
+MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "depth:0.6:q_proj"]
 
 
 class TrainingDialog(QDialog):
@@ -72,7 +73,8 @@ class TrainingDialog(QDialog):
         self.method_box.currentIndexChanged.connect(self._on_method)
         self.modules_edit = QComboBox(editable=True)
         self.modules_edit.addItems(MODULE_PRESETS)
-        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj or layers.13.self_attn.q_proj")
+        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj, layers.3.self_attn.q_proj, "
+                                     "or depth:0.6:q_proj (the layer at 60 % of the model's depth)")
         self.steps = QSpinBox(minimum=1, maximum=100000, value=s.get("training/steps"))
         defaults = TrainConfig()
         self.lr = QLineEdit(f"{defaults.effective_lr:g}")

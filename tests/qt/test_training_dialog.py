@@ -206,3 +206,11 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
     session.set_base(tiny)  # offered once only
     qtbot.wait(50)
     assert len(boxes.of("question")) == 1
+
+
+def test_every_module_preset_names_modules_of_the_loaded_model(loaded):
+    from stance_studio.core.modules import select_linear_modules
+    from stance_studio.qt.training_dialog import MODULE_PRESETS
+
+    for preset in MODULE_PRESETS:
+        assert select_linear_modules(loaded.base.model, preset.split(","), loaded.base.num_layers), preset
