@@ -31,7 +31,8 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from stance_studio.core.analysis import analyse, rank_for_energy
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes
+from stance_studio.core.batching import pad_batch
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, factors_from_svd, svd_factors
 from stance_studio.core.errors import PolicyError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -158,7 +159,7 @@ def extract(
 def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None) -> Delta:
     if (policy.rank is None and policy.energy is None) or len(delta.shape) != 2:
         return delta
-    U, S, Vh = _factors(delta, scale)
+    U, S, Vh = svd_factors(delta, scale)
     rank = S.numel()
     if policy.energy is not None:
         rank = rank_for_energy(S, policy.energy)
@@ -169,7 +170,7 @@ def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None
         return delta  # already within the policy: keep it exactly
     if isinstance(delta, DenseDelta) and rank >= S.numel():
         return DenseDelta(delta.tensor, truncated_rank=rank)  # full rank: nothing to cut
-    return _compact(_from_svd(U, S, Vh, rank))
+    return _compact(factors_from_svd(U, S, Vh, rank))
 
 
 def _compact(delta: LowRankDelta) -> Delta:
@@ -178,32 +179,6 @@ def _compact(delta: LowRankDelta) -> Delta:
     if delta.rank * (out_dim + in_dim) < out_dim * in_dim:
         return delta
     return DenseDelta(delta.materialize().contiguous(), truncated_rank=delta.rank)
-
-
-def _from_svd(U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor, rank: int) -> LowRankDelta:
-    """The rank-``rank`` truncation as factors B = U√S, A = √S·Vh."""
-    root = s[:rank].sqrt()
-    return LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
-
-
-def _factors(delta: Delta, scale: Optional[torch.Tensor] = None):
-    """U, S and Vh with delta = U diag(S) Vh (cheap for factors already low rank).
-
-    With an input-channel ``scale`` the SVD is of delta·diag(scale) and Vh is
-    unscaled afterwards, so truncations keep what matters for the outputs.
-    """
-    if isinstance(delta, LowRankDelta):
-        A = delta.A.float() if scale is None else delta.A.float() * scale
-        Qb, Rb = torch.linalg.qr(delta.B.float())
-        Qa, Ra = torch.linalg.qr(A.T)
-        u, s, vh = torch.linalg.svd(Rb @ Ra.T)
-        U, Vh = Qb @ u, vh @ Qa.T
-    else:
-        M = delta.tensor.float() if scale is None else delta.tensor.float() * scale
-        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
-    if scale is not None:
-        Vh = Vh / scale
-    return U, s, Vh
 
 
 @torch.no_grad()
@@ -231,10 +206,8 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
         seqs = [list(s) for s in calibration]
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
-            width = max(len(s) for s in chunk)
-            pad = base.tokenizer.pad_token_id or 0
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+            ids, mask = pad_batch(chunk, base.tokenizer.pad_token_id or 0,
+                                  device=next(base.model.parameters()).device)
             real["rows"] = mask.reshape(-1).bool()
             base.model(input_ids=ids, attention_mask=mask)
     finally:
@@ -262,7 +235,7 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_bytes: flo
         if len(delta.shape) != 2:
             flat.append((float(delta.materialize().double().square().sum()), name))
         else:
-            spectra[name] = _factors(delta, scales.get(name))
+            spectra[name] = svd_factors(delta, scales.get(name))
         progress(Progress("extract", i + 1, len(deltas), f"Analysing {name}"))
     for _, name in sorted(flat, key=lambda f: -f[0]):
         cost = deltas[name].materialize().numel() + module_header_bytes(name) / item_bytes
@@ -291,7 +264,7 @@ def _spend_budget(deltas: Mapping[str, Delta], policy: Policy, budget_bytes: flo
         delta = deltas[name]
         # a low-rank (LoRA) delta that fits whole is kept as it is: exact, not re-factorised
         exact = isinstance(delta, LowRankDelta) and rank >= delta.rank
-        kept[name] = delta if exact else _from_svd(*spectra[name], rank)
+        kept[name] = delta if exact else factors_from_svd(*spectra[name], rank)
     return {n: kept[n] for n in deltas if n in kept}
 
 
