@@ -142,7 +142,8 @@ def compare_policies(
     and measure its retention (DESIGN.md's definition) and bytes.
 
     Returns ``{"training": {...}, "base_model_bytes": N, "rows": [...]}``; each row has
-    ``policy``, ``modules``, ``bytes``, ``fraction_of_base`` and ``retention``, or
+    ``policy``, ``modules``, ``bytes``, ``fraction_of_base``, ``bits_per_weight`` and
+    ``retention``, or
     ``error`` where the policy cannot be applied to this model.
     """
     cancel = ensure_flag(cancel)
@@ -150,32 +151,57 @@ def compare_policies(
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
-    total = len(policies) + 1
     base_bytes = base.parameter_bytes()
     with blender.restoring():
         blender.reset()
         result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
-        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-        probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-        progress(Progress("compare", 1, total, "Measured the tuned model"))
         calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+        measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender)
+        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                    "seconds": result.seconds, "final_loss": result.final_loss,
+                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                    "ll_base": measured["ll_base"], "ll_tuned": measured["ll_tuned"]}
+        return {"training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
+
+
+def measure_policies(
+    base,
+    deltas,
+    policies: Sequence[str],
+    probes: Sequence[str],
+    calibration=None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    blender: Optional[Blender] = None,
+) -> dict:
+    """Extract one fully tuned delta with each policy and measure retention, bytes and
+    bits per touched weight: ``{"ll_base", "ll_tuned", "rows"}``. ``calibration``: the
+    training examples as token ids (for ``aware`` and ``sign``)."""
+    cancel = ensure_flag(cancel)
+    blender = blender or Blender(base)
+    base_bytes = base.parameter_bytes()
+    total = len(policies) + 1
+    with blender.restoring():
+        blender.reset()
+        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+        probe = retention_probe(base, blender, deltas, probes, cancel=cancel)
+        progress(Progress("compare", 1, total, "Measured the tuned model"))
         rows: list[dict] = []
+        cache: dict = {}
         for i, text in enumerate(policies, start=1):
             cancel.raise_if_set("comparison")
             try:
-                kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+                kept, info = extract(deltas, base, text, cancel=cancel, calibration=calibration, cache=cache)
             except PolicyError as exc:  # e.g. a byte budget too small for this model
                 row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
-                       "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
+                       "bits_per_weight": None, "retention": None, "default": text == DEFAULT_POLICY,
+                       "error": str(exc)}
             else:
                 row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                       "fraction_of_base": info["bytes"] / base_bytes,
+                       "fraction_of_base": info["bytes"] / base_bytes, "bits_per_weight": info["bits_per_weight"],
+                       "representations": info["representations"],
                        "retention": probe.measure(base, blender, kept, cancel=cancel),
                        "default": text == DEFAULT_POLICY}
             rows.append(row)
             progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
-        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
-                    "seconds": result.seconds, "final_loss": result.final_loss,
-                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
-                    "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
-        return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
+        return {"ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned, "rows": rows}
