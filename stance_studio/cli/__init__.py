@@ -60,6 +60,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("stance-studio: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from stance_studio.cli.plain_progress import close_plain_progress
+
+        close_plain_progress()
 
 
 def _run_gui(args) -> int:

@@ -108,12 +108,13 @@ def lowrank_curve(name, delta, svd, widths, item_bytes, rank_cap, weight, total:
             prev = (cost, err)
     steps.sort(key=lambda t: -t[0])
     packed = widths != (FLOAT,)
-    spent = float(module_header_bytes(name, 4 * len(widths) if packed else 2, packed))
-    curve, left = [], total
-    for i, (_, _, _, cost, gain) in enumerate(steps, start=1):
+    spent, curve, left, used = 0.0, [], total, set()
+    for i, (_, _, w, cost, gain) in enumerate(steps, start=1):
         spent += cost
         left -= gain
-        curve.append(Choice(spent, left, "lowrank", i))
+        used.add(w)  # each width in use is one segment: four tensors in the file
+        header = module_header_bytes(name, 4 * len(used) if packed else 2, packed)
+        curve.append(Choice(spent + header, left, "lowrank", i))
     return curve, [(k, w) for _, k, w, _, _ in steps]
 
 
