@@ -105,6 +105,7 @@ def cmd_train(args) -> int:
         "seconds": ckpt.training["seconds"],
         "method": ckpt.method,
         "policy": ckpt.extraction["policy"],
+        "bits_per_weight": ckpt.bits_per_weight,
         "metrics": ckpt.metrics,
     }
     finite = [x for x in ckpt.training["loss"] if x is not None]
@@ -113,7 +114,8 @@ def cmd_train(args) -> int:
         f"  method {ckpt.method}, {ckpt.training['steps']} steps in {ckpt.training['seconds']:.0f} s, "
         f"loss {finite[0]:.3f} → {finite[-1]:.3f}, {ckpt.training['nonfinite_steps']} non-finite steps skipped\n"
         f"  kept {len(ckpt.deltas)} modules with policy {ckpt.extraction['policy']}: {human_bytes(size)} "
-        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model), "
+        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model, "
+        f"{ckpt.bits_per_weight:.2f} bits per touched weight), "
         f"retention {_retention(ckpt.metrics['retention'])}\n"
         f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
         f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}"

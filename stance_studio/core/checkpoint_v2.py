@@ -10,6 +10,7 @@ refuses a file whose packed tensors do not match, naming the file and the tensor
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -73,6 +74,29 @@ def check_packed_layout(path: Path, fh, keys: list[str], packing: Mapping[str, d
                 "the file is incomplete or was not written by Stance Studio."
             )
     return rest
+
+
+_ITEM_BYTES = {"U8": 1, "I8": 1, "F16": 2, "BF16": 2, "F32": 4, "I32": 4, "F64": 8, "I64": 8}
+
+
+def bits_per_weight_of(fh, keys: list[str], packing: Mapping[str, dict]) -> float:
+    """Stored bits per weight of the parameters a file's tensors touch, from its header."""
+    stored, shapes = 0, {}
+    for key in keys:
+        view = fh.get_slice(key)
+        shape = list(view.get_shape())
+        stored += math.prod(shape) * _ITEM_BYTES.get(view.get_dtype(), 4)
+        name, _, part = key.rpartition(":")
+        shapes.setdefault(name, {})[part] = shape
+    weights = 0
+    for name, parts in shapes.items():
+        if name in packing:
+            weights += math.prod(packing[name]["shape"])
+        elif "delta" in parts:
+            weights += math.prod(parts["delta"])
+        elif "A" in parts and "B" in parts:
+            weights += parts["B"][0] * parts["A"][-1]
+    return 8 * stored / weights if weights else 0.0
 
 
 def read_packed(path: Path, fh, packing: Mapping[str, dict]) -> dict[str, Delta]:

@@ -23,8 +23,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from stance_studio.core.checkpoint_v2 import FORMAT_V2, check_packed_layout, decode_packing, packed_tensors, read_packed
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, is_finite
+from stance_studio.core.checkpoint_v2 import (
+    FORMAT_V2,
+    bits_per_weight_of,
+    check_packed_layout,
+    decode_packing,
+    packed_tensors,
+    read_packed,
+)
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
 
 FORMAT = "stance-studio/1"
@@ -51,6 +58,11 @@ class StanceCheckpoint:
     @property
     def nbytes(self) -> int:
         return delta_bytes(self.deltas)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight of the parameters this checkpoint touches."""
+        return bits_per_weight(self.deltas)
 
     @property
     def method(self) -> str:
@@ -180,6 +192,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             keys = list(fh.keys())
             header = _decode_metadata(path, fh.metadata() or {}, keys)
             _check_layout(path, fh, check_packed_layout(path, fh, keys, header["packing"]), bool(header["packing"]))
+            header["bits_per_weight"] = bits_per_weight_of(fh, keys, header["packing"])
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
     return header

@@ -164,3 +164,16 @@ def test_hand_written_format_1_file_loads(tiny, tmp_path):
     assert torch.equal(back.deltas[q].materialize(), dense)
     assert torch.allclose(back.deltas[v].materialize(), B @ A)
     assert back.deltas[q].packed is None and back.extraction["policy"] == "all"
+
+
+def test_library_lists_bits_per_touched_weight_from_the_header(tiny, tmp_path):
+    from stance_studio.core.library import Library
+
+    library = Library(tmp_path / "lib")
+    path, deltas, _ = _save_packed(tiny, tmp_path)
+    library.import_file(path)
+    (entry,) = library.entries()
+    expected = 8 * sum(d.nbytes for d in deltas.values()) / sum(d.materialize().numel() for d in deltas.values())
+    assert entry.bits_per_weight == pytest.approx(expected)
+    assert entry.as_json()["bits_per_weight"] == pytest.approx(expected)
+    assert load_checkpoint(library.folder / path.name).bits_per_weight == pytest.approx(expected)
