@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default=DEFAULT_POLICY, metavar="POLICY",
-                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16 or bf16, combined with + (default {DEFAULT_POLICY})")
+                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, q8, q4, mixed, "
+                        f"sign or dare:P, combined with + (default {DEFAULT_POLICY})")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of the same name")
     p.set_defaults(func=cmd_train)

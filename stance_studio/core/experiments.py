@@ -27,10 +27,12 @@ from stance_studio.core.pipeline import validated_dataset
 from stance_studio.core.training import TrainConfig, train
 
 # The candidates of the README's policy table: the report's Path 2 (top:2), more
-# modules, every module at a fixed rank, spectral-energy and byte-budget truncation.
+# modules, every module at a fixed rank, spectral-energy and byte-budget truncation,
+# and the compression terms (quantized factors, sign and scale, DARE) at 2 % and 1 %.
 POLICY_CANDIDATES = (
-    "top:2", "top:50", "top:100", "rank:1", "rank:4", "rank:16", "rank:16+fp16", "rank:32+fp16",
-    "energy:0.5+fp16", "energy:0.8+fp16", DEFAULT_POLICY, "all",
+    "top:2", "top:100", "rank:4", "rank:16+fp16", "rank:16+q4", "energy:0.8+fp16", "sign", "dare:0.9+fp16",
+    "budget:0.02+fp16", "budget:0.02+q4+fp16", "budget:0.02+mixed+sign+fp16", DEFAULT_POLICY,
+    "budget:0.01+fp16", "budget:0.01+mixed+sign+fp16", "budget:0.01+mixed+fp16", "all",
 )
 
 
