@@ -26,6 +26,7 @@ from stance_studio.core.spectral import factors, from_svd
 
 FLOAT = 0  # a direction kept in the policy's float dtype
 SCALE_BYTES = 4  # scales are stored in float32
+NEGLIGIBLE = 1e-7  # a step removing less than this share of its module's squared change is never bought
 
 
 def widths_for(quant: Optional[str]) -> tuple[int, ...]:
@@ -104,6 +105,8 @@ def lowrank_curve(name, delta, svd, widths, item_bytes, rank_cap, weight, total:
         prev = (0.0, float(energy[k]))
         for i in lower_hull(pts, prev):
             cost, err = pts[i]
+            if prev[1] - err <= NEGLIGIBLE * total:
+                break  # numerically nothing: not worth a byte
             steps.append(((prev[1] - err) / (cost - prev[0]), k, options[i][0], cost - prev[0], prev[1] - err))
             prev = (cost, err)
     steps.sort(key=lambda t: -t[0])
@@ -138,7 +141,7 @@ def spend_budget(deltas: Mapping[str, Delta], policy, budget_bytes: float, item_
             kept[name] = deltas[name]
             remaining -= cost
     widths = widths_for(policy.quant)
-    hulls, built = {}, {}
+    hulls = {}
     matrices = [n for n, d in deltas.items() if len(d.shape) == 2]
     for i, name in enumerate(matrices):
         cancel.raise_if_set("extraction")
@@ -154,7 +157,6 @@ def spend_budget(deltas: Mapping[str, Delta], policy, budget_bytes: float, item_
             packed = unpack(**_spec(pack_dense(matrix, 1)))
             err = float(((packed.materialize() - matrix) * (1 if weight is None else weight)).double().square().sum())
             points.append(Choice(packed.nbytes + module_header_bytes(name, 2, True), err, "sign"))
-            built[(name, "sign")] = packed
         if policy.dare is not None:
             p = policy.dare
             size = round(matrix.numel() * (1 - p)) * item_bytes + -(-matrix.numel() // 8)
@@ -184,7 +186,7 @@ def spend_budget(deltas: Mapping[str, Delta], policy, budget_bytes: float, item_
             continue
         points, svd, steps = hulls[name]
         choice = points[at[name]]
-        kept[name] = _build(name, deltas[name], choice, svd, steps, policy, item_bytes, built, generator)
+        kept[name] = _build(name, deltas[name], choice, svd, steps, policy, item_bytes, generator)
     return {n: kept[n] for n in deltas if n in kept}
 
 
@@ -192,9 +194,9 @@ def _spec(packed):
     return {"spec": packed.spec, "tensors": packed.tensors}
 
 
-def _build(name, delta, choice: Choice, svd, steps, policy, item_bytes, built, generator) -> Delta:
+def _build(name, delta, choice: Choice, svd, steps, policy, item_bytes, generator) -> Delta:
     if choice.kind == "sign":
-        return built[(name, "sign")]
+        return unpack(**_spec(pack_dense(delta.materialize(), 1)))
     if choice.kind == "dare":
         dtype = torch.float16 if item_bytes == 2 else torch.float32
         return unpack(**_spec(pack_sparse(delta.materialize(), policy.dare, generator, dtype)))

@@ -165,3 +165,22 @@ def test_quantized_checkpoint_exports_to_peft_dequantized(tiny, deltas_factory, 
 def test_bad_compression_terms_are_clear_errors(text, match):
     with pytest.raises(PolicyError, match=match):
         parse_policy(text)
+
+
+def test_budget_picks_the_representation_that_fits_each_module(tiny):
+    """A full-rank ±c delta is stored as signs, a rank-2 delta as factors, in one budget."""
+    gen = torch.Generator().manual_seed(5)
+    params = dict(tiny.model.named_parameters())
+    signed = next(n for n in params if n.endswith("mlp.up_proj.weight"))
+    low = next(n for n in params if n.endswith("mlp.down_proj.weight"))
+    rows = torch.rand(params[signed].shape[0], 1, generator=gen) + 0.5
+    deltas = {
+        signed: DenseDelta(torch.sign(torch.randn(params[signed].shape, generator=gen)) * rows * 0.01),
+        low: DenseDelta(torch.randn(params[low].shape[0], 2, generator=gen) @ torch.randn(2, params[low].shape[1],
+                                                                                         generator=gen) * 0.01),
+    }
+    kept, info = extract(deltas, tiny, "budget:0.1+mixed+sign", reserve_bytes=1024)
+    assert kept[signed].packed.kind == "dense-q"
+    assert kept[low].packed.kind == "lowrank-q" and kept[low].rank == 2
+    assert _rel(kept[signed].materialize(), deltas[signed].materialize()) < 1e-4
+    assert info["representations"] == {"dense-q": 1, "lowrank-q": 1}
