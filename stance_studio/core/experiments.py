@@ -31,7 +31,7 @@ from stance_studio.core.training import TrainConfig, train
 # and the compression terms (quantized factors, sign and scale, DARE) at 2 % and 1 %.
 POLICY_CANDIDATES = (
     "top:2", "top:100", "rank:4", "rank:16+fp16", "rank:16+q4", "energy:0.8+fp16", "sign", "dare:0.9+fp16",
-    "budget:0.02+fp16", "budget:0.02+q4+fp16", "budget:0.02+mixed+sign+fp16", DEFAULT_POLICY,
+    "budget:0.02+fp16", "budget:0.02+q4+fp16", DEFAULT_POLICY, "budget:0.02+mixed+sign+fp16",
     "budget:0.01+fp16", "budget:0.01+mixed+sign+fp16", "budget:0.01+mixed+fp16", "all",
 )
 

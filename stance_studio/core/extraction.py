@@ -55,7 +55,7 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 
 # Chosen from measurements on the bundled model (benchmarks/extraction_policies.py,
 # README "Choosing the default extraction policy").
-DEFAULT_POLICY = "budget:0.02+fp16"
+DEFAULT_POLICY = "budget:0.02+mixed+fp16"
 # What a ``budget`` keeps back for the checkpoint metadata that is not per module
 # (training record, metrics, stance description); see ``extract``.
 FILE_RESERVE_BYTES = 16 * 1024

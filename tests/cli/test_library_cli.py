@@ -21,7 +21,8 @@ def test_list_json_follows_contract(filled_library, capsys):
     assert main(["list", "--library", str(filled_library), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} == {"curious", "lowrank"}
-    assert set(rows[0]) == {"name", "path", "bytes", "base", "method"}
+    assert set(rows[0]) == {"name", "path", "bytes", "base", "method", "bits_per_weight"}
+    assert all(r["bits_per_weight"] > 0 for r in rows)
     assert {r["method"] for r in rows} == {"full", "lora"}
 
 
