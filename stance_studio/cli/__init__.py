@@ -1,6 +1,8 @@
 """The ``stance-studio`` command: the GUI with no sub-command, headless jobs with one.
 
-Bad input ends with exit code 2 and one clear line on stderr, never a traceback.
+Bad input and environment problems (files, disk, memory) end with exit code 2 and one
+clear line on stderr, never a traceback; an unexpected internal error (a bug) ends with
+exit code 1 and one line saying so (``STANCE_STUDIO_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Optional, Sequence
 
 from stance_studio import __version__
 from stance_studio.cli.common import add_common
-from stance_studio.core.errors import Cancelled, StanceStudioError
+from stance_studio.core.errors import Cancelled
+from stance_studio.core.failures import as_user_error, debugging, describe
 
 # Each module defines register(subparsers); a sub-command stores its handler in
 # ``func`` through set_defaults.
@@ -20,6 +23,7 @@ _COMMAND_MODULES = (
     "stance_studio.cli.library_cmds",
     "stance_studio.cli.generate_cmd",
     "stance_studio.cli.training_cmds",
+    "stance_studio.cli.sweep_cmds",
     "stance_studio.cli.bench_cmd",
 )
 
@@ -54,16 +58,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Cancelled as exc:
         print(f"stance-studio: {exc}", file=sys.stderr)
         return 130
-    except StanceStudioError as exc:
-        print(f"stance-studio: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("stance-studio: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line, never a traceback
+        return _report(exc)
     finally:
         from stance_studio.cli.plain_progress import close_plain_progress
 
         close_plain_progress()
+
+
+def _report(exc: BaseException) -> int:
+    """One line on stderr: exit code 2 for the user's or the machine's errors, 1 for bugs."""
+    if isinstance(exc, BrokenPipeError):  # stdout closed early (`stance-studio list | head -1`)
+        return 0
+    user = as_user_error(exc)
+    if user is None and debugging():
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"stance-studio: {'error' if user is not None else 'internal error'}: {describe(exc)}", file=sys.stderr)
+    return 2 if user is not None else 1
 
 
 def _run_gui(args) -> int:

@@ -17,7 +17,10 @@ def register(sub) -> None:
 
 def cmd_bench(args) -> int:
     from stance_studio.core.bench import BENCHMARKS
+    from stance_studio.core.errors import SettingsError
 
+    if args.repeats < 1:
+        raise SettingsError(f"--repeats must be at least 1 (got {args.repeats}).")
     cancel = sigint_cancel()
     names = args.only or list(BENCHMARKS)
     doc = {}

@@ -29,7 +29,7 @@ def register(sub) -> None:
 def cmd_generate(args) -> int:
     from stance_studio.core.blend import Blender
     from stance_studio.core.checkpoints import compatibility
-    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.errors import CheckpointError, StanceStudioError
     from stance_studio.core.generation import GenerationSettings, side_by_side
     from stance_studio.core.variants import parse_variant, resolve_variant
 
@@ -44,10 +44,18 @@ def cmd_generate(args) -> int:
     if variants is None:
         variants = [parse_variant("base")]
         resolved = [[]]
-        for entry in library.entries():
+        entries, problems = library.scan()
+        for problem in problems:
+            print(f"stance-studio: warning: skipped {problem.path.name}: {problem.message}", file=sys.stderr)
+        for entry in entries:
             if compatibility(entry.metadata, base)[0]:
+                try:  # one broken file never stops the others' columns
+                    ckpt = library.load(entry.path)
+                except CheckpointError as exc:
+                    print(f"stance-studio: warning: skipped {entry.path.name}: {exc}", file=sys.stderr)
+                    continue
                 variants.append(parse_variant(entry.name))
-                resolved.append([(library.load(entry.path), 1.0)])
+                resolved.append([(ckpt, 1.0)])
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         greedy=not args.sample,

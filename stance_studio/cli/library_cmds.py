@@ -51,7 +51,10 @@ def cmd_list(args) -> int:
 def cmd_inspect(args) -> int:
     from stance_studio.core.analysis import analyse
     from stance_studio.core.checkpoints import check_compatible, compatibility
+    from stance_studio.core.errors import SettingsError
 
+    if args.top < 0:
+        raise SettingsError(f"--top must be 0 or more (got {args.top}).")
     library = open_library(args)
     ckpt = library.load(args.checkpoint)
     base = load_model(args)

@@ -91,6 +91,7 @@ def cmd_train(args) -> int:
     if library.path_for(args.name).exists() and not args.overwrite:
         raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
                            "choose another name or pass --overwrite.")
+    library.check_writable()
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,

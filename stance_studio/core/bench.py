@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
+from stance_studio.core.bench_library import bench_library_rescan, bench_library_scan
 from stance_studio.core.bench_training import bench_training_memory, bench_training_step
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -199,4 +200,6 @@ BENCHMARKS: dict[str, Callable[..., dict]] = {
     "training_step": bench_training_step,
     "training_memory": bench_training_memory,
     "extraction": bench_extraction,
+    "library_scan": bench_library_scan,
+    "library_rescan": bench_library_rescan,
 }

@@ -18,6 +18,7 @@ import torch
 from stance_studio.core.checkpoints import StanceCheckpoint, check_compatible
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
 from stance_studio.core.errors import ShapeMismatchError
+from stance_studio.core.variants import check_weight
 
 Source = Union[StanceCheckpoint, Mapping[str, Delta]]
 BlendSpec = Sequence[tuple[Source, float]]
@@ -68,7 +69,7 @@ class Blender:
     @torch.no_grad()
     def apply(self, blend: BlendSpec | Iterable[tuple[Source, float]], allow_mismatch: bool = False) -> None:
         """Set the model's weights to W0 + Σ α Δ for this blend (replacing any previous one)."""
-        blend = [(src, float(alpha)) for src, alpha in blend if float(alpha) != 0.0]
+        blend = [(src, check_weight(alpha)) for src, alpha in blend if float(alpha) != 0.0]
         for src, _ in blend:
             self.check(src, allow_mismatch=allow_mismatch)
         per_param: dict[str, list[tuple[float, Delta]]] = {}

@@ -31,8 +31,10 @@ from stance_studio.core.checkpoint_v2 import (
     packed_tensors,
     read_packed,
 )
+from stance_studio.core.checkpoint_schema import check_metadata, check_tensor
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
 FORMATS = (FORMAT, FORMAT_V2)
@@ -136,15 +138,21 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
         metadata["packing"] = json.dumps(packing, sort_keys=True)
     for key in _JSON_KEYS:
         metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise storage_error(exc, f"save checkpoint {ckpt.name!r} in", path.parent) from exc
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a library file is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        os_error = as_os_error(exc)
+        if os_error is not None:
+            raise storage_error(os_error, f"save checkpoint {ckpt.name!r} to", path) from exc
         raise
     ckpt.path = path
     return path
@@ -185,9 +193,9 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a checkpoint (JSON decoded) without reading its tensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint file {path} does not exist.")
-    _refuse_pickle(path)
+        raise CheckpointError(f"Checkpoint file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
     try:
+        _refuse_pickle(path)
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
             header = _decode_metadata(path, fh.metadata() or {}, keys)
@@ -211,11 +219,14 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
             out[key] = json.loads(raw.get(key, "{}"))
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({exc}).") from exc
+        except RecursionError as exc:
+            raise CheckpointError(f"{path}: metadata field {key!r} is nested too deeply to read.") from exc
         if not isinstance(out[key], dict):
             raise CheckpointError(
                 f"{path}: metadata field {key!r} must be a JSON object, not {raw[key][:40]}."
             )
     out["tensor_names"] = keys
+    check_metadata(path, out)
     return out
 
 
@@ -226,7 +237,9 @@ def _check_layout(path: Path, fh, keys: list[str], packed: bool = False) -> None
         name, _, kind = key.rpartition(":")
         if not name or kind not in ("delta", "A", "B"):
             raise CheckpointError(f"{path}: tensor {key!r} is not named 'P:delta', 'P:A' or 'P:B'.")
-        parts.setdefault(name, {})[kind] = list(fh.get_slice(key).get_shape())
+        tensor = fh.get_slice(key)
+        parts.setdefault(name, {})[kind] = list(tensor.get_shape())
+        check_tensor(path, key, kind, tensor.get_dtype(), parts[name][kind])
     if not parts and not packed:
         raise CheckpointError(f"{path} holds no delta tensors.")
     for name, found in parts.items():

@@ -15,6 +15,8 @@ import torch
 from stance_studio.core.errors import DatasetError
 from stance_studio.core.generation import encode_prompt
 from stance_studio.core.resources import resource, resources_dir
+from stance_studio.core.storage import os_reason
+from stance_studio.core.units import human_bytes
 
 IGNORE = -100
 
@@ -61,13 +63,20 @@ _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a n
 def _text(value, what: str, where: str) -> str:
     if not isinstance(value, str):
         raise DatasetError(f"{where}: {what} must be a string, not {_JSON_TYPES.get(type(value), type(value).__name__)}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DatasetError(
+            f"{where}: {what} holds {value[exc.start]!r} at position {exc.start}, which is not valid Unicode "
+            "(a lone surrogate escape); remove it."
+        ) from exc
     return value
 
 
 def _example_from(obj, path: Path, lineno: int) -> Example:
     where = f"{path}, line {lineno}"
     if not isinstance(obj, dict):
-        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+        raise DatasetError(f"{where}: expected a JSON object, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}.")
     if "messages" in obj:
         return _checked(_from_messages(obj["messages"], where, lineno), where)
     missing = [k for k in ("prompt", "response") if k not in obj]
@@ -115,6 +124,32 @@ def _checked(example: Example, where: str) -> Example:
     return example
 
 
+MAX_FILE_BYTES = 64 * 2**20  # a stance dataset is a few hundred examples; 64 MiB is thousands of long ones
+MAX_LINE_CHARS = 2**20  # one example of a million characters is far past any model's context
+
+
+def read_limited(path: Path, what: str) -> bytes:
+    """The bytes of a text input file, refusing one larger than MAX_FILE_BYTES before
+    reading it (a huge file would take minutes and gigabytes to fail later)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise DatasetError(
+                f"{what} {path} is {human_bytes(size)}; the limit is {human_bytes(MAX_FILE_BYTES)}. Split it."
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{what} {path} cannot be read: {os_reason(exc)}.") from exc
+
+
+def _check_line_length(path: Path, lineno: int, line: str) -> None:
+    if len(line) > MAX_LINE_CHARS:
+        raise DatasetError(
+            f"{path}, line {lineno}: the line is {len(line):,} characters long; the limit is {MAX_LINE_CHARS:,} "
+            "(far more than a model's context). Shorten it."
+        )
+
+
 def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[int] = None) -> StanceDataset:
     """Read and validate a JSONL stance dataset; with a tokenizer, also check that
     every example fits the model's context (``max_length`` tokens)."""
@@ -124,20 +159,25 @@ def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[i
     path = Path(path)
     if not path.is_file():
         known = ", ".join(builtin_stances())
-        raise DatasetError(f"Dataset {path} does not exist (built-in stances: {known}).")
-    raw = path.read_bytes()
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"Dataset {path} {what} (built-in stances: {known}).")
+    raw = read_limited(path, "Dataset")
     try:
-        lines = raw.decode("utf-8").splitlines()
+        # only \n ends a JSONL line: a string may hold U+2028 and the like unescaped
+        lines = [line.removesuffix("\r") for line in raw.decode("utf-8").split("\n")]
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text ({exc}).") from exc
     examples: list[Example] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        _check_line_length(path, lineno, line)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}, line {lineno}: not valid JSON ({exc.msg}).") from exc
+        except RecursionError as exc:
+            raise DatasetError(f"{path}, line {lineno}: JSON nested too deeply to read.") from exc
         examples.append(_example_from(obj, path, lineno))
     if not examples:
         raise DatasetError(f"{path} holds no examples; add lines like {{\"prompt\": \"...\", \"response\": \"...\"}}.")
@@ -188,8 +228,14 @@ def load_probes(path: str | os.PathLike | None = None) -> list[str]:
     """Neutral probe prompts, one per line (``#`` lines are comments)."""
     path = Path(path) if path else resource("probes", "neutral.txt")
     if not path.is_file():
-        raise DatasetError(f"Probe file {path} does not exist.")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
+    try:
+        text = read_limited(path, "Probe file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"Probe file {path} is not UTF-8 text ({exc}).") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        _check_line_length(path, lineno, line)
+    prompts = [line.strip() for line in text.splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line).")

@@ -33,6 +33,10 @@ class VariantSpecError(StanceStudioError):
     """A variant spec such as ``curious=0.7,confident=-0.3`` could not be parsed."""
 
 
+class SweepRangeError(VariantSpecError):
+    """A sweep's weights (``-1:2:0.25``) or its stances could not be used."""
+
+
 class DatasetError(StanceStudioError):
     """A stance dataset is missing, empty, malformed or too long for the model."""
 
@@ -55,3 +59,16 @@ class OutOfMemoryError(StanceStudioError):
 
 class Cancelled(StanceStudioError):
     """The user cancelled a long job; nothing was written."""
+
+
+class StorageError(StanceStudioError):
+    """A file or folder could not be read or written: missing, a file where a folder is
+    needed, no permission, a read-only or full disk."""
+
+
+class SettingsError(StanceStudioError):
+    """A setting (generation, blend, limits) is outside the range it can take."""
+
+
+class TextError(StanceStudioError):
+    """A text (a prompt) holds characters that are not valid Unicode, such as lone surrogates."""

@@ -48,22 +48,39 @@ COLUMNS: dict[str, list[Column]] = {
 }
 
 
-def headers(kind: str) -> list[str]:
-    return [header for _, header, _ in COLUMNS[kind]]
+def _columns(kind) -> list[Column]:
+    """The columns of a named table, or ``kind`` itself when it is a column list
+    (tables whose columns follow the rows, such as sweeps)."""
+    return COLUMNS[kind] if isinstance(kind, str) else list(kind)
 
 
-def cells(kind: str, row: dict) -> list[str]:
+def value_at(row: dict, key: str) -> Any:
+    """``row[key]``; a dotted key (``capability.change``) reads a nested value."""
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def headers(kind) -> list[str]:
+    return [header for _, header, _ in _columns(kind)]
+
+
+def cells(kind, row: dict) -> list[str]:
     """One row as display strings; a run that failed (training diverged, a policy that
     does not fit the model) reads 'failed' after its name."""
+    columns = _columns(kind)
     if row.get("error"):
-        return [str(row.get(COLUMNS[kind][0][0], "")), "failed"] + ["–"] * (len(COLUMNS[kind]) - 2)
-    out = [fmt(row.get(key)) for key, _, fmt in COLUMNS[kind]]
+        return [str(row.get(columns[0][0], "")), "failed"] + ["–"] * (len(columns) - 2)
+    out = [fmt(value_at(row, key)) for key, _, fmt in columns]
     if row.get("default"):
         out[0] += " (default)"
     return out
 
 
-def to_markdown(kind: str, rows: Sequence[dict], title: str = "") -> str:
+def to_markdown(kind, rows: Sequence[dict], title: str = "") -> str:
     head = headers(kind)
     lines = ([f"## {title}", ""] if title else []) + [
         "| " + " | ".join(head) + " |",
@@ -73,18 +90,18 @@ def to_markdown(kind: str, rows: Sequence[dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(kind: str, rows: Sequence[dict]) -> str:
+def to_csv(kind, rows: Sequence[dict]) -> str:
     """Raw values (not display strings), one column per key, for spreadsheets."""
-    keys = [key for key, _, _ in COLUMNS[kind]] + ["error"]
+    keys = [key for key, _, _ in _columns(kind)] + ["error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in keys})
+        writer.writerow({k: ("" if value_at(row, k) is None else value_at(row, k)) for k in keys})
     return out.getvalue()
 
 
-def to_text(kind: str, rows: Sequence[dict]) -> str:
+def to_text(kind, rows: Sequence[dict]) -> str:
     """A plain aligned table for the terminal."""
     table = [headers(kind)] + [cells(kind, r) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]

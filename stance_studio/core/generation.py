@@ -14,8 +14,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from stance_studio.core.errors import Cancelled
+from stance_studio.core.errors import Cancelled, SettingsError, TextError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+
+
+MAX_NEW_TOKENS = 32768
+MAX_TEMPERATURE = 100.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,22 @@ class GenerationSettings:
     system_prompt: Optional[str] = None
     min_new_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse settings the decoder would fail on deep inside transformers."""
+        def bad(what: str) -> SettingsError:
+            return SettingsError(f"Generation setting {what}.")
+
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise bad(f"max new tokens must be from 1 to {MAX_NEW_TOKENS} (got {self.max_new_tokens})")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise bad(f"min new tokens must be from 0 to max new tokens (got {self.min_new_tokens})")
+        if not (math.isfinite(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE):
+            raise bad(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g} (got {self.temperature})")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise bad(f"top-p must be above 0 and at most 1 (got {self.top_p})")
+        if not 0 <= self.seed < 2**63:
+            raise bad(f"seed must be from 0 to 2^63-1 (got {self.seed})")
+
 
 @dataclass
 class Generation:
@@ -41,13 +61,39 @@ class Generation:
     new_ids: list[int]
 
 
+def check_text(text: str, what: str = "The prompt") -> str:
+    """``text`` if it is valid Unicode (no lone surrogates, which tokenizers reject
+    with an unrelated error), else a TextError saying where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextError(
+            f"{what} holds a character that is not valid Unicode ({text[exc.start]!r} at position {exc.start}); remove it."
+        ) from exc
+    return text
+
+
 def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[int]:
     """Token ids of ``prompt`` as a user turn (chat template when there is one)."""
+    check_text(prompt)
+    if system is not None:
+        check_text(system, "The system prompt")
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(ids["input_ids"])
     return list(tokenizer(prompt)["input_ids"])
+
+
+def check_length(base, prompt_tokens: int, settings: GenerationSettings) -> None:
+    """Refuse a prompt that, with the tokens to generate, is longer than the model's
+    position limit (past it some models fail inside torch, others run out of memory)."""
+    limit = getattr(getattr(base.model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0 and prompt_tokens + settings.max_new_tokens > limit:
+        raise TextError(
+            f"The prompt is {prompt_tokens} tokens long; with {settings.max_new_tokens} new tokens that is more than "
+            f"the model's context of {limit} tokens. Shorten the prompt or ask for fewer tokens."
+        )
 
 
 def _config(base, settings: GenerationSettings):
@@ -173,6 +219,7 @@ def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: Cancel
     """``rows`` copies of one prompt in one batch (rows differ through per-row deltas)."""
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
+    check_length(base, len(prompt_ids), settings)
     input_ids = torch.tensor([prompt_ids] * rows)
     out = base.model.generate(
         input_ids=input_ids,
@@ -203,6 +250,7 @@ def generate_many(
     cancel = ensure_flag(cancel)
     tok = base.tokenizer
     encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
+    check_length(base, max((len(ids) for ids in encoded), default=0), settings)
     results: list[Generation] = []
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for start in range(0, len(prompts), batch_size):

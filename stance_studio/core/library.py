@@ -2,6 +2,11 @@
 
 Listing reads only headers, so it stays fast; a file that cannot be opened is
 reported as a problem, never listed as a stance and never hides the others.
+
+A bare name always means the library's checkpoint; a file elsewhere is named by a
+path that looks like one (``./a``, a path with a separator, or the
+``.stance.safetensors`` suffix), so a file in the current folder never shadows a
+stance. ``base`` is reserved by the variant syntax and names no checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any, Optional
 from stance_studio.core.checkpoints import SUFFIX, StanceCheckpoint, load_checkpoint, read_header, save_checkpoint
 from stance_studio.core.errors import CheckpointError, LibraryError
 from stance_studio.core.paths import library_dir
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, ensure_writable_dir, os_reason, remove_stale_temporaries, storage_error
+from stance_studio.core.variants import RESERVED_NAMES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 
@@ -54,7 +61,23 @@ def validate_name(name: str) -> str:
             f"{name!r} is not a valid stance name: use letters, digits, spaces, '.', '_' or '-' "
             "(at most 100 characters, starting with a letter or digit)."
         )
+    if name.lower() in RESERVED_NAMES:
+        raise LibraryError(f"{name!r} is reserved (it means the unchanged base model in variant specs); choose another name.")
+    if name.lower().endswith(SUFFIX):
+        raise LibraryError(f"{name!r} ends in {SUFFIX!r} and would read as a file path; choose a name without it.")
     return name
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file rather than a library checkpoint: ``./a``, ``~/a``,
+    an absolute path, a path with a separator, or the checkpoint suffix."""
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return (
+        any(sep in text for sep in separators)
+        or text.startswith("~")
+        or Path(text).is_absolute()
+        or text.lower().endswith(SUFFIX)
+    )
 
 
 class Library:
@@ -62,35 +85,62 @@ class Library:
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
         self.folder = library_dir(folder)
+        self._cache: dict[Path, tuple[tuple, LibraryEntry | LibraryProblem]] = {}
+        remove_stale_temporaries(self.folder)  # what a killed save left behind
+
+    def check_writable(self) -> None:
+        """Raise a StorageError now if nothing can be saved here (read-only folder or
+        disk), so a long job fails before it starts rather than after it ends."""
+        ensure_writable_dir(self.folder, "stance library")
 
     def path_for(self, name: str) -> Path:
         return self.folder / f"{validate_name(name)}{SUFFIX}"
 
     def scan(self) -> tuple[list[LibraryEntry], list[LibraryProblem]]:
+        """Every checkpoint file as an entry or a problem. A file unchanged since the last
+        scan (same size, modification time and inode) is not read again, so rescanning a
+        large library after one change costs a directory listing."""
         entries: list[LibraryEntry] = []
         problems: list[LibraryProblem] = []
+        cache: dict[Path, tuple[tuple, LibraryEntry | LibraryProblem]] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             try:
-                header = read_header(path)
-            except CheckpointError as exc:
-                problems.append(LibraryProblem(path, str(exc)))
+                st = path.stat()
+                key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError as exc:  # removed or renamed meanwhile
+                problems.append(LibraryProblem(path, os_reason(exc)))
                 continue
-            name = path.name[: -len(SUFFIX)]
-            retention = header["metrics"].get("retention")
-            entries.append(
-                LibraryEntry(
-                    name=name,
-                    path=path,
-                    bytes=path.stat().st_size,
-                    base_model=str(header["base"].get("model", "?")),
-                    method=str(header["training"].get("method", "unknown")),
-                    retention=float(retention) if isinstance(retention, (int, float)) else None,
-                    created=header["created"],
-                    metadata=header,
-                    bits_per_weight=header.get("bits_per_weight"),
-                )
-            )
+            known = self._cache.get(path)
+            item = known[1] if known is not None and known[0] == key else self._read_entry(path, st.st_size)
+            cache[path] = (key, item)
+            (entries if isinstance(item, LibraryEntry) else problems).append(item)
+        self._cache = cache
         return entries, problems
+
+    @staticmethod
+    def _read_entry(path: Path, size: int) -> LibraryEntry | LibraryProblem:
+        name = path.name[: -len(SUFFIX)]
+        try:
+            if validate_name(name) != name:
+                raise LibraryError(f"{name!r} has spaces at its ends.")
+        except LibraryError as exc:
+            return LibraryProblem(path, f"the file name does not give a usable stance name: {exc}")
+        try:
+            header = read_header(path)
+        except CheckpointError as exc:
+            return LibraryProblem(path, str(exc))
+        retention = header["metrics"].get("retention")
+        return LibraryEntry(
+            name=name,
+            path=path,
+            bytes=size,
+            base_model=str(header["base"].get("model", "?")),
+            method=str(header["training"].get("method", "unknown")),
+            retention=float(retention) if isinstance(retention, (int, float)) else None,
+            created=header["created"],
+            metadata=header,
+            bits_per_weight=header.get("bits_per_weight"),
+        )
 
     def entries(self) -> list[LibraryEntry]:
         return self.scan()[0]
@@ -99,17 +149,23 @@ class Library:
         return [e.name for e in self.entries()]
 
     def resolve(self, name_or_path: str | os.PathLike) -> Path:
-        """A checkpoint by library name, or by path to a file anywhere."""
+        """A checkpoint by library name, or by a path that looks like one (see
+        :func:`looks_like_path`) to a file anywhere."""
         text = str(name_or_path)
-        candidate = Path(text).expanduser()
-        if candidate.is_file():
-            return candidate
-        if _NAME.match(text):
-            path = self.folder / f"{text}{SUFFIX}"
+        if isinstance(name_or_path, os.PathLike) or looks_like_path(text):
+            candidate = Path(text).expanduser().absolute()
+            if candidate.is_file():
+                return candidate
+            what = "is a folder" if candidate.is_dir() else "does not exist"
+            raise LibraryError(f"Checkpoint file {candidate} {what}.")
+        stripped = text.strip()
+        if _NAME.match(stripped) and stripped.lower() not in RESERVED_NAMES:
+            path = self.folder / f"{stripped}{SUFFIX}"
             if path.is_file():
                 return path
         known = ", ".join(self.names()) or "none"
-        raise LibraryError(f"No checkpoint named {text!r} in {self.folder} (known: {known}), and no such file.")
+        hint = f"; to use the file {text!r} in the current folder, write './{text}'" if Path(text).is_file() else ""
+        raise LibraryError(f"No checkpoint named {text!r} in {self.folder} (known: {known}){hint}.")
 
     def load(self, name_or_path: str | os.PathLike) -> StanceCheckpoint:
         ckpt = load_checkpoint(self.resolve(name_or_path))
@@ -130,14 +186,20 @@ class Library:
             raise LibraryError(f"A stance named {new_name!r} already exists; choose another name.")
         # The stance name inside the file is display metadata; the file name is
         # what the library uses, so a rename never rewrites the tensors.
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            raise storage_error(exc, f"rename {src.name} to", dst) from exc
         return dst
 
     def delete(self, name: str) -> None:
         path = self.resolve(name)
         if path.parent.resolve() != self.folder.resolve():
             raise LibraryError(f"{path} is not in the library folder {self.folder}; not deleting it.")
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise storage_error(exc, "delete", path) from exc
 
     def import_file(self, source: str | os.PathLike, name: Optional[str] = None) -> Path:
         """Copy a checkpoint file into the library after checking it opens."""
@@ -147,7 +209,11 @@ class Library:
         target = self.path_for(name or header["name"])
         if target.exists():
             raise LibraryError(f"A stance named {target.name[: -len(SUFFIX)]!r} already exists; rename it first.")
-        tmp = target.with_name(f".tmp-{target.name}.part")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        tmp = target.with_name(f"{TEMP_PREFIX}{target.name}{TEMP_SUFFIX}")
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(exc, "copy the checkpoint into", self.folder) from exc
         return target

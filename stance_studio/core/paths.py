@@ -11,6 +11,9 @@ from pathlib import Path
 
 import platformdirs
 
+from stance_studio.core.errors import StorageError
+from stance_studio.core.storage import os_reason
+
 APP_NAME = "stance-studio"
 
 
@@ -22,9 +25,7 @@ def library_dir(override: str | os.PathLike | None = None) -> Path:
         path = Path(os.environ["STANCE_STUDIO_LIBRARY"])
     else:
         path = Path(platformdirs.user_data_dir(APP_NAME)) / "library"
-    path = path.expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(path.expanduser(), "stance library", "--library DIR or STANCE_STUDIO_LIBRARY")
 
 
 def cache_dir() -> Path:
@@ -33,6 +34,15 @@ def cache_dir() -> Path:
         path = Path(os.environ["STANCE_STUDIO_CACHE"])
     else:
         path = Path(platformdirs.user_cache_dir(APP_NAME))
-    path = path.expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    return _folder(path.expanduser(), "model cache", "STANCE_STUDIO_CACHE")
+
+
+def _folder(path: Path, what: str, choose: str) -> Path:
+    """``path`` as an existing folder (created if missing), or a StorageError saying why not."""
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"The {what} {path} is a file, not a folder; choose a folder ({choose}).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"Cannot create the {what} folder {path}: {os_reason(exc)}; choose another ({choose}).") from exc
     return path

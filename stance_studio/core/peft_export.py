@@ -15,11 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from stance_studio.core.checkpoints import StanceCheckpoint, not_linear
 from stance_studio.core.deltas import LowRankDelta
-from stance_studio.core.errors import CheckpointError
+from stance_studio.core.errors import CheckpointError, StorageError
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 _PREFIX = "base_model.model."
 _EMBEDDING_NAMES = ("embed_tokens.", "embed_positions.", "word_embeddings.", "position_embeddings.", "wte.", "wpe.")
@@ -94,17 +96,52 @@ def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike, base=None) ->
         "use_dora": False,
         "use_rslora": False,
     }
-    outdir = Path(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-peft-", dir=outdir.parent))
     try:
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        if outdir.exists():
-            if not (outdir / "adapter_config.json").exists() and any(outdir.iterdir()):
-                raise CheckpointError(f"{outdir} exists and is not an adapter folder; choose an empty or new folder.")
-            shutil.rmtree(outdir)
-        os.replace(tmp, outdir)
+        return _write_adapter(Path(outdir).expanduser(), config, tensors)
+    except (OSError, SafetensorError) as exc:
+        raise storage_error(as_os_error(exc) or OSError(str(exc)), "write the PEFT adapter to", outdir) from exc
+
+
+def _write_adapter(outdir: Path, config: dict, tensors: dict) -> Path:
+    """A new folder appears whole (built beside it, then renamed); in an existing
+    adapter folder only the adapter's own files are replaced, each atomically, and
+    nothing else in the folder is touched."""
+    if outdir.exists() and not outdir.is_dir():
+        raise StorageError(f"{outdir} is a file; choose a folder (new, empty, or holding a PEFT adapter).")
+    if outdir.is_dir():
+        entries = [p.name for p in outdir.iterdir()]
+        if entries and "adapter_config.json" not in entries:
+            raise StorageError(
+                f"{outdir} is not empty and holds no PEFT adapter ({len(entries)} other files); "
+                "choose a new or empty folder."
+            )
+        for filename, write in _ADAPTER_FILES.items():
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=outdir)
+            os.close(fd)
+            try:
+                write(Path(tmp), config, tensors)
+                os.replace(tmp, outdir / filename)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        return outdir
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-peft-", dir=outdir.parent))
+    try:
+        for filename, write in _ADAPTER_FILES.items():
+            write(tmp_dir / filename, config, tensors)
+        os.rename(tmp_dir, outdir)  # fails rather than replace a folder that appeared meanwhile
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return outdir
+
+
+def _write_config(path: Path, config: dict, tensors: dict) -> None:
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _write_weights(path: Path, config: dict, tensors: dict) -> None:
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+# the weights go first: a config naming new weights never sits beside old ones
+_ADAPTER_FILES = {"adapter_model.safetensors": _write_weights, "adapter_config.json": _write_config}

@@ -51,6 +51,7 @@ def build_stance(
     target = library.path_for(name)
     if target.exists() and not overwrite:
         raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
+    library.check_writable()  # a read-only library fails now, not after the training
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -30,6 +31,22 @@ class Variant:
 
 
 BASE = Variant("base")
+RESERVED_NAMES = frozenset({"base"})  # words the spec syntax gives a meaning; no checkpoint takes them
+MAX_WEIGHT = 100.0  # |α| beyond this only breaks the model (and overflows float16 weights)
+
+
+def check_weight(alpha, name: str = "a stance") -> float:
+    """``alpha`` as a float if it is a finite blend weight with |α| ≤ MAX_WEIGHT."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise VariantSpecError(f"The weight of {name} must be a number, not {alpha!r}.") from exc
+    if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
+        raise VariantSpecError(
+            f"The weight of {name} is {alpha!r}; blend weights must be finite numbers from "
+            f"{-MAX_WEIGHT:g} to {MAX_WEIGHT:g}."
+        )
+    return value
 
 
 def parse_variant(spec: str) -> Variant:
@@ -50,10 +67,12 @@ def parse_variant(spec: str) -> Variant:
         name, alpha = match.group(1), match.group(2)
         if name in weights:
             raise VariantSpecError(f"Stance {name!r} appears twice in variant spec {spec!r}.")
-        weights[name] = float(alpha) if alpha is not None else 1.0
+        if name.lower() in RESERVED_NAMES:
+            raise VariantSpecError(f"{name!r} is the unchanged model and takes no weight; write 'base' alone.")
+        weights[name] = check_weight(alpha, repr(name)) if alpha is not None else 1.0
     return Variant(label=text, weights=tuple(weights.items()))
 
 
 def resolve_variant(variant: Variant, library) -> list:
     """The ``(StanceCheckpoint, alpha)`` pairs a variant names, loaded from ``library``."""
-    return [(library.load(name), alpha) for name, alpha in variant.weights]
+    return [(library.load(name), check_weight(alpha, repr(name))) for name, alpha in variant.weights]

@@ -6,6 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from stance_studio.core.errors import StanceStudioError
+from stance_studio.core.failures import describe
 
 
 def create_window(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
@@ -25,8 +26,8 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
     theme.apply_theme(QApplication.instance(), settings.get("ui/theme"))
     try:
         session = Session(settings, library_folder=library)
-    except (StanceStudioError, OSError) as exc:
-        raise StanceStudioError(f"Cannot open the stance library: {exc}") from exc
+    except OSError as exc:
+        raise StanceStudioError(f"Cannot open the stance library: {describe(exc)}") from exc
     window = MainWindow(session)
     window.resize(1440, 900)
     window.restore_layout()
@@ -36,6 +37,19 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
             window.model_panel.set_spec(spec)
         session.load_model(spec)
     return window
+
+
+def create_window_or_explain(model_spec: Optional[str] = None, library: Optional[str] = None, load: bool = True):
+    """:func:`create_window`, and when it cannot be made (e.g. the library folder is a
+    file), the reason in a dialog as well as on the console, where a desktop user
+    would never look."""
+    try:
+        return create_window(model_spec, library, load)
+    except StanceStudioError as exc:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Cannot start Stance Studio", str(exc))
+        raise
 
 
 def collect_garbage_in_gui_thread(app) -> None:
@@ -66,6 +80,6 @@ def run(model_spec: Optional[str] = None, library: Optional[str] = None, argv: O
     except StanceStudioError:
         pass
     collect_garbage_in_gui_thread(app)
-    window = create_window(model_spec, library)
+    window = create_window_or_explain(model_spec, library)
     window.show()
     return app.exec()

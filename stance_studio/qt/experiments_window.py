@@ -1,7 +1,8 @@
 """The research report's comparisons in one window, measured on the loaded model:
-training methods side by side (the report's table), and extraction policies on one
-tuned stance (size against retention). The job runs on the model worker; each row
-appears as soon as it is measured, and the table exports as Markdown, CSV or JSON."""
+training methods side by side (the report's table), extraction policies on one
+tuned stance (size against retention), and dose–response sweeps (a tab of its
+own). The job runs on the model worker; each row appears as soon as it is
+measured, and the table exports as Markdown, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -38,6 +40,7 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
+from stance_studio.qt.dose_response import DoseResponseView
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
@@ -131,17 +134,28 @@ class ExperimentsWindow(QDialog):
         bottom.addWidget(self.copy_button)
         bottom.addWidget(self.export_button)
 
-        layout = QVBoxLayout(self)
+        self.comparisons = QWidget()
+        layout = QVBoxLayout(self.comparisons)
         layout.addLayout(form)
         layout.addWidget(self.note)
         layout.addLayout(controls)
         layout.addWidget(self.splitter, 1)
         layout.addLayout(bottom)
+        self.dose = DoseResponseView(session)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.comparisons, "Methods and policies")
+        self.tabs.addTab(self.dose, "Dose–response")
+        QVBoxLayout(self).addWidget(self.tabs)
         self.set_experiment("methods")
 
     # Set-up ---------------------------------------------------------------------------
 
     def set_experiment(self, kind: str) -> None:
+        """Show ``kind``: ``methods``, ``policies`` or ``dose`` (the dose–response tab)."""
+        if kind == "dose":
+            self.tabs.setCurrentWidget(self.dose)
+            return
+        self.tabs.setCurrentWidget(self.comparisons)
         self.experiment_box.setCurrentIndex(list(EXPERIMENTS).index(kind))
         self._on_experiment_changed()
 
@@ -349,10 +363,12 @@ class ExperimentsWindow(QDialog):
         self.status.setText(f"Exported to {path}")
 
     def closeEvent(self, event) -> None:
-        if self.job is not None and self.job.is_active:
+        running = [job for job in (self.job, self.dose.job) if job is not None and job.is_active]
+        if running:
             answer = QMessageBox.question(self, "Experiments", "The experiment is still running. Cancel it?")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-            self.job.cancel()
+            for job in running:
+                job.cancel()
         super().closeEvent(event)

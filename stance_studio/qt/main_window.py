@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
         stance.addSeparator()
         self._action(stance, "Compare training &methods…", lambda: self.open_experiments("methods"), "Ctrl+Shift+M")
         self._action(stance, "Compare extraction &policies…", lambda: self.open_experiments("policies"), "Ctrl+Shift+P")
+        self._action(stance, "&Dose–response sweep…", lambda: self.open_experiments("dose"), "Ctrl+Shift+D")
         stance.addSeparator()
         self._action(stance, "&Reset blend to base", self.blend_panel.reset, "Ctrl+0")
         self._action(stance, "&Save blend…", self.blend_panel.save_dialog, "Ctrl+S")
@@ -175,12 +176,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Trained {name}; it is in the library and the blend panel.", 8000)
 
     def open_experiments(self, kind: str = "methods") -> None:
-        """The report's comparisons (training methods, extraction policies), measured."""
+        """The report's comparisons (training methods, extraction policies) and
+        dose–response sweeps (``kind`` ``dose``), measured."""
         from stance_studio.qt.experiments_window import ExperimentsWindow
 
         if self._experiments is None:
             self._experiments = ExperimentsWindow(self.session, self)
-        if self._experiments.job is None or not self._experiments.job.is_active:
+        if kind == "dose" or self._experiments.job is None or not self._experiments.job.is_active:
             self._experiments.set_experiment(kind)
         self._experiments.show()
         self._experiments.raise_()

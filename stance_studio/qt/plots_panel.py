@@ -1,5 +1,6 @@
-"""The plots dock: per-layer weight changes, training loss curves, and size against
-retention for every stance in the library. It follows the library selection."""
+"""The plots dock: per-layer weight changes, training loss curves, size against
+retention for every stance in the library, and the interference of two stances.
+It follows the library selection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from stance_studio.qt import theme
+from stance_studio.qt.interference_view import InterferenceView
 from stance_studio.qt.layer_plot import LayerChangeView
 from stance_studio.qt.plots import LossPlot, export_plot
 from stance_studio.qt.session import Session
@@ -120,9 +122,11 @@ class PlotsPanel(QTabWidget):
         self.layers = LayerChangeView(session)
         self.loss = LossView(session)
         self.retention = RetentionView(session)
+        self.interference = InterferenceView(session)
         self.addTab(self.layers, "Layer changes")
         self.addTab(self.loss, "Training loss")
         self.addTab(self.retention, "Size vs retention")
+        self.addTab(self.interference, "Interference")
 
     @Slot(str)
     def show_changes(self, name: str) -> None:
@@ -131,9 +135,11 @@ class PlotsPanel(QTabWidget):
 
     @Slot(list)
     def show_stances(self, names: list) -> None:
-        """Follow the library selection: its loss curve and layer changes."""
+        """Follow the library selection: its loss curve, layer changes and, for two
+        stances, their interference."""
         self.loss.show_stances(names)
         self.layers.show_stances(names)
+        self.interference.show_stances(names)
 
     def restyle(self) -> None:
         """Redraw the contents that take colours from the theme (theme.apply_theme
@@ -141,3 +147,4 @@ class PlotsPanel(QTabWidget):
         self.layers.restyle()
         self.loss.plot.restyle()
         self.retention.refresh()
+        self.interference.restyle()

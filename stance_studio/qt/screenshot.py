@@ -3,6 +3,8 @@
     python -m stance_studio.qt.screenshot OUTDIR [--model bundled|tiny|PATH] [--library DIR]
                                           [--theme light|dark] [--size 1600x1000]
                                           [--sweep "POLICY POLICY ..." [--sweep-steps N]]
+                                          [--dose SPEC [--dose-second NAME] [--dose-alpha LO:HI:STEP]
+                                           [--dose-probes N] [--dose-tokens N]]
 
 Saves ``main-window.png`` and one PNG per panel and dialog. Run it under Xvfb (or
 with ``QT_QPA_PLATFORM=offscreen``). Settings go to a temporary file, so the user's
@@ -54,6 +56,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", default=None, metavar="POLICIES",
                         help="also run the extraction-policy experiment with these policies (space-separated)")
     parser.add_argument("--sweep-steps", type=int, default=0, help="training steps of that experiment (0: default)")
+    parser.add_argument("--dose", default=None, metavar="SPEC",
+                        help="also run a dose–response sweep of this stance or blend and save its tab")
+    parser.add_argument("--dose-second", default=None, metavar="NAME", help="a second stance: sweep the (α, β) grid")
+    parser.add_argument("--dose-alpha", default=None, metavar="LO:HI:STEP", help="the sweep's weights")
+    parser.add_argument("--dose-probes", type=int, default=0, help="the first N probe prompts (0: all)")
+    parser.add_argument("--dose-tokens", type=int, default=0, help="tokens per answer (0: the default)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +143,8 @@ def main(argv=None) -> int:
         if job is not None:
             _wait(app, lambda: not job.is_active, 3600, "the policy experiment")
     _grab(app, experiments, out / "dialog-experiments.png")
+    if args.dose:
+        _dose_response(app, experiments, args, out)
     experiments.hide()
 
     try:
@@ -155,6 +165,33 @@ def main(argv=None) -> int:
     editor.close()
     window.close()
     return 1 if warnings else 0
+
+
+def _dose_response(app, experiments, args, out: Path) -> None:
+    """Run the dose–response tab as asked and save it with its table as Markdown (and
+    the plots panel's interference tab when a second stance is named)."""
+    experiments.set_experiment("dose")
+    view = experiments.dose
+    view.direction.setEditText(args.dose)
+    if args.dose_second:
+        view.second.setCurrentText(args.dose_second)
+    if args.dose_alpha:
+        view.alphas.setText(args.dose_alpha)
+    view.probe_count.setValue(args.dose_probes)
+    if args.dose_tokens:
+        view.max_tokens.setValue(args.dose_tokens)
+    job = view.run()
+    if job is not None:
+        _wait(app, lambda: not job.is_active, 3600, "the dose–response sweep")
+    stem = "dose-grid" if args.dose_second else "dose-response"
+    _grab(app, experiments, out / f"dialog-{stem}.png")
+    view.export(str(out / f"{stem}.md"))  # the measured table behind the picture
+    window = experiments.parent()
+    if args.dose_second and window is not None:
+        window.plots.show_stances([args.dose, args.dose_second])
+        window.plots.setCurrentWidget(window.plots.interference)
+        _wait(app, lambda: window.plots.interference.result is not None, 600, "the interference measurement")
+        _grab(app, window.plots, out / "plot-interference.png")
 
 
 if __name__ == "__main__":

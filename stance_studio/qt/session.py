@@ -53,16 +53,18 @@ class Session(QObject):
                  runner: Optional[JobRunner] = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        env_folder = os.environ.get(LIBRARY_ENV, "")
+        # Set when the environment variable decides the folder (the GUI may not change it).
+        self.library_env = env_folder if env_folder and not library_folder else ""
+        # Opened before any worker thread starts: a folder that cannot be used fails
+        # here cleanly, with no running thread left to abort the process.
+        self.library = Library(library_folder or env_folder or settings.get("library/folder") or None)
         self.runner = runner or JobRunner(threads=settings.get("worker/threads"), parent=self)
         # Work that never touches the model (reading files, SVDs of a delta) runs
         # here, so it need not wait for a long training run.
         self.side_runner = JobRunner(threads=None, parent=self)
         self.base = None
         self.blender: Optional[Blender] = None
-        env_folder = os.environ.get(LIBRARY_ENV, "")
-        # Set when the environment variable decides the folder (the GUI may not change it).
-        self.library_env = env_folder if env_folder and not library_folder else ""
-        self.library = Library(library_folder or env_folder or settings.get("library/folder") or None)
         self.entries: list[LibraryEntry] = []
         self.problems: list[LibraryProblem] = []
         self._compat: dict[str, tuple[bool, str]] = {}

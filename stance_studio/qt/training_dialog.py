@@ -32,7 +32,7 @@ from stance_studio.qt.dataset_picker import DatasetPicker
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
 from stance_studio.qt.plots import LossPlot
 from stance_studio.qt.session import Session
-from stance_studio.qt.training_job import check_policy, make_config, submit_training
+from stance_studio.qt.training_job import check_name, check_policy, make_config, submit_training
 from stance_studio.qt.workers import Job
 
 METHODS = {
@@ -200,6 +200,8 @@ class TrainingDialog(QDialog):
         name = self.name_edit.text().strip()
         if not name:
             return "Give the stance a name."
+        if check_name(name):
+            return check_name(name)
         if self.session.entry(name) is not None:
             return f"A stance named {name!r} already exists; choose another name."
         try:

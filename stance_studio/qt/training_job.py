@@ -39,6 +39,18 @@ def check_policy(text: str) -> Optional[str]:
     return None
 
 
+def check_name(name: str) -> Optional[str]:
+    """None if ``name`` can name a stance in the library, else the reason it cannot."""
+    from stance_studio.core.errors import LibraryError
+    from stance_studio.core.library import validate_name
+
+    try:
+        validate_name(name)
+    except LibraryError as exc:
+        return str(exc)
+    return None
+
+
 def builtin_datasets() -> dict[str, Path]:
     from stance_studio.core import datasets
 

@@ -29,7 +29,8 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from stance_studio.core.errors import Cancelled, OutOfMemoryError, StanceStudioError
+from stance_studio.core.errors import Cancelled
+from stance_studio.core.failures import as_user_error, describe
 from stance_studio.core.jobs import CancelFlag, Progress
 
 PROGRESS_INTERVAL = 0.08
@@ -38,16 +39,9 @@ _ids = itertools.count(1)
 
 
 def describe_error(exc: BaseException) -> str:
-    """The message shown to the user for ``exc`` (never a traceback)."""
-    if isinstance(exc, StanceStudioError):
-        return str(exc) or type(exc).__name__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
-        return str(OutOfMemoryError(
-            "The machine ran out of memory for this job. Close other programs, use a smaller "
-            "model, fewer tokens, or the LoRA method." + (f" ({text})" if text else "")
-        ))
-    return f"Unexpected error ({type(exc).__name__}: {text}). This is a bug in Stance Studio; details are on the console."
+    """The message shown to the user for ``exc`` (never a traceback); the same words as
+    the command line's."""
+    return describe(exc)
 
 
 @dataclass
@@ -164,7 +158,7 @@ class _Executor(QObject):
             self.task_cancelled.emit(task.id)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
             self._flush(task, buffer)
-            if not isinstance(exc, (StanceStudioError, MemoryError)):
+            if as_user_error(exc) is None:
                 traceback.print_exception(exc, file=sys.stderr)
             self.task_failed.emit(task.id, describe_error(exc))
         else:

@@ -28,7 +28,8 @@ def test_screenshot_script_saves_the_main_window(tiny, tmp_path):
     out = tmp_path / "shots"
     command = [sys.executable, "-m", "stance_studio.qt.screenshot", str(out), "--model", "tiny",
                "--library", str(library), "--size", "1280x800", "--max-new-tokens", "6",
-               "--sweep", "all rank:1", "--sweep-steps", "2"]
+               "--sweep", "all rank:1", "--sweep-steps", "2",
+               "--dose", "curious", "--dose-alpha=-1,0,1", "--dose-probes", "1", "--dose-tokens", "2"]
     env = dict(os.environ, STANCE_STUDIO_CACHE=str(tmp_path / "cache"))
     if shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", *command]
@@ -41,5 +42,5 @@ def test_screenshot_script_saves_the_main_window(tiny, tmp_path):
     assert (shot.width(), shot.height()) == (1280, 800)
     assert _distinct_colours(shot) > 20, "the main window screenshot is blank"
     for name in ("panel-library.png", "panel-blend.png", "panel-compare.png", "dialog-training.png",
-                 "dialog-experiments.png"):
+                 "dialog-experiments.png", "dialog-dose-response.png"):
         assert not QImage(str(out / name)).isNull(), f"{name} was not saved"
