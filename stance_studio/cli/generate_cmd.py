@@ -1,4 +1,5 @@
-"""``generate``: one prompt, side by side across base, stances and blends."""
+"""``generate``: one prompt, side by side across base, stances and blends, each
+column measured against the base (the GUI's side-by-side job, :mod:`core.compare`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def register(sub) -> None:
 def cmd_generate(args) -> int:
     from stance_studio.core.blend import Blender
     from stance_studio.core.checkpoints import compatibility
+    from stance_studio.core.compare import VariantColumn, compare
     from stance_studio.core.errors import CheckpointError, StanceStudioError
-    from stance_studio.core.generation import GenerationSettings, side_by_side
+    from stance_studio.core.generation import GenerationSettings
     from stance_studio.core.variants import parse_variant, resolve_variant
 
     if args.max_new_tokens < 1:
@@ -63,10 +65,11 @@ def cmd_generate(args) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
-    blender = Blender(base)
-    results = side_by_side(base, blender, resolved, args.prompt, settings, progress=progress_bar("generate"),
-                           cancel=cancel, allow_mismatch=args.allow_mismatch)
-    columns = [{"variant": v.label, "text": g.text} for v, g in zip(variants, results)]  # as the user typed it
+    columns = [VariantColumn(v.label, v.spec, blend) for v, blend in zip(variants, resolved)]  # as typed
+    bar = progress_bar("generate")
+    result = compare(base, Blender(base), columns, args.prompt, settings, cancel=cancel,
+                     progress=lambda p: None if p.partial is not None else bar(p), allow_mismatch=args.allow_mismatch)
+    columns = [c.as_json() for c in result.columns]
     doc = {"prompt": args.prompt, "model": base.model_id, "settings": settings.__dict__, "columns": columns}
     emit(args, doc, render_columns(columns))
     return 0

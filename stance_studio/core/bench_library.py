@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 import torch
 from safetensors import safe_open
 
+from stance_studio.core.bench_figures import figure, median_seconds
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
 LIBRARY_SIZE = 500
@@ -64,7 +65,6 @@ def _bare_headers(folder: Path) -> int:
 def bench_library_scan(model_spec=None, repeats: int = 5, progress: ProgressCallback = no_progress,
                        cancel: Optional[CancelFlag] = None) -> dict:
     """Listing a library of 500 checkpoints, cold, against parsing their bare headers."""
-    from stance_studio.core.bench import figure, median_seconds
     from stance_studio.core.library import Library
 
     progress(Progress("bench", 0, 2, f"library scan: writing {LIBRARY_SIZE} checkpoints"))
@@ -83,7 +83,6 @@ def bench_library_rescan(model_spec=None, repeats: int = 5, progress: ProgressCa
                          cancel: Optional[CancelFlag] = None) -> dict:
     """Rescanning the 500-checkpoint library after one checkpoint was added (the GUI's
     refresh), against a cold scan: unchanged files are not read again."""
-    from stance_studio.core.bench import figure, median_seconds
     from stance_studio.core.library import Library
 
     cancel = ensure_flag(cancel)

@@ -8,7 +8,6 @@ Memory is each loop's peak resident set size in a fresh child process
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -20,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from stance_studio.core.bench_figures import figure
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.runtime import base_copy
 
 DATASET = "curious-uncertainty"
 BATCH = 4
@@ -54,7 +55,7 @@ def _trainer(base, data, steps: int, cancel: CancelFlag) -> list[float]:
             ends.append(time.perf_counter())
             control.should_training_stop = cancel.is_set()
 
-    model = copy.deepcopy(base.model)
+    model = base_copy(base.model)  # the true base, whatever blend is shown
     for p in model.parameters():
         p.requires_grad_(True)
     examples = data.examples
@@ -82,7 +83,6 @@ LOOPS = {"ours": _ours, "trainer": _trainer}
 def bench_training_step(model_spec=None, repeats: int = 3, progress: ProgressCallback = no_progress,
                         cancel: Optional[CancelFlag] = None, steps: int = 6) -> dict:
     """Median step time of full fine-tuning against a plain ``Trainer`` loop."""
-    from stance_studio.core.bench import figure
     from stance_studio.core.datasets import load_dataset, model_context
     from stance_studio.core.models import load_base
 
@@ -108,7 +108,6 @@ def bench_training_memory(model_spec=None, repeats: int = 3, progress: ProgressC
     """Peak resident memory of a full fine-tuning process against the same process
     running the ``Trainer`` loop; ``added_bytes`` is what training adds to the
     loaded model."""
-    from stance_studio.core.bench import figure
 
     cancel = ensure_flag(cancel)
     runs = max(1, repeats // 3)

@@ -22,7 +22,8 @@ import torch
 from stance_studio.core.deltas import Delta, LowRankDelta
 from stance_studio.core.jobs import Progress
 from stance_studio.core.packing import pack_dense, pack_lowrank, pack_sparse, quantize_rows, dequantize_rows, unpack
-from stance_studio.core.spectral import factors, from_svd
+from stance_studio.core.deltas import factors_from_svd as from_svd
+from stance_studio.core.deltas import svd_factors as factors
 
 FLOAT = 0  # a direction kept in the policy's float dtype
 SCALE_BYTES = 4  # scales are stored in float32

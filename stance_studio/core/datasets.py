@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.errors import DatasetError
 from stance_studio.core.generation import encode_prompt
 from stance_studio.core.resources import resource, resources_dir
@@ -225,21 +226,51 @@ def _context_length(tokenizer) -> Optional[int]:
 
 
 def load_probes(path: str | os.PathLike | None = None) -> list[str]:
-    """Neutral probe prompts, one per line (``#`` lines are comments)."""
-    path = Path(path) if path else resource("probes", "neutral.txt")
+    """Neutral probe prompts (the shipped categorised set by default)."""
+    return [prompt for prompt, _ in read_probe_file(path)]
+
+
+UNCATEGORISED = "uncategorised"
+
+
+def read_probe_file(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """(prompt, category) pairs of a probe file: JSONL ``{"prompt", "category"}``
+    (``resources/probes/neutral.jsonl`` by default), or plain text with one prompt per
+    line (``#`` lines are comments; category ``uncategorised``)."""
+    path = Path(path) if path else resource("probes", "neutral.jsonl")
     if not path.is_file():
         raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
     try:
         text = read_limited(path, "Probe file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"Probe file {path} is not UTF-8 text ({exc}).") from exc
+    entries: list[tuple[str, str]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         _check_line_length(path, lineno, line)
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line).")
-    return prompts
+        line = line.strip()
+        if not line:
+            continue
+        if path.suffix == ".jsonl":
+            entries.append(_probe_line(line, path, lineno))
+        elif not line.startswith("#"):
+            entries.append((line, UNCATEGORISED))
+    if not entries:
+        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line, or JSONL with \"prompt\").")
+    return entries
+
+
+def _probe_line(line: str, path: Path, lineno: int) -> tuple[str, str]:
+    where = f"{path}, line {lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where}: not valid JSON ({exc.msg}).") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+        raise DatasetError(f"{where}: each line needs a non-empty string \"prompt\" (and optionally \"category\").")
+    category = obj.get("category", UNCATEGORISED)
+    if not isinstance(category, str) or not category.strip():
+        raise DatasetError(f"{where}: \"category\" must be a non-empty string.")
+    return obj["prompt"].strip(), category.strip()
 
 
 def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:
@@ -255,9 +286,7 @@ def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:
 def collate(tokenizer, examples: list[Example]) -> dict[str, torch.Tensor]:
     """A right-padded batch with attention mask and masked labels."""
     encoded = [encode_example(tokenizer, ex) for ex in examples]
-    width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in encoded])
-    labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in encoded])
-    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in encoded])
+    input_ids, mask = pad_batch([ids for ids, _ in encoded], pad)
+    labels, _ = pad_batch([lab for _, lab in encoded], IGNORE)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

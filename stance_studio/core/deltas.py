@@ -116,13 +116,35 @@ def dense_deltas(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Ten
     return out
 
 
+def svd_factors(delta: Delta, scale: Optional[torch.Tensor] = None):
+    """U, S and Vh with delta = U diag(S) Vh (cheap for factors already low rank).
+
+    With an input-channel ``scale`` the SVD is of delta·diag(scale) and Vh is
+    unscaled afterwards, so truncations keep what matters for the outputs.
+    """
+    if isinstance(delta, LowRankDelta):
+        A = delta.A.float() if scale is None else delta.A.float() * scale
+        Qb, Rb = torch.linalg.qr(delta.B.float())
+        Qa, Ra = torch.linalg.qr(A.T)
+        u, s, vh = torch.linalg.svd(Rb @ Ra.T)
+        U, Vh = Qb @ u, vh @ Qa.T
+    else:
+        M = delta.tensor.float() if scale is None else delta.tensor.float() * scale
+        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+    if scale is not None:
+        Vh = Vh / scale
+    return U, s, Vh
+
+
+def factors_from_svd(U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor, rank: int) -> LowRankDelta:
+    """The rank-``rank`` truncation as factors B = U√S, A = √S·Vh."""
+    root = s[:rank].sqrt()
+    return LowRankDelta(A=(root[:, None] * Vh[:rank]).contiguous(), B=(U[:, :rank] * root).contiguous())
+
+
 def truncate_rank(delta: torch.Tensor, rank: int) -> LowRankDelta:
     """Best rank-``rank`` approximation of a 2-D delta (truncated SVD), as factors."""
     if delta.dim() != 2:
         raise ValueError("only 2-D deltas can be factorised")
-    U, S, Vh = torch.linalg.svd(delta.float(), full_matrices=False)
-    r = max(1, min(rank, S.numel()))
-    root = S[:r].sqrt()
-    B = (U[:, :r] * root).contiguous()
-    A = (root[:, None] * Vh[:r]).contiguous()
-    return LowRankDelta(A=A, B=B)
+    U, S, Vh = svd_factors(DenseDelta(delta))
+    return factors_from_svd(U, S, Vh, max(1, min(rank, S.numel())))

@@ -17,13 +17,16 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
+from stance_studio.core.capability import DEFAULT_TOKENS
 from stance_studio.core.datasets import encode_example, load_probes
+from stance_studio.core.holdout import split_dataset
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import PolicyError, TrainingDivergedError
 from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import evaluate, retention_probe
 from stance_studio.core.pipeline import validated_dataset
+from stance_studio.core.stance_reference import reference_from_dataset
 from stance_studio.core.training import TrainConfig, train
 
 # The candidates of the README's policy table: the report's Path 2 (top:2), more
@@ -68,54 +71,82 @@ def compare_methods(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     blender: Optional[Blender] = None,
+    holdout: float = TrainConfig.holdout,
+    base_generations=None,
+    capability_tokens: int = DEFAULT_TOKENS,
 ) -> list[dict]:
     """Train every method on one dataset and measure each fully tuned delta: the
     report's comparison table. The first row is the base model itself. ``steps`` and
     ``lr``, when given, replace every method's own.
 
-    ``blender``: the one that owns ``base``'s weights, if any; any blend in force is
-    set aside while measuring and put back afterwards."""
+    Every method trains on the same seeded split (``holdout`` kept out); stance rate
+    and stance fit score against the dataset itself, stance fit on its held-out part.
+    ``base_generations``: base's answers to ``probes``, when already known;
+    ``capability_tokens``: the capability text's budget (0 = skip).
+
+    ``blender``: a view of ``base``'s stance runtime; the blend it shows is left
+    as it is (training starts from the true base, metrics use per-row weights)."""
     cancel = ensure_flag(cancel)
     data = validated_dataset(base, dataset)
+    split = split_dataset(data, holdout, seed)
+    stance = reference_from_dataset(data, split.held_out_prompts or None)
     probes = list(probes) if probes is not None else load_probes()
     methods = list(methods) if methods is not None else report_methods(base.num_layers)
     total = len(methods) + 1
     blender = blender or Blender(base)
     rows: list[dict] = []
-    with blender.restoring():
-        blender.reset()
-        progress(Progress("compare", 0, total, "Generating base answers"))
-        base_metrics = evaluate(base, blender, [], probes, cancel=cancel,
-                                progress=_labelled(progress, "base"))
-        row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
-               **_metric_fields(base_metrics)}
+    progress(Progress("compare", 0, total, "Generating base answers"))
+    base_metrics = evaluate(base, blender, [], probes, cancel=cancel, stance=stance,
+                            capability_tokens=capability_tokens,
+                            base_generations=base_generations, progress=_labelled(progress, "base"))
+    row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
+           **metric_fields(base_metrics)}
+    rows.append(row)
+    progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
+    for i, (label, config) in enumerate(methods, start=1):
+        cancel.raise_if_set("comparison")
+        config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
+                         **({"lr": lr} if lr else {}))
+        row = {"method": label, "config": config.as_json()}
+        try:
+            result = train(base, split.train, config, progress=_labelled(progress, label), cancel=cancel)
+        except TrainingDivergedError as exc:
+            row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
+                       stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
+        else:
+            metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel, stance=stance,
+                               capability_tokens=capability_tokens,
+                               base_generations=base_metrics.generations, progress=_labelled(progress, label))
+            row.update(trainable_params=result.trainable_params, seconds=result.seconds,
+                       nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
+                       final_loss=result.final_loss, **metric_fields(metrics))
         rows.append(row)
-        progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
-        for i, (label, config) in enumerate(methods, start=1):
-            cancel.raise_if_set("comparison")
-            config = replace(config, seed=seed, **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
-            row = {"method": label, "config": config.as_json()}
-            try:
-                result = train(base, data, config, progress=_labelled(progress, label), cancel=cancel)
-            except TrainingDivergedError as exc:
-                row.update(trainable_params=None, seconds=None, nonfinite_steps=None, bytes=None,
-                           stance_score=None, kl_to_base=None, identical_fraction=None, error=str(exc))
-            else:
-                metrics = evaluate(base, blender, [(result.deltas, 1.0)], probes, cancel=cancel,
-                                   base_generations=base_metrics.generations, progress=_labelled(progress, label))
-                row.update(trainable_params=result.trainable_params, seconds=result.seconds,
-                           nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
-                           final_loss=result.final_loss, **_metric_fields(metrics))
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
-        return rows
+        progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
+    return rows
 
 
-def _metric_fields(m) -> dict:
-    return {"stance_score": m.stance_score, "hedges_per_100w": m.hedges_per_100w,
-            "boosters_per_100w": m.boosters_per_100w, "kl_to_base": m.kl_to_base,
-            "identical_fraction": m.identical_fraction,
-            "sample": m.generations[0].text if m.generations else ""}
+# The figures of a variant that experiment tables show (with their intervals).
+METRIC_KEYS = ("stance_rate", "stance_fit_nats", "stance_score", "hedges_per_100w", "boosters_per_100w",
+               "kl_to_base", "identical_fraction", "capability_change")
+
+
+def metric_fields(m) -> dict:
+    """A :class:`~stance_studio.core.metrics.VariantMetrics` as flat row fields."""
+    doc = m.as_json()
+    out = {key: doc.get(key) for key in METRIC_KEYS if key in doc}
+    for key in list(out):  # each figure's interval as <key>_ci95 (stance fit's is stance_fit_ci95 in evaluate)
+        ci = doc.get("stance_fit_ci95") if key == "stance_fit_nats" else doc.get(f"{key}_ci95")
+        if ci is not None:
+            out[f"{key}_ci95"] = ci
+    out["stance_rate_reliable"] = doc.get("stance_rate_reliable")
+    out["classifier_accuracy"] = doc.get("classifier_accuracy")
+    capability = doc.get("capability")
+    if capability:
+        out["capability_change"] = capability["change"]
+        out["capability_change_ci95"] = capability["change_ci95"]
+        out["perplexity"] = capability["perplexity"]
+    out["sample"] = m.generations[0].text if m.generations else ""
+    return out
 
 
 def parse_policies(texts: Sequence[str]) -> list[str]:
@@ -154,16 +185,15 @@ def compare_policies(
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
     base_bytes = base.parameter_bytes()
-    with blender.restoring():
-        blender.reset()
-        result = train(base, data, config, progress=_labelled(progress, "training"), cancel=cancel)
-        calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
-        measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender)
-        training = {"dataset": data.name, "method": config.method, "steps": result.steps,
-                    "seconds": result.seconds, "final_loss": result.final_loss,
-                    "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
-                    "ll_base": measured["ll_base"], "ll_tuned": measured["ll_tuned"]}
-        return {"training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
+    split = split_dataset(data, config.holdout, config.seed)
+    result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel)
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
+    measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender)
+    training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                "seconds": result.seconds, "final_loss": result.final_loss,
+                "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                "ll_base": measured["ll_base"], "ll_tuned": measured["ll_tuned"]}
+    return {"training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
 
 
 def measure_policies(
@@ -183,27 +213,25 @@ def measure_policies(
     blender = blender or Blender(base)
     base_bytes = base.parameter_bytes()
     total = len(policies) + 1
-    with blender.restoring():
-        blender.reset()
-        progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-        probe = retention_probe(base, blender, deltas, probes, cancel=cancel)
-        progress(Progress("compare", 1, total, "Measured the tuned model"))
-        rows: list[dict] = []
-        cache: dict = {}
-        for i, text in enumerate(policies, start=1):
-            cancel.raise_if_set("comparison")
-            try:
-                kept, info = extract(deltas, base, text, cancel=cancel, calibration=calibration, cache=cache)
-            except PolicyError as exc:  # e.g. a byte budget too small for this model
-                row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
-                       "bits_per_weight": None, "retention": None, "default": text == DEFAULT_POLICY,
-                       "error": str(exc)}
-            else:
-                row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                       "fraction_of_base": info["bytes"] / base_bytes, "bits_per_weight": info["bits_per_weight"],
-                       "representations": info["representations"],
-                       "retention": probe.measure(base, blender, kept, cancel=cancel),
-                       "default": text == DEFAULT_POLICY}
-            rows.append(row)
-            progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
-        return {"ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned, "rows": rows}
+    progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+    probe = retention_probe(base, blender, deltas, probes, cancel=cancel)
+    progress(Progress("compare", 1, total, "Measured the tuned model"))
+    rows: list[dict] = []
+    cache: dict = {}
+    for i, text in enumerate(policies, start=1):
+        cancel.raise_if_set("comparison")
+        try:
+            kept, info = extract(deltas, base, text, cancel=cancel, calibration=calibration, cache=cache)
+        except PolicyError as exc:  # e.g. a byte budget too small for this model
+            row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
+                   "bits_per_weight": None, "retention": None, "default": text == DEFAULT_POLICY,
+                   "error": str(exc)}
+        else:
+            row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
+                   "fraction_of_base": info["bytes"] / base_bytes, "bits_per_weight": info["bits_per_weight"],
+                   "representations": info["representations"],
+                   "retention": probe.measure(base, blender, kept, cancel=cancel),
+                   "default": text == DEFAULT_POLICY}
+        rows.append(row)
+        progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
+    return {"ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned, "rows": rows}

@@ -45,12 +45,20 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from stance_studio.core.analysis import analyse, rank_for_energy
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.budget import build_lowrank, lowrank_curve, module_header_bytes, spend_budget, widths_for
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes
+from stance_studio.core.deltas import (
+    Delta,
+    DenseDelta,
+    LowRankDelta,
+    bits_per_weight,
+    delta_bytes,
+    factors_from_svd,
+    svd_factors,
+)
 from stance_studio.core.distill import fit_scales
 from stance_studio.core.errors import PolicyError
 from stance_studio.core.packing import pack_dense, pack_sparse, unpack
-from stance_studio.core.spectral import factors, from_svd
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
 # Chosen from measurements on the bundled model (benchmarks/extraction_policies.py,
@@ -238,7 +246,7 @@ def _quantize(name: str, delta: Delta, policy: Policy, scale) -> Delta:
     """The policy's rank with quantized factors: all at 8 or 4 bits, or, for ``mixed``,
     the bytes that rank takes at 4 bits spread over the directions where they remove
     the most error."""
-    svd = factors(delta, scale)
+    svd = svd_factors(delta, scale)
     rank = svd[1].numel() if policy.energy is None else rank_for_energy(svd[1], policy.energy)
     rank = max(1, min(rank, policy.rank or rank))
     if policy.quant != "mixed":
@@ -259,7 +267,7 @@ def vars_of(packed) -> dict:
 def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None) -> Delta:
     if (policy.rank is None and policy.energy is None) or len(delta.shape) != 2:
         return delta
-    U, S, Vh = factors(delta, scale)
+    U, S, Vh = svd_factors(delta, scale)
     rank = S.numel()
     if policy.energy is not None:
         rank = rank_for_energy(S, policy.energy)
@@ -270,7 +278,7 @@ def _truncate(delta: Delta, policy: Policy, scale: Optional[torch.Tensor] = None
         return delta  # already within the policy: keep it exactly
     if isinstance(delta, DenseDelta) and rank >= S.numel():
         return DenseDelta(delta.tensor, truncated_rank=rank)  # full rank: nothing to cut
-    return _compact(from_svd(U, S, Vh, rank))
+    return _compact(factors_from_svd(U, S, Vh, rank))
 
 
 def _compact(delta: LowRankDelta) -> Delta:
@@ -306,10 +314,8 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
         seqs = [list(s) for s in calibration]
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
-            width = max(len(s) for s in chunk)
-            pad = base.tokenizer.pad_token_id or 0
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+            ids, mask = pad_batch(chunk, base.tokenizer.pad_token_id or 0,
+                                  device=next(base.model.parameters()).device)
             real["rows"] = mask.reshape(-1).bool()
             base.model(input_ids=ids, attention_mask=mask)
     finally:

@@ -1,4 +1,4 @@
-"""Text generation on the model's current weights: one prompt with streaming, many
+"""Text generation with the stances the model runs with: one prompt with streaming, many
 prompts in left-padded batches, and the side-by-side run over several variants.
 
 The chat template is applied when the tokenizer has one. Greedy decoding is the
@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from stance_studio.core.batching import pad_batch
 from stance_studio.core.errors import Cancelled, SettingsError, TextError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -149,6 +150,10 @@ def _stopper(cancel: CancelFlag):
     return StoppingCriteriaList([_Cancel()])
 
 
+def _device(base) -> torch.device:
+    return next(base.model.parameters()).device
+
+
 def _trim(ids: list[int], eos_id: Optional[int]) -> list[int]:
     if eos_id is not None and eos_id in ids:
         return ids[: ids.index(eos_id)]
@@ -256,9 +261,8 @@ def generate_many(
     for start in range(0, len(prompts), batch_size):
         cancel.raise_if_set("generation")
         chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in chunk])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+        input_ids, mask = pad_batch(chunk, pad, left=True, device=_device(base))
+        width = input_ids.shape[1]
         out = base.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -289,33 +293,28 @@ def side_by_side(
 ) -> list[Generation]:
     """Generate ``prompt`` once per column, each column a blend (``[]`` = base).
 
-    With ``batched`` (the default) all columns run as one batch on the base
-    weights with per-row deltas (:mod:`multi_variant`) when every touched module
-    allows it; otherwise each column's blend is applied in turn. The blend in force
-    before the call is put back afterwards, also on error or cancel, so a
-    side-by-side run never leaves the model in another state.
+    With ``batched`` (the default) all columns run as one batch, batch row ``j``
+    with column ``j``'s stance weights (:meth:`StanceRuntime.rows`); otherwise one
+    column at a time, each with its own weights. Either way no weight is written
+    and the blend the model shows is the same before and after.
     """
-    from stance_studio.core import multi_variant
-
     cancel = ensure_flag(cancel)
-    results: list[Generation] = []
     for blend in columns:
         for src, _ in blend:
             blender.check(src, allow_mismatch=allow_mismatch)
-    if batched and len(columns) > 1 and multi_variant.supports(base, columns):
-        with blender.restoring():
-            blender.reset()
-            with multi_variant.RowDeltas(base, columns):
-                return _generate_rows(base, prompt, len(columns), settings, on_token, progress, cancel)
-    with blender.restoring():
-        for index, blend in enumerate(columns):
-            cancel.raise_if_set("generation")
-            progress(Progress("generate", index, len(columns), f"Column {index + 1} of {len(columns)}"))
-            blender.apply(blend, allow_mismatch=allow_mismatch)
-            callback = (lambda text, i=index: on_token(i, text)) if on_token else None
+    runtime = blender.runtime
+    if batched and len(columns) > 1:
+        with runtime.rows(columns):
+            return _generate_rows(base, prompt, len(columns), settings, on_token, progress, cancel)
+    results: list[Generation] = []
+    for index, blend in enumerate(columns):
+        cancel.raise_if_set("generation")
+        progress(Progress("generate", index, len(columns), f"Column {index + 1} of {len(columns)}"))
+        callback = (lambda text, i=index: on_token(i, text)) if on_token else None
+        with runtime.scoped(blend):
             results.append(generate(base, prompt, settings, on_text=callback, cancel=cancel))
-        progress(Progress("generate", len(columns), len(columns), "Done"))
-        return results
+    progress(Progress("generate", len(columns), len(columns), "Done"))
+    return results
 
 
 @torch.no_grad()

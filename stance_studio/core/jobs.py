@@ -14,11 +14,20 @@ from typing import Any, Callable, Optional
 from stance_studio.core.errors import Cancelled
 
 
+@dataclass(frozen=True)
+class ColumnText:
+    """Partial result of the side-by-side job: a column's text so far."""
+
+    column: int
+    text: str
+
+
 @dataclass
 class Progress:
     """One progress report: ``done`` of ``total`` units of ``stage``.
 
-    ``info`` carries job-specific values (loss, grad norm, tokens) for live plots.
+    ``partial`` carries a typed partial result (:class:`ColumnText`, …) for live
+    views; ``info`` carries job-specific values (loss, grad norm) for live plots.
     """
 
     stage: str
@@ -26,6 +35,7 @@ class Progress:
     total: int = 0
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    partial: Any = None
 
     @property
     def fraction(self) -> float:
@@ -57,6 +67,26 @@ class CancelFlag:
     def raise_if_set(self, what: str = "job") -> None:
         if self._event.is_set():
             raise Cancelled(f"The {what} was cancelled.")
+
+
+class Counter:
+    """The one rule for dropping stale results: a generation counter.
+
+    Whoever shows results bumps it when what they show changes (another variant,
+    another model, a new run); a job takes a stamp when it starts; its results are
+    shown only while the stamp is still current.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> int:
+        """Everything stamped before now is stale; returns the new stamp."""
+        self.value += 1
+        return self.value
+
+    def current(self, stamp: object) -> bool:
+        return stamp == self.value
 
 
 def ensure_flag(cancel: Optional[CancelFlag]) -> CancelFlag:

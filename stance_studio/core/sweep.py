@@ -19,6 +19,7 @@ from stance_studio.core.errors import SweepRangeError
 from stance_studio.core.generation import generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+from stance_studio.core.stance_reference import own_stance
 from stance_studio.core.variants import MAX_WEIGHT, check_weight
 
 AXES = ("alpha", "beta")
@@ -126,27 +127,28 @@ def run_sweep(
     for direction in directions:
         for src, _ in direction:
             blender.check(src, allow_mismatch=allow_mismatch)
-    for point in points:  # a combined weight out of range fails now, not half-way through
-        for src, w in point_blend(directions, point):
-            check_weight(w, _label(src, 0))
+    blends = [point_blend(directions, point) for point in points]
+    for blend in blends:  # every point's weights are valid blend weights, checked before any work
+        for i, (src, w) in enumerate(blend):
+            check_weight(w, repr(_label(src, i)))
     total = len(points) + 1
     options = dict(evaluate_options or {})
+    if "stance" not in options:  # scored against the first direction's own stance
+        options["stance"] = own_stance([term for direction in directions for term in direction], strict=False)
     rows: list[dict] = []
-    with blender.restoring():
-        blender.apply([], allow_mismatch=True)
+    with blender.runtime.scoped([]):  # in this job only: the blend shown stays as it is
         progress(Progress("sweep", 0, total, f"Generating base answers to {len(probes)} probe prompts"))
         base_gens = generate_many(base, probes, settings, cancel=cancel)
-        for i, point in enumerate(points, start=1):
+        for i, (point, blend) in enumerate(zip(points, blends), start=1):
             cancel.raise_if_set("sweep")
-            blend = point_blend(directions, point)
             where = ", ".join(f"{a} = {c:g}" for a, c in zip(axes, point))
-            progress(Progress("sweep", i - 1, total, f"Measuring {where}"))
+            progress(Progress("sweep", i, total, f"Measuring {where}"))
             metrics = evaluate(base, blender, blend, probes, settings, cancel=cancel, allow_mismatch=allow_mismatch,
-                               base_generations=base_gens, progress=_within(progress, i - 1, total, where),
+                               base_generations=base_gens, progress=_within(progress, i, total, where),
                                **options)
             row = {**dict(zip(axes, point)), "variant": _spec(blend), **_row_metrics(metrics.as_json())}
             rows.append(row)
-            progress(Progress("sweep", i, total, f"Measured {where}", info={"row": row}))
+            progress(Progress("sweep", i + 1, total, f"Measured {where}", info={"row": row}))
     return {"axes": list(axes), "directions": [direction_label(d) for d in directions],
             "weights": [list(w) for w in weights], "probes": len(probes), "rows": rows}
 

@@ -2,12 +2,12 @@
 
 Every method ends in the same thing, a per-parameter delta (tuned − base): dense
 for ``full`` and ``selective``, the exact low-rank product for ``lora``. The base
-model itself is never modified: training runs on a deep copy.
+model itself is never modified: training runs on a copy of the true base weights
+(:func:`~stance_studio.core.runtime.base_copy`), whatever blend is shown.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_fini
 from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import select_linear_modules, select_parameters
+from stance_studio.core.runtime import base_copy, base_tensor
 
 METHODS = ("full", "selective", "lora")
 DEFAULT_LR = {"full": 5e-5, "selective": 1e-4, "lora": 1e-3}
@@ -43,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
     threads: Optional[int] = None  # torch threads for the run (None = leave as is)
+    holdout: float = 0.25  # share of the dataset kept out of training (seeded; ≥ 2 examples; 0 = none)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -52,6 +54,8 @@ class TrainConfig:
                 raise StanceStudioError(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)}).")
         if not self.grad_clip >= 0:
             raise StanceStudioError(f"The gradient clip must be 0 (off) or a positive norm (got {self.grad_clip}).")
+        if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
+            raise StanceStudioError(f"The held-out fraction must be at least 0 and below 1 (got {self.holdout}).")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise StanceStudioError(f"The learning rate must be a positive number (got {self.lr}).")
 
@@ -95,7 +99,7 @@ def train(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
 ) -> TrainResult:
-    """Train ``dataset`` into a copy of ``base``'s current weights; return the delta."""
+    """Train ``dataset`` into a copy of ``base``'s base weights (no stance); return the delta."""
     cancel = ensure_flag(cancel)
     old_threads = torch.get_num_threads()
     if config.threads:
@@ -114,7 +118,7 @@ def train(
 def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
     torch.manual_seed(config.seed)
-    model = copy.deepcopy(base.model)
+    model = base_copy(base.model)  # the true base, whatever blend is shown
     for p in model.parameters():
         p.requires_grad_(False)
     if config.method == "lora":
@@ -180,8 +184,8 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     else:
         # The base is the copy's starting point and is never touched, so it serves
         # as W0 without holding a second copy of the weights in memory.
-        w0, tuned = base.parameters, dict(model.named_parameters())
-        deltas = dense_deltas({n: w0[n].detach() for n in names}, {n: tuned[n].detach() for n in names})
+        tuned = dict(model.named_parameters())
+        deltas = dense_deltas({n: base_tensor(base.model, n) for n in names}, {n: tuned[n].detach() for n in names})
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")

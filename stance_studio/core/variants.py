@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 from stance_studio.core.errors import VariantSpecError
 
@@ -76,3 +77,32 @@ def parse_variant(spec: str) -> Variant:
 def resolve_variant(variant: Variant, library) -> list:
     """The ``(StanceCheckpoint, alpha)`` pairs a variant names, loaded from ``library``."""
     return [(library.load(name), check_weight(alpha, repr(name))) for name, alpha in variant.weights]
+
+
+# What a side-by-side column shows, as stored in settings: the base, the blend the
+# sliders show, one stance at weight 1, or a saved blend.
+COLUMN_BASE = "base"
+COLUMN_BLEND = "@blend"
+COLUMN_STANCE = "stance:"
+COLUMN_SAVED = "variant:"
+
+
+def column_weights(spec: str, blend: dict[str, float], saved: Sequence[Variant],
+                   fits: Callable[[str], bool]) -> Optional[tuple[tuple[str, float], ...]]:
+    """The blend weights a column spec stands for now: ``blend`` is the sliders'
+    blend, ``saved`` the saved blends, ``fits(name)`` whether a stance fits the loaded
+    model. None when the spec names something missing or unfit."""
+    if spec == COLUMN_BASE:
+        return ()
+    if spec == COLUMN_BLEND:
+        return tuple(sorted(blend.items()))
+    if spec.startswith(COLUMN_STANCE):
+        name = spec[len(COLUMN_STANCE):]
+        return ((name, 1.0),) if fits(name) else None
+    if spec.startswith(COLUMN_SAVED):
+        label = spec[len(COLUMN_SAVED):]
+        variant = next((v for v in saved if v.label == label), None)
+        if variant is None or not all(fits(n) for n, _ in variant.weights):
+            return None
+        return variant.weights
+    return None

@@ -1,6 +1,6 @@
 """One side-by-side column: which variant it shows, the streamed text and its metrics.
 
-A column carries a generation counter, ``token``. Choosing another variant, or a
+A column carries a generation counter (:class:`~stance_studio.core.jobs.Counter`). Choosing another variant, or a
 change of the blend a "current blend" column shows, bumps it; text from a run
 started under an older token is dropped, so a stale generation never paints into
 the column's new variant.
@@ -11,12 +11,11 @@ from __future__ import annotations
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
+from stance_studio.core.jobs import Counter
+from stance_studio.core.variants import COLUMN_BASE, COLUMN_BLEND, COLUMN_SAVED, COLUMN_STANCE
 from stance_studio.qt import theme
 
-BASE = "base"
-CURRENT_BLEND = "@blend"
-STANCE = "stance:"
-VARIANT = "variant:"
+BASE, CURRENT_BLEND, STANCE, VARIANT = COLUMN_BASE, COLUMN_BLEND, COLUMN_STANCE, COLUMN_SAVED
 
 
 class CompareColumn(QFrame):
@@ -27,7 +26,7 @@ class CompareColumn(QFrame):
         super().__init__(parent)
         self.setProperty("role", "column")
         self.setMinimumWidth(210)
-        self.token = 0
+        self.generation = Counter()
         self.shown_weights: tuple = ()
         self._spec = spec
         self.index = index
@@ -97,26 +96,26 @@ class CompareColumn(QFrame):
 
     def invalidate(self, note: str) -> None:
         """Forget the shown text: results of runs started before now are dropped."""
-        self.token += 1
+        self.generation.bump()
         self.text.setPlainText("")
         self.metrics.setText(note)
 
     def begin(self, weights: tuple) -> int:
-        """Start a run for this column; returns the token the run must carry."""
-        self.token += 1
+        """Start a run for this column; returns the stamp the run must carry."""
+        stamp = self.generation.bump()
         self.shown_weights = weights
         self.text.setPlainText("")
         self.metrics.setText("Generating …")
-        return self.token
+        return stamp
 
     def show_text(self, token: int, text: str) -> bool:
-        if token != self.token:
+        if not self.generation.current(token):
             return False
         self.text.setPlainText(text)
         return True
 
     def show_metrics(self, token: int, result) -> bool:
-        if token != self.token:
+        if not self.generation.current(token):
             return False
         self.text.setPlainText(result.text)
         identical = "identical to base" if result.identical_to_base else "differs from base"
@@ -129,5 +128,5 @@ class CompareColumn(QFrame):
         return True
 
     def show_note(self, token: int, note: str) -> None:
-        if token == self.token:
+        if self.generation.current(token):
             self.metrics.setText(note)

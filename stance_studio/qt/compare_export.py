@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.qt.compare_column import CompareColumn
-from stance_studio.qt.compare_run import ColumnResult, CompareResult, to_json, to_markdown
+from stance_studio.core.compare import ColumnResult, CompareResult, to_json, to_markdown
 
 
 class ShownComparison:
@@ -33,7 +33,7 @@ class ShownComparison:
     def result(self, columns: Sequence[CompareColumn]) -> Optional[CompareResult]:
         """The rows still on screen among ``columns`` (the panel's), in their order;
         None if none is."""
-        rows = [(column, r) for column, token, r in self.rows if column in columns and column.token == token]
+        rows = [(column, r) for column, token, r in self.rows if column in columns and column.generation.current(token)]
         if not rows:
             return None
         rows.sort(key=lambda row: columns.index(row[0]))

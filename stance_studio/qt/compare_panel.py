@@ -26,12 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stance_studio.core.compare import CompareResult, VariantColumn, compare
 from stance_studio.core.generation import GenerationSettings
+from stance_studio.core.jobs import ColumnText, Counter
+from stance_studio.core.variants import column_weights
 from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
 from stance_studio.qt.compare_export import ShownComparison
 from stance_studio.qt.compare_knobs import DecodingKnobs
-from stance_studio.qt.compare_run import CompareResult, run_comparison
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
 
@@ -43,7 +45,7 @@ class ComparePanel(QWidget):
         self.columns: list[CompareColumn] = []
         self._shown: Optional[ShownComparison] = None
         self._job: Optional[Job] = None
-        self._run_id = 0
+        self._runs = Counter()  # a new run makes the results of older ones stale
         # The running job's columns by row, with their tokens; None: removed since.
         self._run_columns: list[Optional[tuple[CompareColumn, int]]] = []
         settings = session.settings
@@ -170,20 +172,9 @@ class ComparePanel(QWidget):
 
     def weights_for(self, spec: str) -> Optional[tuple[tuple[str, float], ...]]:
         """The blend weights a column spec stands for now (None if it is unknown)."""
-        if spec == BASE:
-            return ()
-        if spec == CURRENT_BLEND:
-            return tuple(sorted(self.session.blend_weights.items()))
-        if spec.startswith(STANCE):
-            name = spec[len(STANCE):]
-            return ((name, 1.0),) if self.session.compatibility(name)[0] else None
-        if spec.startswith(VARIANT):
-            label = spec[len(VARIANT):]
-            variant = next((v for v in self.session.variants() if v.label == label), None)
-            if variant is None or any(not self.session.compatibility(n)[0] for n, _ in variant.weights):
-                return None
-            return variant.weights
-        return None
+        session = self.session
+        return column_weights(spec, session.blend_weights, session.variants(),
+                              lambda name: bool(session.compatibility(name)[0]))
 
     @Slot(dict)
     def _on_blend_changed(self, _weights: dict) -> None:
@@ -227,7 +218,7 @@ class ComparePanel(QWidget):
         self.knobs.remember()
         if self._job is not None:
             self._job.cancel()
-        self._run_id += 1
+        run_id = self._runs.bump()
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
         self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
@@ -236,14 +227,12 @@ class ComparePanel(QWidget):
         weights_list = [w for _, w in plan]
 
         def job(progress, cancel):
-            from stance_studio.core.metrics import marker_rates
-
-            columns = [(label, spec, [(session.checkpoint(n), a) for n, a in w])
+            columns = [VariantColumn(label, spec, [(session.checkpoint(n), a) for n, a in w])
                        for (label, spec), w in zip(labels, weights_list)]
-            return run_comparison(base, blender, columns, prompt, settings, marker_rates, progress, cancel)
+            return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
         self._job = job_ = session.runner.submit(job, "Generating side by side")
-        job_.run_id = self._run_id
+        job_.run_id = run_id
         job_.progressed.connect(self._on_progress)
         job_.finished.connect(self._on_finished)
         job_.failed.connect(self._on_failed)
@@ -255,7 +244,7 @@ class ComparePanel(QWidget):
         return job_
 
     def _current(self) -> bool:
-        return getattr(self.sender(), "run_id", None) == self._run_id
+        return self._runs.current(getattr(self.sender(), "run_id", None))
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:
@@ -263,8 +252,8 @@ class ComparePanel(QWidget):
             return
         latest: dict[int, str] = {}
         for report in reports:
-            if report.stage == "token":
-                latest[report.info["column"]] = report.info["text"]
+            if isinstance(report.partial, ColumnText):
+                latest[report.partial.column] = report.partial.text
             elif report.stage == "metrics" and report.message:
                 self.status.setText(report.message)
         for index, text in latest.items():

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stance_studio.core.jobs import Counter
 from stance_studio.qt import theme
 from stance_studio.qt.plots import ClickableBars, export_plot
 from stance_studio.qt.session import Session
@@ -123,7 +124,7 @@ class LayerChangeView(QWidget):
         self.changes: dict[str, list] = {}  # stance -> ModuleChange list, for the bars shown
         self.bars: list[Bar] = []
         self.hover_text = ""
-        self._model_generation = 0
+        self._model_generation = Counter()  # analyses made on an older model are stale
         self._analysed: dict[tuple, list] = {}  # (model generation, stance file facts) -> changes
         self._analysis = None  # the latest analysis Job and the keys it computes
         self._analysis_keys: set = set()
@@ -206,7 +207,7 @@ class LayerChangeView(QWidget):
 
     @Slot(object)
     def _on_model_changed(self, _base) -> None:
-        self._model_generation += 1
+        self._model_generation.bump()
         self._analysed.clear()
         self.changes = {}
         self.redraw()
@@ -233,7 +234,7 @@ class LayerChangeView(QWidget):
         entry = self.session.entry(name)
         if entry is None or self.session.base is None:
             return None
-        return self._model_generation, name, str(entry.path), entry.created, entry.bytes
+        return self._model_generation.value, name, str(entry.path), entry.created, entry.bytes
 
     def _set_stances(self, names: list[str]) -> None:
         self.stances = list(names)

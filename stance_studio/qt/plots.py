@@ -89,10 +89,11 @@ class LossPlot(pg.PlotWidget):
         self.steps, self.losses, self._skipped = [], [], []
         self._redraw()
 
-    def set_losses(self, losses: list, skipped: Optional[list] = None) -> None:
+    def set_losses(self, losses: list) -> None:
+        """A recorded curve, one loss per step; None (or non-finite) marks a skipped step."""
         self.steps = list(range(1, len(losses) + 1))
         self.losses = [float(v) if v is not None else math.nan for v in losses]
-        self._skipped = [int(s) for s in (skipped or [])]
+        self._skipped = [step for step, v in zip(self.steps, self.losses) if not math.isfinite(v)]
         self._redraw()
 
     def add_point(self, step: int, loss: Optional[float], skipped: bool = False) -> None:

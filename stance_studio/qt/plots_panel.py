@@ -44,8 +44,7 @@ class LossView(QWidget):
             return
         training = entry.metadata.get("training", {})
         losses = training.get("loss") or training.get("losses") or []
-        skipped = training.get("skipped_steps") or []
-        self.plot.set_losses(losses, skipped)
+        self.plot.set_losses(losses)  # a skipped step is recorded as a loss of None
         self.plot.enableAutoRange()
         self.title.setText(f"{entry.name}: {len(losses)} steps, {training.get('method', '?')} training"
                            if losses else f"{entry.name} has no recorded loss curve.")

@@ -4,7 +4,7 @@
                                           [--theme light|dark] [--size 1600x1000]
                                           [--sweep "POLICY POLICY ..." [--sweep-steps N]]
                                           [--dose SPEC [--dose-second NAME] [--dose-alpha LO:HI:STEP]
-                                           [--dose-probes N] [--dose-tokens N]]
+                                           [--dose-probes N] [--dose-tokens N] [--dose-only]]
 
 Saves ``main-window.png`` and one PNG per panel and dialog. Run it under Xvfb (or
 with ``QT_QPA_PLATFORM=offscreen``). Settings go to a temporary file, so the user's
@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dose-alpha", default=None, metavar="LO:HI:STEP", help="the sweep's weights")
     parser.add_argument("--dose-probes", type=int, default=0, help="the first N probe prompts (0: all)")
     parser.add_argument("--dose-tokens", type=int, default=0, help="tokens per answer (0: the default)")
+    parser.add_argument("--dose-only", action="store_true",
+                        help="save only the dose–response pictures (skips the main workflow)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,11 @@ def main(argv=None) -> int:
     session = window.session
     _wait(app, lambda: session.base is not None, 600, "the model to load")
     _wait(app, lambda: not session.runner.busy, 60, "the worker")
+    if args.dose_only:
+        window.open_experiments("dose")
+        _dose_response(app, window._experiments, args, out)
+        window.close()
+        return 1 if warnings else 0
 
     names = session.compatible_names()[:3]
     compare = window.compare

@@ -281,21 +281,14 @@ class Session(QObject):
     def blend_variant(self, label: str = "current blend") -> Variant:
         return Variant(label, tuple(sorted(self.blend_weights.items())))
 
-    def run_on_model(self, fn: Callable, title: str, restore_blend: bool = True) -> Job:
-        """Submit a job that needs the plain base weights (training, evaluation):
-        the blend is reset before it and put back after it."""
-        blender = self.blender
-        if blender is None:
+    def run_on_model(self, fn: Callable, title: str) -> Job:
+        """Submit a job on the loaded model (training, experiments). The blend shown
+        stays as it is: training copies the true base, metrics use per-row weights."""
+        if self.blender is None:
             raise StanceStudioError("Load a base model first.")
 
         def job(progress, cancel):
-            previous = blender.active
-            blender.reset()
-            try:
-                return fn(progress=progress, cancel=cancel)
-            finally:
-                if restore_blend:
-                    blender.apply(previous, allow_mismatch=True)
+            return fn(progress=progress, cancel=cancel)
 
         return self.runner.submit(job, title)
 

@@ -40,7 +40,8 @@ METHODS = {
     "selective": "Selective (only the named modules)",
     "lora": "LoRA adapters on the named modules",
 }
-MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "layers.13.self_attn.q_proj"]
+# Patterns, not names: "depth:0.6:q_proj" is the layer at 60 % of the depth of whatever model is loaded.
+MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "depth:0.6:q_proj"]
 
 
 class TrainingDialog(QDialog):
@@ -72,7 +73,8 @@ class TrainingDialog(QDialog):
         self.method_box.currentIndexChanged.connect(self._on_method)
         self.modules_edit = QComboBox(editable=True)
         self.modules_edit.addItems(MODULE_PRESETS)
-        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj or layers.13.self_attn.q_proj")
+        self.modules_edit.setToolTip("Comma-separated module name patterns, e.g. q_proj,v_proj, layers.3.self_attn.q_proj, "
+                                     "or depth:0.6:q_proj (the layer at 60 % of the model's depth)")
         self.steps = QSpinBox(minimum=1, maximum=100000, value=s.get("training/steps"))
         defaults = TrainConfig()
         self.lr = QLineEdit(f"{defaults.effective_lr:g}")
@@ -86,6 +88,10 @@ class TrainingDialog(QDialog):
                                         specialValueText="off")
         self.grad_clip.setToolTip("Largest gradient norm before clipping; 0 turns clipping off")
         self.batch = QSpinBox(minimum=1, maximum=256, value=defaults.batch_size)
+        self.holdout = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05, decimals=2, value=defaults.holdout,
+                                      specialValueText="none")
+        self.holdout.setToolTip("Share of the dataset kept out of training (seeded, at least 2 examples) to "
+                                "measure stance fit on unseen references; 0 trains on everything")
         self.policy = QLineEdit(s.get("training/policy") or DEFAULT_POLICY)
         self.policy.setToolTip("What the checkpoint keeps: all, top:K, rank:R, energy:F, budget:F (a share of the "
                                "base model's bytes), aware, fp16/bf16, joined by + (e.g. rank:16+fp16); "
@@ -104,6 +110,7 @@ class TrainingDialog(QDialog):
         form.addRow("Batch size", self.batch)
         form.addRow("Gradient clip", self.grad_clip)
         form.addRow("Seed", self.seed)
+        form.addRow("Held out", self.holdout)
         form.addRow("Extraction policy", self.policy)
         self.form_problem = QLabel(" ", wordWrap=True)
         self.form_problem.setProperty("role", "bad")
@@ -185,6 +192,7 @@ class TrainingDialog(QDialog):
             "method": method, "modules": modules if method != "full" else [], "steps": self.steps.value(),
             "lr": float(self.lr.text()), "rank": self.rank.value(), "lora_alpha": self.lora_alpha.value() or None,
             "seed": self.seed.value(), "grad_clip": self.grad_clip.value(), "batch_size": self.batch.value(),
+            "holdout": self.holdout.value(),
         }
 
     def problem(self) -> Optional[str]:

@@ -31,7 +31,7 @@ def test_bench_on_the_tiny_model_reports_every_figure(one_thread, capsys):
     for name, fig in doc.items():
         assert _is_figure(fig) or (set(fig) == {"skipped"} and fig["skipped"]), name
     assert "GGUF" in doc["cached_reload"]["skipped"]  # the tiny model is built in code
-    for name in ("blend_apply", "side_by_side", "training_step", "training_memory"):
+    for name in ("blend_apply", "side_by_side", "runtime_generation", "training_step", "training_memory"):
         assert _is_figure(doc[name]), name
     memory = doc["training_memory"]
     assert memory["unit"] == "bytes" and 0 <= memory["added_bytes"] <= memory["value"] < 4.5e9

@@ -20,3 +20,17 @@ def test_columns_are_labelled_with_the_spec_as_typed(library_path, deltas_factor
     # with no --variant: base, then every compatible stance under its own name
     assert main(argv[: argv.index("--variant")]) == 0
     assert [c["variant"] for c in json.loads(capsys.readouterr().out)["columns"]] == ["base", "cu"]
+
+
+def test_json_columns_carry_the_side_by_side_metrics(library_path, deltas_factory, capsys):
+    base = tiny_base()
+    Library(library_path).save(make_checkpoint("cu", deltas_factory(base, scale=0.5), base))
+    argv = ["generate", "--prompt", "hello there", "--max-new-tokens", "6", "--model", "tiny",
+            "--library", str(library_path), "--json", "--variant", "cu", "--variant", "base"]
+    assert main(argv) == 0
+    stance, plain = json.loads(capsys.readouterr().out)["columns"]
+    for column in (stance, plain):
+        assert {"text", "kl_to_base", "stance_score", "hedges_per_100w", "boosters_per_100w",
+                "identical_to_base", "new_tokens"} <= set(column)
+    assert plain["kl_to_base"] == 0.0 and plain["identical_to_base"] is True
+    assert stance["kl_to_base"] > 0.0 and stance["identical_to_base"] is False

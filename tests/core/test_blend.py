@@ -6,7 +6,10 @@ import torch
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import make_checkpoint
 from stance_studio.core.errors import IncompatibleBaseError
+from stance_studio.core.runtime import base_copy
 from stance_studio.core.tiny import tiny_base
+
+IDS = torch.tensor([[1, 5, 9, 12, 3]])
 
 
 def snapshot(base):
@@ -18,26 +21,33 @@ def assert_bitwise(base, snap):
         assert torch.equal(p.detach(), snap[name]), name
 
 
+def merged_logits(base, blend):
+    """Logits of a copy whose weights are W0 + Σ α Δ, written out (the reference)."""
+    model = base_copy(base.model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for src, alpha in blend:
+            deltas = src.deltas if hasattr(src, "deltas") else src
+            for name, delta in deltas.items():
+                params[name].add_(alpha * delta.materialize())
+    return model(IDS).logits.detach()
+
+
 def test_apply_computes_w0_plus_weighted_sum(tiny, deltas_factory):
     w0 = snapshot(tiny)
-    a = make_checkpoint("a", deltas_factory(tiny, seed=1), tiny)
+    a = make_checkpoint("a", deltas_factory(tiny, seed=1, include_norm=True), tiny)
     b = make_checkpoint("b", deltas_factory(tiny, rank=2, seed=2, kinds=("v_proj", "o_proj")), tiny)
     blender = Blender(tiny)
     blender.apply([(a, 0.7), (b, -0.3)])
-    params = dict(tiny.model.named_parameters())
-    for name in set(a.deltas) | set(b.deltas):
-        expected = w0[name].clone()
-        if name in a.deltas:
-            expected += 0.7 * a.deltas[name].materialize()
-        if name in b.deltas:
-            expected += -0.3 * b.deltas[name].materialize()
-        torch.testing.assert_close(params[name].detach(), expected, rtol=1e-5, atol=1e-6)
-    untouched = "model.layers.0.mlp.up_proj.weight"
-    assert torch.equal(params[untouched].detach(), w0[untouched])
+    got = tiny.model(IDS).logits.detach()
+    torch.testing.assert_close(got, merged_logits(tiny, [(a, 0.7), (b, -0.3)]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, merged_logits(tiny, []))
+    assert_bitwise(tiny, w0)  # the base tensors are never written
 
 
-def test_reset_after_many_random_blends_is_bitwise(tiny, deltas_factory):
+def test_a_thousand_random_slider_moves_leave_the_base_bitwise(tiny, deltas_factory):
     w0 = snapshot(tiny)
+    before = tiny.model(IDS).logits.detach().clone()
     ckpts = [
         make_checkpoint("d", deltas_factory(tiny, seed=3, include_norm=True), tiny),
         make_checkpoint("l", deltas_factory(tiny, rank=4, seed=4, kinds=("q_proj", "down_proj")), tiny),
@@ -45,88 +55,88 @@ def test_reset_after_many_random_blends_is_bitwise(tiny, deltas_factory):
     ]
     blender = Blender(tiny)
     rng = random.Random(0)
-    for _ in range(60):
-        chosen = rng.sample(ckpts, rng.randint(1, 3))
-        blender.apply([(c, rng.uniform(-1.0, 2.0)) for c in chosen])
+    weights = [0.0, 0.0, 0.0]
+    for move in range(1000):
+        weights[rng.randrange(3)] = rng.choice([0.0, rng.uniform(-1.0, 2.0)])
+        blender.apply(list(zip(ckpts, weights)))
+        if move % 250 == 0:
+            tiny.model(IDS)  # the hooks run in between
+            blender.runtime.merge = move % 500 == 0  # and the merge switch writes and restores
+    blender.runtime.merge = False
     blender.reset()
     assert_bitwise(tiny, w0)
     assert blender.is_base
+    assert torch.equal(tiny.model(IDS).logits.detach(), before)
 
 
-def test_applying_again_does_not_accumulate(tiny, deltas_factory):
-    ckpt = make_checkpoint("a", deltas_factory(tiny, rank=2), tiny)
+def test_merge_switch_gives_the_same_model_and_restores_exactly(tiny, deltas_factory):
+    w0 = snapshot(tiny)
+    a = make_checkpoint("a", deltas_factory(tiny, rank=3, seed=1, include_norm=True), tiny)
     blender = Blender(tiny)
-    blender.apply([(ckpt, 1.0)])
-    once = snapshot(tiny)
-    for _ in range(5):
-        blender.apply([(ckpt, 1.0)])
-    assert_bitwise(tiny, once)
+    blender.apply([(a, 0.8)])
+    runtime_out = tiny.model(IDS).logits.detach()
+    blender.runtime.merge = True
+    changed = [n for n, p in tiny.model.named_parameters() if not torch.equal(p.detach(), w0[n])]
+    assert sorted(changed) == sorted(a.deltas)
+    torch.testing.assert_close(tiny.model(IDS).logits.detach(), runtime_out, rtol=1e-4, atol=1e-5)
+    for name in a.deltas:
+        assert torch.equal(blender.original(name), w0[name])
+    blender.apply([(a, -0.4)])  # rewritten from W0, not accumulated
+    torch.testing.assert_close(tiny.model(IDS).logits.detach(), merged_logits(tiny, [(a, -0.4)]), rtol=1e-4, atol=1e-5)
+    blender.runtime.merge = False
+    assert_bitwise(tiny, w0)
 
 
 def test_zero_weights_give_base_bitwise(tiny, deltas_factory):
-    w0 = snapshot(tiny)
+    before = tiny.model(IDS).logits.detach().clone()
     a = make_checkpoint("a", deltas_factory(tiny, seed=1), tiny)
     b = make_checkpoint("b", deltas_factory(tiny, rank=2, seed=2), tiny)
     blender = Blender(tiny)
     blender.apply([(a, 1.5), (b, 0.5)])
     blender.apply([(a, 0.0), (b, 0.0)])
-    assert_bitwise(tiny, w0)
+    assert torch.equal(tiny.model(IDS).logits.detach(), before)
+    assert blender.active == []
 
 
 def test_negation_cancels_the_stance(tiny, deltas_factory):
-    w0 = snapshot(tiny)
     a = make_checkpoint("a", deltas_factory(tiny, seed=1), tiny)
     blender = Blender(tiny)
-    blender.apply([(a, -1.0)])
-    name = next(iter(a.deltas))
-    got = dict(tiny.model.named_parameters())[name].detach()
-    torch.testing.assert_close(got, w0[name] - a.deltas[name].tensor)
+    blender.apply([(a, 1.0), (a.deltas, -1.0)])
+    torch.testing.assert_close(tiny.model(IDS).logits.detach(), merged_logits(tiny, []), rtol=1e-4, atol=1e-5)
 
 
-def test_incompatible_checkpoint_is_refused_before_any_write(tiny, deltas_factory):
+def test_incompatible_checkpoint_is_refused_before_anything_changes(tiny, deltas_factory):
     other = tiny_base(seed=7)
     foreign = make_checkpoint("foreign", deltas_factory(other), other)
-    w0 = snapshot(tiny)
+    mine = make_checkpoint("mine", deltas_factory(tiny), tiny)
+    blender = Blender(tiny)
+    blender.apply([(mine, 1.0)])
     with pytest.raises(IncompatibleBaseError):
-        Blender(tiny).apply([(foreign, 1.0)])
-    assert_bitwise(tiny, w0)
+        blender.apply([(foreign, 1.0)])
+    assert blender.active == [(mine, 1.0)]
 
 
-def test_blend_changes_the_model_output(tiny, deltas_factory):
-    ids = torch.tensor([[1, 5, 9, 12]])
-    before = tiny.model(ids).logits.detach().clone()
-    blender = Blender(tiny)
-    blender.apply([(make_checkpoint("a", deltas_factory(tiny, scale=0.3), tiny), 1.0)])
-    during = tiny.model(ids).logits.detach()
-    assert not torch.allclose(before, during)
-    blender.reset()
-    assert torch.equal(tiny.model(ids).logits.detach(), before)
-
-
-def test_moving_one_weight_matches_a_fresh_apply(tiny, deltas_factory):
-    """Parameters whose terms did not change are skipped; the result must equal a
-    from-scratch apply of the same blend on a fresh blender."""
-    a = make_checkpoint("a", deltas_factory(tiny, rank=2, seed=1, kinds=("q_proj",)), tiny)
-    b = make_checkpoint("b", deltas_factory(tiny, rank=2, seed=2, kinds=("q_proj", "v_proj")), tiny)
-    blender = Blender(tiny)
-    for alpha in (0.1, 0.5, -0.7, 1.9):
-        blender.apply([(a, alpha), (b, 0.3)])
-    incremental = snapshot(tiny)
-    blender.reset()
-    fresh = Blender(tiny)
-    fresh.apply([(a, 1.9), (b, 0.3)])
-    assert_bitwise(tiny, incremental)
+def test_every_blender_on_a_model_shares_one_runtime(tiny, deltas_factory):
+    """A job handed a fresh Blender sees the blend shown, and puts it back."""
+    a = make_checkpoint("a", deltas_factory(tiny, seed=1), tiny)
+    shown = Blender(tiny)
+    shown.apply([(a, 0.5)])
+    job = Blender(tiny)
+    assert job.active == [(a, 0.5)]
+    with job.restoring():
+        job.reset()
+        assert shown.is_base
+    assert shown.active == [(a, 0.5)]
 
 
 def test_restoring_puts_the_blend_in_force_back_even_after_an_error(tiny, deltas_factory):
     a, b = deltas_factory(tiny, seed=1), deltas_factory(tiny, seed=2)
     blender = Blender(tiny)
     blender.apply([(a, 0.5)])
-    before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    before = tiny.model(IDS).logits.detach().clone()
     with pytest.raises(RuntimeError):
         with blender.restoring():
             blender.apply([(b, 1.0)])
             raise RuntimeError("boom")
     assert [alpha for _, alpha in blender.active] == [0.5]
-    for name, p in tiny.model.named_parameters():
-        assert torch.equal(p.detach(), before[name]), name
+    assert torch.equal(tiny.model(IDS).logits.detach(), before)

@@ -19,3 +19,18 @@ def test_core_never_imports_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_import_contracts_hold():
+    """pyproject.toml's import-linter contracts: layers and no import cycles in the core."""
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("importlinter")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                          "lint_imports_command()", "--no-cache"],
+                         capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.stdout.count("KEPT") >= 4

@@ -128,3 +128,24 @@ def test_a_sweep_needs_directions_and_probes(tiny, stances):
         run_sweep(tiny, Blender(tiny), [], [], PROBES)
     with pytest.raises(SweepRangeError):
         run_sweep(tiny, Blender(tiny), [[(a, 1.0)]], [[1.0]], [])
+
+
+def test_points_beyond_the_blend_range_are_refused_before_any_work(tiny, stances):
+    a, _ = stances
+    from stance_studio.core.errors import VariantSpecError
+
+    with pytest.raises(SweepRangeError, match="between -100 and 100"):
+        parse_range("0:200:50")
+    calls = []
+    with pytest.raises(VariantSpecError, match="'a'"):
+        # 40 × 3 = 120 is beyond the range even though each factor is within it
+        run_sweep(tiny, Blender(tiny), [[(a, 3.0)]], [[0.0, 40.0]], PROBES, SETTINGS, progress=calls.append)
+    assert calls == []
+
+
+def test_progress_ends_at_its_total(tiny, stances):
+    a, _ = stances
+    reports = []
+    run_sweep(tiny, Blender(tiny), [[(a, 1.0)]], [[0.0, 1.0]], PROBES[:1], SETTINGS, progress=reports.append)
+    assert {r.stage for r in reports} == {"sweep"} and reports[-1].total == 3
+    assert reports[-1].done == reports[-1].total and [r.done for r in reports] == sorted(r.done for r in reports)

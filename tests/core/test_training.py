@@ -135,3 +135,22 @@ def test_grad_clip_zero_turns_clipping_off(tiny, data):
     assert all(g is not None and g > 1e-3 for g in free.grad_norms)  # norms are reported before clipping
     moved = lambda r: sum(float(d.materialize().abs().sum()) for d in r.deltas.values())  # noqa: E731
     assert moved(free) > moved(clipped)
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_training_while_a_blend_is_shown_gives_the_same_delta_as_with_none(tiny, data, deltas_factory, merged):
+    """Training starts from the true base: no stance hook and no merged weight
+    reaches the training copy."""
+    from stance_studio.core.blend import Blender
+
+    config = TrainConfig(lr=3e-3, steps=3, seed=5)
+    plain = train(tiny, data, config)
+    blender = Blender(tiny)
+    blender.apply([(deltas_factory(tiny, rank=2, scale=0.3, seed=9, include_norm=True), 1.0)])
+    blender.runtime.merge = merged
+    shown = train(tiny, data, config)
+    assert set(shown.deltas) == set(plain.deltas)
+    for name, delta in plain.deltas.items():
+        assert torch.equal(shown.deltas[name].tensor, delta.tensor), name
+    assert shown.losses == plain.losses
+    assert [alpha for _, alpha in blender.active] == [1.0]  # the blend is still shown

@@ -20,3 +20,20 @@ def test_blend_with_negative_and_exponent():
 def test_bad_specs_are_clear_errors(spec):
     with pytest.raises(VariantSpecError):
         parse_variant(spec)
+
+
+def test_column_specs_resolve_to_weights():
+    from stance_studio.core.variants import column_weights
+
+    saved = [parse_variant("a=0.5,b=-1")]
+    saved = [type(saved[0])("mix", saved[0].weights)]
+    fits = {"a", "b"}.__contains__
+    blend = {"b": 0.3, "a": 0.2}
+    assert column_weights("base", blend, saved, fits) == ()
+    assert column_weights("@blend", blend, saved, fits) == (("a", 0.2), ("b", 0.3))
+    assert column_weights("stance:a", blend, saved, fits) == (("a", 1.0),)
+    assert column_weights("stance:zz", blend, saved, fits) is None  # not in the library or unfit
+    assert column_weights("variant:mix", blend, saved, fits) == (("a", 0.5), ("b", -1.0))
+    assert column_weights("variant:mix", blend, saved, {"a"}.__contains__) is None
+    assert column_weights("variant:gone", blend, saved, fits) is None
+    assert column_weights("nonsense", blend, saved, fits) is None

@@ -116,3 +116,21 @@ def test_plots_export_as_png_and_svg(qtbot, loaded, write_stance, tmp_path, monk
         assert target.stat().st_size > 500
     assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "bars.svg").read_bytes()[:500]
+
+
+def test_loss_tab_marks_the_steps_a_training_run_skipped(qtbot, loaded, deltas_factory):
+    """Checkpoints record how many steps were skipped (a count) and a loss of None
+    at each skipped step; the plot marks those steps."""
+    from stance_studio.core.checkpoints import make_checkpoint
+
+    ckpt = make_checkpoint("skippy", deltas_factory(loaded.base), loaded.base,
+                           training={"method": "full", "loss": [2.0, None, 1.5], "nonfinite_steps": 1,
+                                     "skipped_steps": 1})
+    loaded.library.save(ckpt)
+    loaded.refresh_library()
+    panel = PlotsPanel(loaded)
+    qtbot.addWidget(panel)
+    panel.loss.show_stances(["skippy"])
+    x, y = panel.loss.plot.curve.getData()
+    assert [v for v, w in zip(x, y) if w == w] == [1, 3]
+    assert list(panel.loss.plot.skipped.getData()[0]) == [2.0]
