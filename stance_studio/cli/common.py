@@ -36,8 +36,14 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
 
 
 def progress_bar(desc: str) -> ProgressCallback:
-    """A progress callback drawing a tqdm bar per stage on stderr."""
+    """A progress callback drawing a tqdm bar per stage on stderr, or, when stderr is
+    not a terminal (a log file), writing plain lines at least every 10 s."""
     from tqdm import tqdm
+
+    if not _is_terminal(sys.stderr):
+        from stance_studio.cli.plain_progress import plain_reporter
+
+        return plain_reporter(desc)
 
     state: dict[str, Any] = {"bar": None, "stage": None}
 
@@ -63,6 +69,13 @@ def progress_bar(desc: str) -> ProgressCallback:
             state["bar"] = None
 
     return report
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def sigint_cancel() -> CancelFlag:

@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default=DEFAULT_POLICY, metavar="POLICY",
-                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16 or bf16, combined with + (default {DEFAULT_POLICY})")
+                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, q8, q4, mixed, "
+                        f"sign or dare:P, combined with + (default {DEFAULT_POLICY})")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
     p.add_argument("--holdout", type=float, default=None, metavar="F",
                    help="share of the dataset kept out of training for stance fit (default 0.25, at least 2 "
@@ -146,6 +147,7 @@ def cmd_train(args) -> int:
         "seconds": ckpt.training["seconds"],
         "method": ckpt.method,
         "policy": ckpt.extraction["policy"],
+        "bits_per_weight": ckpt.bits_per_weight,
         "metrics": ckpt.metrics,
         "holdout": ckpt.training.get("holdout", {}).get("prompts", []),
     }
@@ -155,7 +157,8 @@ def cmd_train(args) -> int:
         f"  method {ckpt.method}, {ckpt.training['steps']} steps in {ckpt.training['seconds']:.0f} s, "
         f"loss {finite[0]:.3f} → {finite[-1]:.3f}, {ckpt.training['nonfinite_steps']} non-finite steps skipped\n"
         f"  kept {len(ckpt.deltas)} modules with policy {ckpt.extraction['policy']}: {human_bytes(size)} "
-        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model), "
+        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model, "
+        f"{ckpt.bits_per_weight:.2f} bits per touched weight), "
         f"retention {_retention(ckpt.metrics['retention'])}\n"
         f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
         f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}\n"
