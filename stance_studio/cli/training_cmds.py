@@ -3,7 +3,17 @@ engine and the report's comparisons from the command line."""
 
 from __future__ import annotations
 
-from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    add_map_layers,
+    emit,
+    human_bytes,
+    load_model,
+    map_layers,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def register(sub) -> None:
@@ -23,9 +33,16 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default=DEFAULT_POLICY, metavar="POLICY",
-                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16 or bf16, combined with + (default {DEFAULT_POLICY})")
+                   help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, q8, q4, mixed, "
+                        f"sign or dare:P, combined with + (default {DEFAULT_POLICY})")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
+    p.add_argument("--holdout", type=float, default=None, metavar="F",
+                   help="share of the dataset kept out of training for stance fit (default 0.25, at least 2 "
+                        "examples; 0 = none)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of the same name")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun/accelerate launch: shard the model over the processes (FSDP full-shard) "
+                        "instead of copying it to each (DDP)")
     from stance_studio.cli.steering_cmds import add_steer_options
 
     add_steer_options(p)
@@ -34,9 +51,17 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a variant's stance on the probe prompts")
     add_common(p, suppress=True)
     p.add_argument("spec", metavar="SPEC", help="base, a stance name, or a blend 'a=0.7,b=-0.3'")
-    p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line (default: the shipped neutral probes)")
+    p.add_argument("--prompts", metavar="FILE",
+                   help="probe prompts: JSONL {prompt, category} or one per line (default: the shipped neutral probes)")
+    p.add_argument("--stance", metavar="NAME",
+                   help="stance to score against: a library checkpoint (its dataset and held-out split), a dataset "
+                        "file, or a built-in stance (default: the checkpoint's own; none for base)")
+    p.add_argument("--capability-tokens", type=int, default=None, metavar="N",
+                   help="tokens of the neutral text scored for capability cost (default 2048; 0 = skip)")
+    p.add_argument("--by-category", action="store_true", help="also print the metrics per probe category")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
     p.add_argument("--allow-mismatch", action="store_true", help="apply checkpoints made on another base model")
+    add_map_layers(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare-methods", help="train the report's five methods on one dataset and measure each")
@@ -45,6 +70,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps per method (default: each method's default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of every method (default: each method's own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat with seeds SEED … SEED+N-1 and report mean ± spread (default 1)")
+    p.add_argument("--holdout", type=float, default=None, metavar="F", help="held-out share of the dataset (default 0.25)")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line")
     p.set_defaults(func=cmd_compare)
 
@@ -63,6 +91,9 @@ def register(sub) -> None:
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 8)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat with seeds SEED … SEED+N-1 and report mean ± spread (default 1)")
+    p.add_argument("--holdout", type=float, default=None, metavar="F", help="held-out share of the dataset (default 0.25)")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement")
     p.set_defaults(func=cmd_compare_policies)
 
@@ -71,15 +102,20 @@ def _config(args):
     from stance_studio.core.training import TrainConfig
 
     fields = {"method": args.method, "seed": args.seed}
-    for attr, key in (("steps", "steps"), ("lr", "lr"), ("rank", "rank"), ("batch_size", "batch_size")):
+    for attr, key in (("steps", "steps"), ("lr", "lr"), ("rank", "rank"), ("batch_size", "batch_size"),
+                      ("holdout", "holdout")):
         if getattr(args, attr) is not None:
             fields[key] = getattr(args, attr)
     if args.modules:
         fields["modules"] = [args.modules]
+    if getattr(args, "fsdp", False):
+        fields["fsdp"] = True
     return TrainConfig(**fields)
 
 
 def cmd_train(args) -> int:
+    from stance_studio.core import distributed
+    from stance_studio.core.jobs import no_progress
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.errors import LibraryError
     from stance_studio.core.extraction import parse_policy
@@ -100,9 +136,14 @@ def cmd_train(args) -> int:
                            "choose another name or pass --overwrite.")
     library.check_writable()
     cancel = sigint_cancel()
+    main_rank = distributed.is_main()
     base = load_model(args, cancel)
     ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
-                        progress=progress_bar("train"), cancel=cancel, overwrite=args.overwrite)
+                        progress=progress_bar("train") if main_rank else no_progress, cancel=cancel,
+                        overwrite=args.overwrite)
+    distributed.finish()
+    if ckpt is None:  # another rank than 0 of a torchrun/accelerate run: rank 0 reports
+        return 0
     size = ckpt.path.stat().st_size
     doc = {
         "checkpoint": str(ckpt.path),
@@ -114,7 +155,9 @@ def cmd_train(args) -> int:
         "seconds": ckpt.training["seconds"],
         "method": ckpt.method,
         "policy": ckpt.extraction["policy"],
+        "bits_per_weight": ckpt.bits_per_weight,
         "metrics": ckpt.metrics,
+        "holdout": ckpt.training.get("holdout", {}).get("prompts", []),
     }
     finite = [x for x in ckpt.training["loss"] if x is not None]
     text = (
@@ -122,13 +165,23 @@ def cmd_train(args) -> int:
         f"  method {ckpt.method}, {ckpt.training['steps']} steps in {ckpt.training['seconds']:.0f} s, "
         f"loss {finite[0]:.3f} → {finite[-1]:.3f}, {ckpt.training['nonfinite_steps']} non-finite steps skipped\n"
         f"  kept {len(ckpt.deltas)} modules with policy {ckpt.extraction['policy']}: {human_bytes(size)} "
-        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model), "
+        f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model, "
+        f"{ckpt.bits_per_weight:.2f} bits per touched weight), "
         f"retention {_retention(ckpt.metrics['retention'])}\n"
         f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
-        f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}"
+        f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}\n"
+        f"  stance fit {_fit(ckpt.metrics.get('stance_fit_nats'), ckpt.metrics.get('stance_fit_ci95'))} nats/token on "
+        f"{len(doc['holdout'])} held-out examples, {_fit(ckpt.metrics.get('stance_fit_train_nats'), None)} on the "
+        "training examples"
     ) if finite else f"Saved {ckpt.name} to {ckpt.path}"
     emit(args, doc, text)
     return 0
+
+
+def _fit(value, ci) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
 def _retention(value) -> str:
@@ -136,71 +189,95 @@ def _retention(value) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    from stance_studio.cli.evaluate_report import evaluate_text
     from stance_studio.core.blend import Blender
-    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.capability import DEFAULT_TOKENS
     from stance_studio.core.errors import StanceStudioError
     from stance_studio.core.generation import GenerationSettings
     from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+    from stance_studio.core.probes import load_probe_set
+    from stance_studio.core.stance_reference import own_stance, resolve_stance
     from stance_studio.core.variants import parse_variant, resolve_variant
 
     variant = parse_variant(args.spec)
     library = open_library(args)
     blend = resolve_variant(variant, library)
-    probes = load_probes(args.prompts)
+    probes = load_probe_set(args.prompts)
     settings = EVAL_SETTINGS
     if args.max_new_tokens is not None:
         if args.max_new_tokens < 1:
             raise StanceStudioError("--max-new-tokens must be at least 1.")
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    tokens = DEFAULT_TOKENS if args.capability_tokens is None else args.capability_tokens
+    if tokens < 0 or tokens == 1:
+        raise StanceStudioError("--capability-tokens must be 0 (skip) or at least 2.")
+    if args.stance:
+        stance = resolve_stance(args.stance, library)
+    else:  # the checkpoint's own stance; in a blend, the one with the largest weight; none for base
+        stance = own_stance(blend, strict=False)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    metrics = evaluate(base, Blender(base), blend, probes, settings, progress=progress_bar("evaluate"),
-                       cancel=cancel, allow_mismatch=args.allow_mismatch)
+    blend = map_layers(args, [blend], base)[0]
+    metrics = evaluate(base, Blender(base), blend, list(probes.prompts), settings, progress=progress_bar("evaluate"),
+                       cancel=cancel, allow_mismatch=args.allow_mismatch, categories=list(probes.categories),
+                       stance=stance, capability_tokens=tokens)
     doc = {"variant": variant.spec, "model": base.model_id, "probes": len(probes), **metrics.as_json()}
-    text = (
-        f"{variant.spec} on {len(probes)} probe prompts ({base.model_id}):\n"
-        f"  hedges   {metrics.hedges_per_100w:6.2f} per 100 words\n"
-        f"  boosters {metrics.boosters_per_100w:6.2f} per 100 words\n"
-        f"  stance score {metrics.stance_score:+.2f}   KL to base {metrics.kl_to_base:.4f}   "
-        f"identical to base {metrics.identical_fraction:.0%}\n"
-        f"  e.g. {probes[0]!r} → {metrics.generations[0].text.strip()[:200]!r}"
-    )
-    emit(args, doc, text)
+    emit(args, doc, evaluate_text(variant.spec, base.model_id, doc, by_category=args.by_category))
     return 0
+
+
+def _seeds(args) -> int:
+    from stance_studio.core.errors import StanceStudioError
+
+    if args.seeds < 1:
+        raise StanceStudioError(f"--seeds must be at least 1 (got {args.seeds}).")
+    return args.seeds
 
 
 def cmd_compare(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.experiment_tables import to_text
-    from stance_studio.core.experiments import compare_methods
+    from stance_studio.core.holdout import DEFAULT_HOLDOUT, check_fraction
+    from stance_studio.core.seeds import compare_methods_seeds
 
+    seeds = _seeds(args)
+    holdout = check_fraction(DEFAULT_HOLDOUT if args.holdout is None else args.holdout)
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    rows = compare_methods(base, dataset, probes=probes, steps=args.steps, seed=args.seed, lr=args.lr,
-                           progress=progress_bar("compare"), cancel=cancel)
+    result = compare_methods_seeds(base, dataset, seeds=seeds, seed=args.seed, probes=probes, steps=args.steps,
+                                   lr=args.lr, holdout=holdout, progress=progress_bar("compare"), cancel=cancel)
+    rows = result["rows"]
     lines = [to_text("methods", rows)] + [f"{r['method']}: {r['error']}" for r in rows if r.get("error")]
-    emit(args, {"dataset": args.dataset, "model": base.model_id, "rows": rows}, "\n".join(lines))
+    if seeds > 1:
+        lines.append(f"mean ± spread (standard deviation) over seeds {args.seed}…{args.seed + seeds - 1}")
+    else:
+        lines.append("[low, high]: 95 % bootstrap interval over probes (stance fit: over held-out examples)")
+    emit(args, {"dataset": args.dataset, "model": base.model_id, "seeds": seeds, **result}, "\n".join(lines))
     return 0
 
 
 def cmd_compare_policies(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.experiment_tables import to_text
-    from stance_studio.core.experiments import POLICY_CANDIDATES, compare_policies, parse_policies
+    from stance_studio.core.experiments import POLICY_CANDIDATES, parse_policies
+    from stance_studio.core.seeds import compare_policies_seeds
 
+    seeds = _seeds(args)
     config = _config(args)
     policies = parse_policies(args.keep or POLICY_CANDIDATES)
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     cancel = sigint_cancel()
     base = load_model(args, cancel)
-    result = compare_policies(base, dataset, policies, config, probes=probes,
-                              progress=progress_bar("compare"), cancel=cancel)
+    result = compare_policies_seeds(base, dataset, policies, config, seeds=seeds, probes=probes,
+                                    progress=progress_bar("compare"), cancel=cancel)
     t = result["training"]
     lines = [f"{t['dataset']}: {t['method']} training, {t['steps']} steps in {t['seconds']:.0f} s; "
              f"the full delta is {human_bytes(t['full_delta_bytes'])}", to_text("policies", result["rows"])]
     lines += [f"{r['policy']}: {r['error']}" for r in result["rows"] if r.get("error")]
-    emit(args, {"dataset": args.dataset, "model": base.model_id, **result}, "\n".join(lines))
+    if seeds > 1:
+        lines.append(f"mean ± spread (standard deviation) over seeds {args.seed}…{args.seed + seeds - 1}")
+    emit(args, {"dataset": args.dataset, "model": base.model_id, "seeds": seeds, **result}, "\n".join(lines))
     return 0

@@ -1,5 +1,5 @@
-"""Stance checkpoints, format version 1: one safetensors file holding the kept delta
-and JSON metadata. See DESIGN.md, "Checkpoint format".
+"""Stance checkpoints: one safetensors file holding the kept delta and JSON
+metadata. See DESIGN.md, "Checkpoint format".
 
 Tensors: ``P:delta`` (dense) or ``P:A`` / ``P:B`` (low rank, delta = B @ A) per
 touched parameter ``P``. ``__metadata__`` maps ``format``, ``name``, ``created``,
@@ -9,6 +9,8 @@ Files are written atomically and never unpickled.
 Format version 2 adds the checkpoint kind ``activation``: per-layer steering
 vectors stored as ``layers.N:direction`` (N the decoder layer index), described by
 the ``steering`` metadata field. Version-1 files keep loading unchanged.
+A checkpoint with packed (quantized or sparse) deltas is written as format 2
+(core/checkpoint_v2.py); one without is still written as format 1.
 """
 
 from __future__ import annotations
@@ -25,14 +27,23 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from stance_studio.core.checkpoint_v2 import (
+    FORMAT_V2,
+    bits_per_weight_of,
+    check_packed_layout,
+    decode_packing,
+    packed_tensors,
+    read_packed,
+)
 from stance_studio.core.checkpoint_schema import check_metadata, check_tensor
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, is_finite
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+from stance_studio.core.modules import is_linear, is_transposed_linear
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
-FORMAT_2 = "stance-studio/2"
-FORMATS = (FORMAT, FORMAT_2)
+FORMAT_2 = FORMAT_V2
+FORMATS = (FORMAT, FORMAT_V2)
 WEIGHTS, ACTIVATION = "weights", "activation"
 SUFFIX = ".stance.safetensors"
 _JSON_KEYS = ("stance", "base", "training", "extraction", "metrics", "steering")
@@ -77,6 +88,11 @@ class StanceCheckpoint:
         return {f"{prefix}.{n}": v for n, v in self.applied_vectors().items()}
 
     @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight of the parameters this checkpoint touches."""
+        return bits_per_weight(self.deltas)
+
+    @property
     def method(self) -> str:
         return str(self.training.get("method", "unknown"))
 
@@ -91,7 +107,9 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
     """A checkpoint for ``deltas`` made on ``base`` (a BaseModel), fingerprinted."""
     info = dict(base.describe())
     info["fingerprint"] = base.fingerprint(list(deltas))
-    info["not_linear"] = not_linear(base.model, [n for n, d in deltas.items() if len(d.shape) == 2])
+    matrices = [n for n, d in deltas.items() if len(d.shape) == 2]
+    info["not_linear"] = not_linear(base.model, matrices)
+    info["transposed"] = transposed(base.model, matrices)
     extraction = dict(extraction or {})
     extraction.setdefault("bytes", delta_bytes(deltas))
     return StanceCheckpoint(
@@ -107,8 +125,8 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
 
 
 def not_linear(model, names) -> dict[str, str]:
-    """Which of ``names`` are not ``nn.Linear`` weights, as ``Module.attr``. PEFT LoRA
-    holds only Linear weights; checkpoints record their matrices that are not (1-D
+    """Which of ``names`` are not weights of linear maps (``nn.Linear``, GPT-2's ``Conv1D``),
+    as ``Module.attr``. PEFT LoRA holds only those; checkpoints record their matrices that are not (1-D
     deltas show by shape), so an export can check without the model."""
     out = {}
     for name in names:
@@ -117,9 +135,24 @@ def not_linear(model, names) -> dict[str, str]:
             module = model.get_submodule(owner)
         except AttributeError:
             continue
-        if not (isinstance(module, torch.nn.Linear) and attr == "weight"):
+        if not (is_linear(module) and attr == "weight"):
             out[name] = f"{type(module).__name__}.{attr}"
     return out
+
+
+def transposed(model, names) -> list[str]:
+    """Which of ``names`` are weights stored (in × out), as GPT-2's ``Conv1D`` keeps them:
+    a PEFT export of them needs ``fan_in_fan_out``."""
+    out = []
+    for name in names:
+        owner, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if attr == "weight" and is_transposed_linear(module):
+            out.append(name)
+    return sorted(out)
 
 
 def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
@@ -130,7 +163,7 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not ckpt.deltas and not ckpt.directions:
         raise CheckpointError(f"Checkpoint {ckpt.name!r} holds no delta; nothing to save.")
-    tensors: dict[str, torch.Tensor] = {}
+    tensors, packing = packed_tensors(ckpt.deltas)
     for layer, vector in ckpt.directions.items():
         if not bool(torch.isfinite(vector).all()):
             raise CheckpointError(
@@ -142,12 +175,17 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
             raise CheckpointError(
                 f"Checkpoint {ckpt.name!r} has non-finite values in {name}; it was not written."
             )
+        if name in packing:
+            continue
         if isinstance(delta, LowRankDelta):
             tensors[f"{name}:A"] = delta.A.detach().contiguous().cpu()
             tensors[f"{name}:B"] = delta.B.detach().contiguous().cpu()
         else:
             tensors[f"{name}:delta"] = delta.tensor.detach().contiguous().cpu()
-    metadata = {"format": FORMAT if ckpt.kind == WEIGHTS else FORMAT_2, "name": ckpt.name, "created": ckpt.created}
+    v2 = packing or ckpt.kind != WEIGHTS
+    metadata = {"format": FORMAT_V2 if v2 else FORMAT, "name": ckpt.name, "created": ckpt.created}
+    if packing:
+        metadata["packing"] = json.dumps(packing, sort_keys=True)
     if ckpt.kind != WEIGHTS:
         metadata["kind"] = ckpt.kind
     for key in _JSON_KEYS:
@@ -216,7 +254,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             if header["kind"] == ACTIVATION:
                 _check_directions(path, fh, keys)
             else:
-                _check_layout(path, fh, keys)
+                _check_layout(path, fh, check_packed_layout(path, fh, keys, header["packing"]), bool(header["packing"]))
+                header["bits_per_weight"] = bits_per_weight_of(fh, keys, header["packing"])
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
     return header
@@ -233,6 +272,7 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
         raise CheckpointError(f"{path}: checkpoint kind {kind!r} is not known to format {raw['format']}.")
     out: dict[str, Any] = {"format": raw["format"], "kind": kind, "name": raw.get("name") or _stem(path),
                            "created": raw.get("created", "")}
+    out["packing"] = decode_packing(path, raw) if raw["format"] == FORMAT_V2 and kind == WEIGHTS else {}
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(raw.get(key, "{}"))
@@ -249,7 +289,7 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
     return out
 
 
-def _check_layout(path: Path, fh, keys: list[str]) -> None:
+def _check_layout(path: Path, fh, keys: list[str], packed: bool = False) -> None:
     """Tensor names and factor shapes, from the header only (no tensor data read)."""
     parts: dict[str, dict[str, list[int]]] = {}
     for key in keys:
@@ -259,7 +299,7 @@ def _check_layout(path: Path, fh, keys: list[str]) -> None:
         tensor = fh.get_slice(key)
         parts.setdefault(name, {})[kind] = list(tensor.get_shape())
         check_tensor(path, key, kind, tensor.get_dtype(), parts[name][kind])
-    if not parts:
+    if not parts and not packed:
         raise CheckpointError(f"{path} holds no delta tensors.")
     for name, found in parts.items():
         if set(found) not in ({"delta"}, {"A", "B"}):
@@ -309,13 +349,15 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     header = read_header(path)
     deltas: dict[str, Delta] = {}
     directions: dict[int, torch.Tensor] = {}
+    packing = header["packing"]
     keys = set(header["tensor_names"])
     activation = header["kind"] == ACTIVATION
     try:
         with safe_open(str(path), framework="pt") as fh:
             for key in sorted(keys) if activation else ():
                 directions[_direction_layer(key)] = fh.get_tensor(key).float()
-            for name in sorted({k.rsplit(":", 1)[0] for k in keys}) if not activation else ():
+            deltas.update(read_packed(path, fh, packing))
+            for name in sorted({k.rsplit(":", 1)[0] for k in keys} - set(packing)) if not activation else ():
                 if f"{name}:delta" in keys:
                     deltas[name] = DenseDelta(fh.get_tensor(f"{name}:delta"))
                 else:
@@ -330,7 +372,7 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
             raise CheckpointError(f"{path}: the layer {layer} direction holds NaN or inf values; refusing to use it.")
     return StanceCheckpoint(
         name=header["name"],
-        deltas=deltas,
+        deltas=dict(sorted(deltas.items())),
         directions=dict(sorted(directions.items())),
         kind=header["kind"],
         path=path,

@@ -226,21 +226,51 @@ def _context_length(tokenizer) -> Optional[int]:
 
 
 def load_probes(path: str | os.PathLike | None = None) -> list[str]:
-    """Neutral probe prompts, one per line (``#`` lines are comments)."""
-    path = Path(path) if path else resource("probes", "neutral.txt")
+    """Neutral probe prompts (the shipped categorised set by default)."""
+    return [prompt for prompt, _ in read_probe_file(path)]
+
+
+UNCATEGORISED = "uncategorised"
+
+
+def read_probe_file(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """(prompt, category) pairs of a probe file: JSONL ``{"prompt", "category"}``
+    (``resources/probes/neutral.jsonl`` by default), or plain text with one prompt per
+    line (``#`` lines are comments; category ``uncategorised``)."""
+    path = Path(path) if path else resource("probes", "neutral.jsonl")
     if not path.is_file():
         raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
     try:
         text = read_limited(path, "Probe file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"Probe file {path} is not UTF-8 text ({exc}).") from exc
+    entries: list[tuple[str, str]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         _check_line_length(path, lineno, line)
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line).")
-    return prompts
+        line = line.strip()
+        if not line:
+            continue
+        if path.suffix == ".jsonl":
+            entries.append(_probe_line(line, path, lineno))
+        elif not line.startswith("#"):
+            entries.append((line, UNCATEGORISED))
+    if not entries:
+        raise DatasetError(f"Probe file {path} holds no prompts (one prompt per line, or JSONL with \"prompt\").")
+    return entries
+
+
+def _probe_line(line: str, path: Path, lineno: int) -> tuple[str, str]:
+    where = f"{path}, line {lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where}: not valid JSON ({exc.msg}).") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+        raise DatasetError(f"{where}: each line needs a non-empty string \"prompt\" (and optionally \"category\").")
+    category = obj.get("category", UNCATEGORISED)
+    if not isinstance(category, str) or not category.strip():
+        raise DatasetError(f"{where}: \"category\" must be a non-empty string.")
+    return obj["prompt"].strip(), category.strip()
 
 
 def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:

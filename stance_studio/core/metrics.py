@@ -6,6 +6,9 @@
 - KL to base: mean per-token KL(p_variant ‖ p_base) over the variant's own greedy
   continuation, teacher-forced through both;
 - identical fraction: share of probes whose greedy output equals base's;
+- stance rate, stance fit (``stance_metrics``), capability cost (``capability``) and
+  the 95 % intervals over probes (``probe_stats``, ``intervals``) are defined in
+  their own modules; :func:`evaluate` measures them all for one variant;
 - retention: (LL_ckpt − LL_base) / (LL_tuned − LL_base), LL = mean token
   log-likelihood of the tuned model's greedy continuations; undefined (None) when
   the tuned model is not clearly more likely than base on them.
@@ -21,9 +24,12 @@ from typing import Optional, Sequence
 import torch
 
 from stance_studio.core.batching import pad_batch
+from stance_studio.core.capability import DEFAULT_TOKENS, Capability, capability_cost
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.probe_stats import PerProbe, by_category, intervals
 from stance_studio.core.resources import resource
+from stance_studio.core.stance_metrics import StanceMetrics, measure_stance
 
 EVAL_SETTINGS = GenerationSettings(max_new_tokens=48)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -107,7 +113,7 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
 
 def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
     """Log-likelihood of each continuation token."""
-    return logprobs.gather(1, torch.tensor(gen.new_ids).unsqueeze(1)).squeeze(1)
+    return logprobs.gather(1, torch.tensor(gen.new_ids, device=logprobs.device).unsqueeze(1)).squeeze(1)
 
 
 def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.Tensor:
@@ -129,6 +135,8 @@ def variant_and_base_logprobs(base, runtime, blends, gens: Sequence[Generation])
 
 @dataclass
 class VariantMetrics:
+    """Every metric of one variant; ``as_json`` is the evaluate contract."""
+
     hedges_per_100w: float
     boosters_per_100w: float
     stance_score: float
@@ -136,16 +144,29 @@ class VariantMetrics:
     identical_fraction: float
     generations: list[Generation] = field(default_factory=list, repr=False)
     base_generations: list[Generation] = field(default_factory=list, repr=False)
+    per_probe: Optional[PerProbe] = field(default=None, repr=False)
+    categories: Optional[list[str]] = field(default=None, repr=False)
+    stance: Optional[StanceMetrics] = None
+    capability: Optional[Capability] = None
 
     def as_json(self) -> dict:
-        return {
+        out = {
             "hedges_per_100w": self.hedges_per_100w,
             "boosters_per_100w": self.boosters_per_100w,
             "stance_score": self.stance_score,
             "kl_to_base": self.kl_to_base,
             "identical_fraction": self.identical_fraction,
-            "samples": [{"prompt": g.prompt, "text": g.text} for g in self.generations],
         }
+        if self.per_probe is not None:
+            out.update(intervals(self.per_probe))
+        out.update(self.stance.as_json() if self.stance else {
+            "stance": None, "stance_rate": None, "stance_rate_ci95": None, "classifier_accuracy": None,
+            "stance_fit_nats": None, "stance_fit_ci95": None})
+        out["capability"] = self.capability.as_json() if self.capability else None
+        if self.per_probe is not None and self.categories:
+            out["by_category"] = by_category(self.per_probe, self.categories)
+        out["samples"] = [{"prompt": g.prompt, "text": g.text} for g in self.generations]
+        return out
 
 
 def _batches(items, size):
@@ -164,9 +185,15 @@ def evaluate(
     cancel: Optional[CancelFlag] = None,
     allow_mismatch: bool = False,
     base_generations: Optional[list[Generation]] = None,
+    categories: Optional[Sequence[str]] = None,
+    stance=None,
+    capability_tokens: int = DEFAULT_TOKENS,
 ) -> VariantMetrics:
     """All metrics of one variant (``blend``: list of (checkpoint, alpha); [] = base).
 
+    ``categories`` (one per probe) adds the per-category breakdown; ``stance`` (a
+    :class:`~stance_studio.core.stance_reference.StanceReference`) adds stance rate and
+    stance fit; ``capability_tokens`` > 0 adds the capability cost on that many tokens.
     Base and variant run with per-row stance weights; no weight is written and the
     blend the model shows is left as it was.
     """
@@ -187,19 +214,42 @@ def evaluate(
     with runtime.scoped(blend):
         gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
     step(len(probes), "Generated variant answers")
-    kls: list[torch.Tensor] = []
-    for chunk in _batches(gens, batch_size):
+    kl_of: dict[int, torch.Tensor] = {}
+    rows = [i for i, g in enumerate(gens) if g.new_ids]
+    for chunk_rows in _batches(rows, batch_size):
         cancel.raise_if_set("evaluation")
-        chunk = [g for g in chunk if g.new_ids]
-        if not chunk:
-            continue
+        chunk = [gens[i] for i in chunk_rows]
         logp_v, logp_b = variant_and_base_logprobs(base, runtime, [blend] * len(chunk), chunk)
-        kls.extend(kl_per_token(v, b) for v, b in zip(logp_v, logp_b))
+        for i, v, b in zip(chunk_rows, logp_v, logp_b):
+            kl_of[i] = kl_per_token(v, b)
         step(len(chunk), "Teacher-forcing through variant and base")
+    per_probe = PerProbe()
+    for i, (g, b) in enumerate(zip(gens, base_gens)):
+        hedges, boosters, n_words = marker_counts(g.text)
+        kl = kl_of.get(i)
+        per_probe.hedges.append(hedges)
+        per_probe.boosters.append(boosters)
+        per_probe.words.append(n_words)
+        per_probe.kl_sums.append(float(kl.sum()) if kl is not None else 0.0)
+        per_probe.kl_tokens.append(int(kl.numel()) if kl is not None else 0)
+        per_probe.identical.append(int(g.new_ids == b.new_ids))
+    stance_metrics = None
+    if stance is not None:
+        progress(Progress("evaluate", steps, steps, f"Measuring stance rate and stance fit against {stance.name}"))
+        stance_metrics = measure_stance(base, blender, blend, [g.text for g in gens], stance, settings,
+                                        allow_mismatch=allow_mismatch, cancel=cancel)
+        per_probe.stance = stance_metrics.rate.labels
+    capability = None
+    if capability_tokens:
+        progress(Progress("evaluate", steps, steps, f"Measuring capability cost on {capability_tokens} tokens"))
+        capability = capability_cost(base, blender, blend, capability_tokens, allow_mismatch=allow_mismatch,
+                                     cancel=cancel)
     hedges, boosters = pooled_rates([g.text for g in gens])
+    kls = list(kl_of.values())
     kl = float(torch.cat(kls).mean()) if kls else 0.0
-    identical = sum(g.new_ids == b.new_ids for g, b in zip(gens, base_gens)) / max(len(probes), 1)
-    return VariantMetrics(hedges, boosters, hedges - boosters, max(kl, 0.0), identical, gens, base_gens)
+    identical = sum(per_probe.identical) / max(len(probes), 1)
+    return VariantMetrics(hedges, boosters, hedges - boosters, max(kl, 0.0), identical, gens, base_gens,
+                          per_probe, list(categories) if categories is not None else None, stance_metrics, capability)
 
 
 def mean_loglik(base, gens: Sequence[Generation], batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> float:

@@ -7,15 +7,19 @@ import json
 import time
 from typing import Optional, Sequence
 
+from stance_studio.core import distributed
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
-from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, load_probes, model_context
+from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, model_context
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import LibraryError
 from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, extract, parse_policy
+from stance_studio.core.holdout import split_dataset
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.library import Library
 from stance_studio.core.metrics import EVAL_SETTINGS, retention_probe
+from stance_studio.core.probes import retention_probes
+from stance_studio.core.stance_fit import stance_fit
 from stance_studio.core.training import TrainConfig, train
 
 
@@ -39,10 +43,13 @@ def build_stance(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     overwrite: bool = False,
-) -> StanceCheckpoint:
-    """Train → extract → measure retention on the probes → save atomically.
+) -> Optional[StanceCheckpoint]:
+    """Hold out part of the dataset → train on the rest → extract → measure retention
+    on the probes and stance fit on the held-out and training examples → save
+    atomically.
 
-    Nothing is written when the run is cancelled or diverges. Training starts from
+    Nothing is written when the run is cancelled or diverges. Under a distributed
+    launcher every rank trains and only rank 0 goes on (other ranks get ``None``). Training starts from
     the true base weights and measuring runs with per-row stance weights, so the
     blend shown stays shown throughout.
     """
@@ -54,10 +61,13 @@ def build_stance(
         raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
     library.check_writable()  # a read-only library fails now, not after the training
     data = validated_dataset(base, dataset)
-    probes = list(probes) if probes is not None else load_probes()
+    probes = list(probes) if probes is not None else retention_probes()
+    split = split_dataset(data, config.holdout, config.seed)
     blender = blender or Blender(base)
     started = time.perf_counter()
-    result = train(base, data, config, progress=progress, cancel=cancel)
+    result = train(base, split.train, config, progress=progress, cancel=cancel)
+    if not distributed.is_main():
+        return None  # under torchrun/accelerate, rank 0 alone extracts, measures and writes
     training = {
         "method": config.method,
         "hyperparameters": config.as_json(),
@@ -70,8 +80,11 @@ def build_stance(
         "trainable_params": result.trainable_params,
         "seconds": result.seconds,
         "full_delta_bytes": delta_bytes(result.deltas),
+        "holdout": {"fraction": split.fraction, "seed": config.seed, "prompts": split.held_out_prompts},
     }
-    calibration = [encode_example(base.tokenizer, ex)[0] for ex in data.examples]
+    if result.parallel:
+        training["parallel"] = result.parallel
+    calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
     # a byte budget covers the whole file, this record included
     reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))
     kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
@@ -80,6 +93,8 @@ def build_stance(
     probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
     kept_retention = probe.measure(base, blender, kept, cancel=cancel)
     hedges, boosters = probe.tuned_rates
+    fit = stance_fit(base, blender, [(kept, 1.0)], split.held_out, cancel=cancel) if split.held_out else None
+    fit_train = stance_fit(base, blender, [(kept, 1.0)], split.train.examples, cancel=cancel)
     progress(Progress("measure", 1, 1, "Retention undefined: the tuned model is no closer to its answers than base"
                       if kept_retention is None else f"Retention {kept_retention:.3f}"))
     cancel.raise_if_set("training")
@@ -101,6 +116,10 @@ def build_stance(
             "tuned_hedges_per_100w": hedges,
             "tuned_boosters_per_100w": boosters,
             "tuned_stance_score": hedges - boosters,
+            "stance_fit_nats": None if fit is None else fit.nats,
+            "stance_fit_ci95": None if fit is None else fit.ci95,
+            "stance_fit_train_nats": fit_train.nats,
+            "stance_fit_train_ci95": fit_train.ci95,
             "base_model_bytes": base.parameter_bytes(),
             "seconds_total": time.perf_counter() - started,
         },

@@ -19,6 +19,7 @@ from stance_studio.core.errors import SweepRangeError
 from stance_studio.core.generation import generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+from stance_studio.core.stance_reference import own_stance
 from stance_studio.core.variants import MAX_WEIGHT, check_weight
 
 AXES = ("alpha", "beta")
@@ -132,6 +133,8 @@ def run_sweep(
             check_weight(w, repr(_label(src, i)))
     total = len(points) + 1
     options = dict(evaluate_options or {})
+    if "stance" not in options:  # scored against the first direction's own stance
+        options["stance"] = own_stance([term for direction in directions for term in direction], strict=False)
     rows: list[dict] = []
     with blender.runtime.scoped([]):  # in this job only: the blend shown stays as it is
         progress(Progress("sweep", 0, total, f"Generating base answers to {len(probes)} probe prompts"))

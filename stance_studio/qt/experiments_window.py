@@ -52,9 +52,10 @@ EXPERIMENTS = {
     "layers": "Steering layer sweep: where the stance is steerable",
 }
 NOTES = {
-    "methods": "Trains the dataset with each of the report's five methods and measures every tuned model on the "
-               "probe prompts: stance score (hedges − boosters per 100 words), KL to base, share of answers "
-               "identical to base.",
+    "methods": "Trains the dataset (a quarter held out) with each of the report's five methods and measures every "
+               "tuned model: stance rate on the probe prompts, stance fit on the held-out examples, perplexity "
+               "change on a neutral text, KL to base, share of answers identical to base, marker score. "
+               "[low, high] is a 95 % interval; with several seeds, mean ± spread.",
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
     "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
@@ -85,6 +86,9 @@ class ExperimentsWindow(QDialog):
         self.steps = QSpinBox(minimum=0, maximum=100000, value=0, specialValueText="each method's default",
                               toolTip="Optimiser steps per training run (0: the method's default)")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.seeds = QSpinBox(minimum=1, maximum=20, value=1,
+                              toolTip="Repeat the experiment with this many seeds (seed, seed+1, …); each figure "
+                                      "then reads mean ± spread over them")
         self.lr = QDoubleSpinBox(minimum=0.0, maximum=1.0, decimals=6, singleStep=1e-5, value=0.0,
                                  specialValueText="each method's default",
                                  toolTip="Learning rate of every training run (0: the method's default)")
@@ -103,6 +107,7 @@ class ExperimentsWindow(QDialog):
         form.addRow("Steps", self.steps)
         form.addRow("Learning rate", self.lr)
         form.addRow("Seed", self.seed)
+        form.addRow("Seeds", self.seeds)
         form.addRow("Policies", self.policies)
         form.addRow("Steering stance", self.steering_box)
         form.addRow("Every K-th layer", self.every)
@@ -230,7 +235,7 @@ class ExperimentsWindow(QDialog):
 
     @Slot()
     def run(self) -> Optional[Job]:
-        from stance_studio.core import experiments
+        from stance_studio.core import experiments, seeds as repeated
         from stance_studio.core.training import TrainConfig
 
         if self.job is not None and self.job.is_active:
@@ -240,6 +245,7 @@ class ExperimentsWindow(QDialog):
             return None
         kind, dataset, steps, seed = self.kind, self.dataset(), self.steps.value() or None, self.seed.value()
         lr = self.lr.value() or None
+        n_seeds = self.seeds.value()
         blender = self.session.blender
         base = self.session.base
         sweep = None
@@ -256,9 +262,15 @@ class ExperimentsWindow(QDialog):
         def job(progress, cancel):
             if sweep is not None:
                 return sweep(progress, cancel)
+            if kind == "policies" and n_seeds > 1:
+                return repeated.compare_policies_seeds(base, dataset, policies, config, seeds=n_seeds,
+                                                       progress=progress, cancel=cancel, blender=blender)
             if kind == "policies":
                 return experiments.compare_policies(base, dataset, policies, config, progress=progress,
                                                     cancel=cancel, blender=blender)
+            if n_seeds > 1:
+                return repeated.compare_methods_seeds(base, dataset, seeds=n_seeds, seed=seed, steps=steps, lr=lr,
+                                                      progress=progress, cancel=cancel, blender=blender)
             return experiments.compare_methods(base, dataset, steps=steps, seed=seed, lr=lr, progress=progress,
                                                cancel=cancel, blender=blender)
 
@@ -280,7 +292,7 @@ class ExperimentsWindow(QDialog):
 
     def _set_running(self, running: bool) -> None:
         for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.lr, self.seed,
-                       self.policies, self.steering_box, self.every, self.probes_limit):
+                       self.seeds, self.policies, self.steering_box, self.every, self.probes_limit):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         if running:
@@ -309,14 +321,15 @@ class ExperimentsWindow(QDialog):
             return
         rows = result["rows"] if isinstance(result, dict) else result
         self._set_rows(list(rows))
-        if isinstance(result, dict):
+        if isinstance(result, dict) and "training" in result:
             t = result["training"]
             self.status.setText(f"Done: {t['dataset']} trained in {t['steps']} steps ({t['seconds']:.0f} s); "
                                 f"{len(rows)} policies measured.")
         elif self.kind == "layers":
             self.status.setText(f"Done: {len(rows) - 1} layers swept against the base model.")
         else:
-            self.status.setText(f"Done: {len(rows) - 1} methods measured against the base model.")
+            over = f" over {len(result['runs'])} seeds (mean ± spread)" if isinstance(result, dict) else ""
+            self.status.setText(f"Done: {len(rows) - 1} methods measured against the base model{over}.")
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

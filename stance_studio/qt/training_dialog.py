@@ -89,6 +89,10 @@ class TrainingDialog(QDialog):
                                         specialValueText="off")
         self.grad_clip.setToolTip("Largest gradient norm before clipping; 0 turns clipping off")
         self.batch = QSpinBox(minimum=1, maximum=256, value=defaults.batch_size)
+        self.holdout = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05, decimals=2, value=defaults.holdout,
+                                      specialValueText="none")
+        self.holdout.setToolTip("Share of the dataset kept out of training (seeded, at least 2 examples) to "
+                                "measure stance fit on unseen references; 0 trains on everything")
         self.policy = QLineEdit(s.get("training/policy") or DEFAULT_POLICY)
         self.policy.setToolTip("What the checkpoint keeps: all, top:K, rank:R, energy:F, budget:F (a share of the "
                                "base model's bytes), aware, fp16/bf16, joined by + (e.g. rank:16+fp16); "
@@ -107,6 +111,7 @@ class TrainingDialog(QDialog):
         form.addRow("Batch size", self.batch)
         form.addRow("Gradient clip", self.grad_clip)
         form.addRow("Seed", self.seed)
+        form.addRow("Held out", self.holdout)
         form.addRow("Extraction policy", self.policy)
         self.form_problem = QLabel(" ", wordWrap=True)
         self.form_problem.setProperty("role", "bad")
@@ -192,6 +197,7 @@ class TrainingDialog(QDialog):
             "method": method, "modules": modules if method != "full" else [], "steps": self.steps.value(),
             "lr": float(self.lr.text()), "rank": self.rank.value(), "lora_alpha": self.lora_alpha.value() or None,
             "seed": self.seed.value(), "grad_clip": self.grad_clip.value(), "batch_size": self.batch.value(),
+            "holdout": self.holdout.value(),
         }
 
     def problem(self) -> Optional[str]:

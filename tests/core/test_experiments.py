@@ -24,6 +24,10 @@ def test_compare_methods_rows(tiny):
                     "identical_fraction"):
             assert row[key] is not None, key
     assert rows[2]["trainable_params"] < rows[1]["trainable_params"]
+    # the stance-agnostic figures: base scores no fit and no capability cost against its own stance
+    assert rows[0]["stance_fit_nats"] == pytest.approx(0.0, abs=1e-6) and rows[0]["capability_change"] == 0.0
+    assert rows[1]["stance_fit_nats"] > 0 and len(rows[1]["stance_fit_nats_ci95"]) == 2
+    assert 0.0 <= rows[1]["stance_rate"] <= 1.0 and rows[1]["classifier_accuracy"] is not None
     assert "diverged" in rows[3]["error"].lower() and rows[3]["stance_score"] is None
 
 
@@ -74,3 +78,16 @@ def test_a_policy_that_cannot_fit_is_a_failed_row_not_a_failed_sweep(tiny):
     budget, rank1 = result["rows"]
     assert "budget" in budget["error"] and budget["retention"] is None
     assert rank1["retention"] is not None and "error" not in rank1
+
+
+def test_compare_methods_over_seeds_reports_mean_and_spread(tiny):
+    from stance_studio.core.seeds import compare_methods_seeds
+
+    result = compare_methods_seeds(tiny, "curious-uncertainty", seeds=2, seed=5, probes=PROBES[:1],
+                                   methods=[("full", TrainConfig(steps=2, lr=1e-2))], capability_tokens=128)
+    assert [run["seed"] for run in result["runs"]] == [5, 6]
+    full = {r["method"]: r for r in result["rows"]}["full"]
+    per_seed = [next(r for r in run["rows"] if r["method"] == "full")["stance_fit_nats"] for run in result["runs"]]
+    assert full["seeds"] == 2 and full["stance_fit_nats"] == pytest.approx(sum(per_seed) / 2)
+    assert full["stance_fit_nats_spread"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    assert per_seed[0] != per_seed[1]  # another seed: another split and example order

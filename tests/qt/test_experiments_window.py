@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stance_studio.core import experiments
+from stance_studio.core.experiment_tables import headers
 from stance_studio.core.training import TrainConfig
 from stance_studio.qt.experiments_window import ExperimentsWindow
 
@@ -23,7 +24,7 @@ def window(qtbot, loaded, monkeypatch):
 def _run_to_end(qtbot, window):
     job = window.run()
     assert job is not None
-    with qtbot.waitSignal(job.ended, timeout=120_000):
+    with qtbot.waitSignal(job.ended, timeout=600_000):  # a guard against hanging, not a speed test
         pass
     return job
 
@@ -39,7 +40,9 @@ def test_policy_sweep_fills_table_and_plot_and_leaves_the_base_untouched(qtbot, 
     assert job.state == "finished"
     assert window.table.rowCount() == 2
     assert [window.table.item(r, 0).text() for r in range(2)] == ["all", "rank:1"]
-    assert float(window.table.item(0, 4).text()) == pytest.approx(1.0, abs=1e-3)
+    columns = headers("policies")
+    assert float(window.table.item(0, columns.index("retention")).text()) == pytest.approx(1.0, abs=1e-3)
+    assert float(window.table.item(0, columns.index("bits/weight")).text()) == pytest.approx(32.0)  # all: float32
     assert len(window.scatter.data) == 2
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     for name, p in loaded.base.model.named_parameters():
@@ -65,7 +68,22 @@ def test_method_comparison_rows_arrive_as_measured(qtbot, window, monkeypatch):
     assert [window.table.item(r, 0).text() for r in range(3)] == ["base", "full", "lora"]
     # rows were added one at a time while the job ran, not all at the end
     assert counts[0] < 3
-    assert window.table.item(0, 7).text() == "100%"
+    from stance_studio.core.experiment_tables import headers
+
+    identical = headers("methods").index("identical to base")
+    assert window.table.item(0, identical).text() == "100% [100%, 100%]"  # base: with its interval over probes
+
+
+def test_methods_over_seeds_read_mean_and_spread(qtbot, window, monkeypatch):
+    from stance_studio.core.experiment_tables import headers
+
+    monkeypatch.setattr(experiments, "report_methods", lambda n: [("full", TrainConfig(steps=2, lr=1e-2))])
+    window.seeds.setValue(2)
+    job = _run_to_end(qtbot, window)
+    assert job.state == "finished", job.error
+    assert [window.table.item(r, 0).text() for r in range(window.table.rowCount())] == ["base", "full"]
+    fit = window.table.item(1, headers("methods").index("stance fit (nats/token)")).text()
+    assert " ± " in fit and "2 seeds" in window.status.text()
 
 
 def test_a_bad_policy_is_refused_before_anything_runs(window, boxes):

@@ -47,7 +47,11 @@ def test_a_failing_job_reports_one_line_and_the_next_job_runs(qtbot, runner, cap
 
 
 @pytest.fixture
-def dialog(qtbot, loaded):
+def dialog(qtbot, loaded, monkeypatch):
+    from stance_studio.core import pipeline
+
+    # two probe prompts keep the retention measurement short on a loaded CI machine
+    monkeypatch.setattr(pipeline, "load_probes", lambda *a: ["Why is the sky blue?", "How do bees make honey?"])
     d = TrainingDialog(loaded)
     qtbot.addWidget(d)
     d.steps.setValue(2)
@@ -59,7 +63,7 @@ def _train(qtbot, dialog, name):
     dialog.name_edit.setText(name)
     job = dialog.start()
     assert job is not None, dialog.problem()
-    with qtbot.waitSignal(job.ended, timeout=120000):
+    with qtbot.waitSignal(job.ended, timeout=300000):
         pass
     return job
 

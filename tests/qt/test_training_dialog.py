@@ -37,7 +37,7 @@ def test_a_real_tiny_training_lands_in_the_library(qtbot, dialog, loaded):
     dialog.trained.connect(trained.append)
     job = dialog.start()
     assert job is not None
-    with qtbot.waitSignal(job.ended, timeout=120000):
+    with qtbot.waitSignal(job.ended, timeout=600000):  # a guard against hanging, not a speed test
         pass
     assert job.state == "finished", job.error
     assert trained == ["tiny-curious"]
@@ -142,8 +142,8 @@ def test_the_form_starts_from_the_core_defaults_for_each_method(qtbot, loaded):
         config = make_config(d.values())
         expected = TrainConfig(method=method, modules=list(DEFAULT_MODULES[method]))
         assert config.effective_lr == DEFAULT_LR[method]
-        assert (config.steps, config.batch_size, config.grad_clip, config.lora_alpha) == (
-            expected.steps, expected.batch_size, expected.grad_clip, expected.lora_alpha)
+        assert (config.steps, config.batch_size, config.grad_clip, config.lora_alpha, config.holdout) == (
+            expected.steps, expected.batch_size, expected.grad_clip, expected.lora_alpha, expected.holdout)
         assert config.effective_modules == expected.effective_modules
 
 
@@ -233,6 +233,17 @@ def test_the_steer_method_builds_a_steering_stance_on_the_blend_sliders(qtbot, d
     with qtbot.waitSignal(loaded.blend_applied, timeout=30000):
         loaded.set_weight("tiny-steer", 1.0)
     assert not loaded.blender.is_base  # the steering hooks are in force
+
+
+def test_the_held_out_share_reaches_the_training_config(qtbot, loaded):
+    from stance_studio.qt.training_job import make_config
+
+    d = TrainingDialog(loaded)
+    qtbot.addWidget(d)
+    d.holdout.setValue(0.4)
+    assert make_config(d.values()).holdout == pytest.approx(0.4)
+    d.holdout.setValue(0.0)
+    assert make_config(d.values()).holdout == 0.0 and d.holdout.text() == "none"
 
 
 def test_every_module_preset_names_modules_of_the_loaded_model(loaded):
