@@ -63,6 +63,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line, never a traceback
         return _report(exc)
+    finally:
+        from stance_studio.cli.plain_progress import close_plain_progress
+
+        close_plain_progress()
 
 
 def _report(exc: BaseException) -> int:

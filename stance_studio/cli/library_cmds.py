@@ -39,10 +39,11 @@ def cmd_list(args) -> int:
         lines.append("  (no stances yet; train one with `stance-studio train DATASET --name NAME`)")
     else:
         width = max(len(e.name) for e in entries)
-        lines.append(f"  {'name':<{width}}  {'method':<9} {'size':>9}  {'retention':>9}  base")
+        lines.append(f"  {'name':<{width}}  {'method':<9} {'size':>9}  {'bits/w':>6}  {'retention':>9}  base")
         for e in entries:
             ret = f"{e.retention:.2f}" if e.retention is not None else "-"
-            lines.append(f"  {e.name:<{width}}  {e.method:<9} {human_bytes(e.bytes):>9}  {ret:>9}  {e.base_model}")
+            bits = f"{e.bits_per_weight:.2f}" if e.bits_per_weight is not None else "-"
+            lines.append(f"  {e.name:<{width}}  {e.method:<9} {human_bytes(e.bytes):>9}  {bits:>6}  {ret:>9}  {e.base_model}")
     emit(args, rows, "\n".join(lines))
     return 0
 
@@ -65,6 +66,7 @@ def cmd_inspect(args) -> int:
         "path": str(ckpt.path),
         "bytes": ckpt.path.stat().st_size if ckpt.path else ckpt.nbytes,
         "base_model_bytes": base.parameter_bytes(),
+        "bits_per_weight": ckpt.bits_per_weight,
         "stance": ckpt.stance,
         "base": ckpt.base,
         "training": ckpt.training,
@@ -78,7 +80,8 @@ def cmd_inspect(args) -> int:
         f"  made on   {ckpt.base.get('model', '?')} ({ckpt.base.get('architecture', '?')}, "
         f"{ckpt.base.get('num_layers', '?')} layers){'' if compatible else '  [NOT the loaded model: ' + reason + ']'}",
         f"  method    {ckpt.method}   policy {ckpt.extraction.get('policy', '?')}",
-        f"  size      {human_bytes(doc['bytes'])} ({100 * doc['bytes'] / max(doc['base_model_bytes'], 1):.2f} % of the base model)",
+        f"  size      {human_bytes(doc['bytes'])} ({100 * doc['bytes'] / max(doc['base_model_bytes'], 1):.2f} % of the base model), "
+        f"{ckpt.bits_per_weight:.2f} bits per touched weight{_forms(ckpt)}",
     ]
     if ckpt.metrics.get("retention") is not None:
         lines.append(f"  retention {ckpt.metrics['retention']:.3f}")
@@ -90,6 +93,11 @@ def cmd_inspect(args) -> int:
         lines.append(f"    {c.name:<48} {layer:>5} {c.relative_change:>10.4g} {c.abs_change:>9.4g} {rank:>6}")
     emit(args, doc, "\n".join(lines))
     return 0
+
+
+def _forms(ckpt) -> str:
+    forms = ckpt.extraction.get("representations")
+    return f" ({', '.join(f'{n} {k}' for k, n in forms.items())})" if isinstance(forms, dict) and forms else ""
 
 
 def cmd_export_peft(args) -> int:

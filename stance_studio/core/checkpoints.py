@@ -1,10 +1,12 @@
-"""Stance checkpoints, format version 1: one safetensors file holding the kept delta
-and JSON metadata. See DESIGN.md, "Checkpoint format".
+"""Stance checkpoints: one safetensors file holding the kept delta and JSON
+metadata. See DESIGN.md, "Checkpoint format".
 
 Tensors: ``P:delta`` (dense) or ``P:A`` / ``P:B`` (low rank, delta = B @ A) per
 touched parameter ``P``. ``__metadata__`` maps ``format``, ``name``, ``created``,
 ``stance``, ``base``, ``training``, ``extraction`` and ``metrics`` to JSON strings.
-Files are written atomically and never unpickled.
+Files are written atomically and never unpickled. A checkpoint with packed
+(quantized or sparse) deltas is written as format 2 (core/checkpoint_v2.py); one
+without is still written as format 1, and both formats load.
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from stance_studio.core.checkpoint_v2 import (
+    FORMAT_V2,
+    bits_per_weight_of,
+    check_packed_layout,
+    decode_packing,
+    packed_tensors,
+    read_packed,
+)
 from stance_studio.core.checkpoint_schema import check_metadata, check_tensor
-from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, delta_bytes, is_finite
+from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+from stance_studio.core.modules import is_linear, is_transposed_linear
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
+FORMATS = (FORMAT, FORMAT_V2)
 SUFFIX = ".stance.safetensors"
 _JSON_KEYS = ("stance", "base", "training", "extraction", "metrics")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
@@ -51,6 +63,11 @@ class StanceCheckpoint:
         return delta_bytes(self.deltas)
 
     @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight of the parameters this checkpoint touches."""
+        return bits_per_weight(self.deltas)
+
+    @property
     def method(self) -> str:
         return str(self.training.get("method", "unknown"))
 
@@ -65,7 +82,9 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
     """A checkpoint for ``deltas`` made on ``base`` (a BaseModel), fingerprinted."""
     info = dict(base.describe())
     info["fingerprint"] = base.fingerprint(list(deltas))
-    info["not_linear"] = not_linear(base.model, [n for n, d in deltas.items() if len(d.shape) == 2])
+    matrices = [n for n, d in deltas.items() if len(d.shape) == 2]
+    info["not_linear"] = not_linear(base.model, matrices)
+    info["transposed"] = transposed(base.model, matrices)
     extraction = dict(extraction or {})
     extraction.setdefault("bytes", delta_bytes(deltas))
     return StanceCheckpoint(
@@ -81,8 +100,8 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
 
 
 def not_linear(model, names) -> dict[str, str]:
-    """Which of ``names`` are not ``nn.Linear`` weights, as ``Module.attr``. PEFT LoRA
-    holds only Linear weights; checkpoints record their matrices that are not (1-D
+    """Which of ``names`` are not weights of linear maps (``nn.Linear``, GPT-2's ``Conv1D``),
+    as ``Module.attr``. PEFT LoRA holds only those; checkpoints record their matrices that are not (1-D
     deltas show by shape), so an export can check without the model."""
     out = {}
     for name in names:
@@ -91,9 +110,24 @@ def not_linear(model, names) -> dict[str, str]:
             module = model.get_submodule(owner)
         except AttributeError:
             continue
-        if not (isinstance(module, torch.nn.Linear) and attr == "weight"):
+        if not (is_linear(module) and attr == "weight"):
             out[name] = f"{type(module).__name__}.{attr}"
     return out
+
+
+def transposed(model, names) -> list[str]:
+    """Which of ``names`` are weights stored (in × out), as GPT-2's ``Conv1D`` keeps them:
+    a PEFT export of them needs ``fan_in_fan_out``."""
+    out = []
+    for name in names:
+        owner, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if attr == "weight" and is_transposed_linear(module):
+            out.append(name)
+    return sorted(out)
 
 
 def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
@@ -104,18 +138,22 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not ckpt.deltas:
         raise CheckpointError(f"Checkpoint {ckpt.name!r} holds no delta; nothing to save.")
-    tensors: dict[str, torch.Tensor] = {}
+    tensors, packing = packed_tensors(ckpt.deltas)
     for name, delta in ckpt.deltas.items():
         if not is_finite(delta):
             raise CheckpointError(
                 f"Checkpoint {ckpt.name!r} has non-finite values in {name}; it was not written."
             )
+        if name in packing:
+            continue
         if isinstance(delta, LowRankDelta):
             tensors[f"{name}:A"] = delta.A.detach().contiguous().cpu()
             tensors[f"{name}:B"] = delta.B.detach().contiguous().cpu()
         else:
             tensors[f"{name}:delta"] = delta.tensor.detach().contiguous().cpu()
-    metadata = {"format": FORMAT, "name": ckpt.name, "created": ckpt.created}
+    metadata = {"format": FORMAT_V2 if packing else FORMAT, "name": ckpt.name, "created": ckpt.created}
+    if packing:
+        metadata["packing"] = json.dumps(packing, sort_keys=True)
     for key in _JSON_KEYS:
         metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
     try:
@@ -179,19 +217,21 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
             header = _decode_metadata(path, fh.metadata() or {}, keys)
-            _check_layout(path, fh, keys)
+            _check_layout(path, fh, check_packed_layout(path, fh, keys, header["packing"]), bool(header["packing"]))
+            header["bits_per_weight"] = bits_per_weight_of(fh, keys, header["packing"])
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
     return header
 
 
 def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[str, Any]:
-    if raw.get("format") != FORMAT:
+    if raw.get("format") not in FORMATS:
         raise CheckpointError(
             f"{path} is a safetensors file but not a Stance Studio checkpoint "
-            f"(format {raw.get('format')!r}, expected {FORMAT!r})."
+            f"(format {raw.get('format')!r}, expected one of {', '.join(FORMATS)})."
         )
-    out: dict[str, Any] = {"format": FORMAT, "name": raw.get("name") or _stem(path), "created": raw.get("created", "")}
+    out: dict[str, Any] = {"format": raw["format"], "name": raw.get("name") or _stem(path), "created": raw.get("created", "")}
+    out["packing"] = decode_packing(path, raw) if raw["format"] == FORMAT_V2 else {}
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(raw.get(key, "{}"))
@@ -208,7 +248,7 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
     return out
 
 
-def _check_layout(path: Path, fh, keys: list[str]) -> None:
+def _check_layout(path: Path, fh, keys: list[str], packed: bool = False) -> None:
     """Tensor names and factor shapes, from the header only (no tensor data read)."""
     parts: dict[str, dict[str, list[int]]] = {}
     for key in keys:
@@ -218,7 +258,7 @@ def _check_layout(path: Path, fh, keys: list[str]) -> None:
         tensor = fh.get_slice(key)
         parts.setdefault(name, {})[kind] = list(tensor.get_shape())
         check_tensor(path, key, kind, tensor.get_dtype(), parts[name][kind])
-    if not parts:
+    if not parts and not packed:
         raise CheckpointError(f"{path} holds no delta tensors.")
     for name, found in parts.items():
         if set(found) not in ({"delta"}, {"A", "B"}):
@@ -244,10 +284,12 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     path = Path(path)
     header = read_header(path)
     deltas: dict[str, Delta] = {}
+    packing = header["packing"]
     keys = set(header["tensor_names"])
     try:
         with safe_open(str(path), framework="pt") as fh:
-            for name in sorted({k.rsplit(":", 1)[0] for k in keys}):
+            deltas.update(read_packed(path, fh, packing))
+            for name in sorted({k.rsplit(":", 1)[0] for k in keys} - set(packing)):
                 if f"{name}:delta" in keys:
                     deltas[name] = DenseDelta(fh.get_tensor(f"{name}:delta"))
                 else:
@@ -259,7 +301,7 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
             raise CheckpointError(f"{path}: tensor {name} holds NaN or inf values; refusing to use it.")
     return StanceCheckpoint(
         name=header["name"],
-        deltas=deltas,
+        deltas=dict(sorted(deltas.items())),
         path=path,
         created=header["created"],
         **{key: header[key] for key in _JSON_KEYS},

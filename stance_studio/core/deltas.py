@@ -2,15 +2,20 @@
 
 A delta maps a full parameter name (``model.layers.3.self_attn.q_proj.weight``) to
 either a :class:`DenseDelta` (same shape as the parameter) or a
-:class:`LowRankDelta` (``B @ A`` with ``A`` r × in and ``B`` out × r).
+:class:`LowRankDelta` (``B @ A`` with ``A`` r × in and ``B`` out × r). Either may
+carry ``packed``: the quantized or sparse form it is stored in (core/packing.py);
+its tensors then hold the decoded values, and its size is the packed size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from stance_studio.core.packing import Packed
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,7 @@ class DenseDelta:
 
     tensor: torch.Tensor
     truncated_rank: Optional[int] = None
+    packed: Optional["Packed"] = field(default=None, compare=False, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -27,6 +33,8 @@ class DenseDelta:
 
     @property
     def nbytes(self) -> int:
+        if self.packed is not None:
+            return self.packed.nbytes
         return self.tensor.numel() * self.tensor.element_size()
 
     @property
@@ -43,6 +51,7 @@ class LowRankDelta:
 
     A: torch.Tensor
     B: torch.Tensor
+    packed: Optional["Packed"] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.A.dim() != 2 or self.B.dim() != 2 or self.A.shape[0] != self.B.shape[1]:
@@ -57,6 +66,8 @@ class LowRankDelta:
 
     @property
     def nbytes(self) -> int:
+        if self.packed is not None:
+            return self.packed.nbytes
         return self.A.numel() * self.A.element_size() + self.B.numel() * self.B.element_size()
 
     @property
@@ -76,6 +87,19 @@ def delta_bytes(deltas: DeltaMap) -> int:
     return sum(d.nbytes for d in deltas.values())
 
 
+def bits_per_weight(deltas: DeltaMap) -> float:
+    """Stored bits per weight of the parameters the deltas touch (0 for none)."""
+    weights = sum(_numel(d.shape) for d in deltas.values())
+    return 8 * delta_bytes(deltas) / weights if weights else 0.0
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
 def is_finite(delta: Delta) -> bool:
     if isinstance(delta, DenseDelta):
         return bool(torch.isfinite(delta.tensor).all())
@@ -87,6 +111,9 @@ def dense_deltas(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Ten
     out: dict[str, DenseDelta] = {}
     for name, w0 in base.items():
         w1 = tuned[name]
+        if w0.dtype != w1.dtype:  # a float32 copy trained from a bf16/fp16 base
+            w0 = w0.float()
+            w1 = w1.float()
         if not torch.equal(w0, w1):
             out[name] = DenseDelta((w1.detach().float() - w0.detach().float()).contiguous())
     return out

@@ -48,6 +48,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("modules", "modules", _num("d")),
         ("bytes", "size", _bytes),
         ("fraction_of_base", "% of base", _num(".2%")),
+        ("bits_per_weight", "bits/weight", _num(".2f")),
         ("retention", "retention", _num(".3f")),
     ],
 }

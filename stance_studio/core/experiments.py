@@ -30,10 +30,12 @@ from stance_studio.core.stance_reference import reference_from_dataset
 from stance_studio.core.training import TrainConfig, train
 
 # The candidates of the README's policy table: the report's Path 2 (top:2), more
-# modules, every module at a fixed rank, spectral-energy and byte-budget truncation.
+# modules, every module at a fixed rank, spectral-energy and byte-budget truncation,
+# and the compression terms (quantized factors, sign and scale, DARE) at 2 % and 1 %.
 POLICY_CANDIDATES = (
-    "top:2", "top:50", "top:100", "rank:1", "rank:4", "rank:16", "rank:16+fp16", "rank:32+fp16",
-    "energy:0.5+fp16", "energy:0.8+fp16", DEFAULT_POLICY, "all",
+    "top:2", "top:100", "rank:4", "rank:16+fp16", "rank:16+q4", "energy:0.8+fp16", "sign", "dare:0.9+fp16",
+    "budget:0.02+fp16", "budget:0.02+q4+fp16", DEFAULT_POLICY, "budget:0.02+mixed+sign+fp16",
+    "budget:0.01+fp16", "budget:0.01+mixed+sign+fp16", "budget:0.01+mixed+fp16", "all",
 )
 
 
@@ -173,7 +175,8 @@ def compare_policies(
     and measure its retention (DESIGN.md's definition) and bytes.
 
     Returns ``{"training": {...}, "base_model_bytes": N, "rows": [...]}``; each row has
-    ``policy``, ``modules``, ``bytes``, ``fraction_of_base`` and ``retention``, or
+    ``policy``, ``modules``, ``bytes``, ``fraction_of_base``, ``bits_per_weight`` and
+    ``retention``, or
     ``error`` where the policy cannot be applied to this model.
     """
     cancel = ensure_flag(cancel)
@@ -181,31 +184,54 @@ def compare_policies(
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
-    total = len(policies) + 1
     base_bytes = base.parameter_bytes()
     split = split_dataset(data, config.holdout, config.seed)
     result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel)
-    progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-    probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-    progress(Progress("compare", 1, total, "Measured the tuned model"))
     calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
+    measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender)
+    training = {"dataset": data.name, "method": config.method, "steps": result.steps,
+                "seconds": result.seconds, "final_loss": result.final_loss,
+                "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
+                "ll_base": measured["ll_base"], "ll_tuned": measured["ll_tuned"]}
+    return {"training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
+
+
+def measure_policies(
+    base,
+    deltas,
+    policies: Sequence[str],
+    probes: Sequence[str],
+    calibration=None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+    blender: Optional[Blender] = None,
+) -> dict:
+    """Extract one fully tuned delta with each policy and measure retention, bytes and
+    bits per touched weight: ``{"ll_base", "ll_tuned", "rows"}``. ``calibration``: the
+    training examples as token ids (for ``aware`` and ``sign``)."""
+    cancel = ensure_flag(cancel)
+    blender = blender or Blender(base)
+    base_bytes = base.parameter_bytes()
+    total = len(policies) + 1
+    progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
+    probe = retention_probe(base, blender, deltas, probes, cancel=cancel)
+    progress(Progress("compare", 1, total, "Measured the tuned model"))
     rows: list[dict] = []
+    cache: dict = {}
     for i, text in enumerate(policies, start=1):
         cancel.raise_if_set("comparison")
         try:
-            kept, info = extract(result.deltas, base, text, cancel=cancel, calibration=calibration)
+            kept, info = extract(deltas, base, text, cancel=cancel, calibration=calibration, cache=cache)
         except PolicyError as exc:  # e.g. a byte budget too small for this model
             row = {"policy": text, "modules": None, "bytes": None, "fraction_of_base": None,
-                   "retention": None, "default": text == DEFAULT_POLICY, "error": str(exc)}
+                   "bits_per_weight": None, "retention": None, "default": text == DEFAULT_POLICY,
+                   "error": str(exc)}
         else:
             row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
-                   "fraction_of_base": info["bytes"] / base_bytes,
+                   "fraction_of_base": info["bytes"] / base_bytes, "bits_per_weight": info["bits_per_weight"],
+                   "representations": info["representations"],
                    "retention": probe.measure(base, blender, kept, cancel=cancel),
                    "default": text == DEFAULT_POLICY}
         rows.append(row)
         progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
-    training = {"dataset": data.name, "method": config.method, "steps": result.steps,
-                "seconds": result.seconds, "final_loss": result.final_loss,
-                "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
-                "ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned}
-    return {"training": training, "base_model_bytes": base_bytes, "rows": rows}
+    return {"ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned, "rows": rows}

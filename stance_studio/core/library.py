@@ -39,9 +39,11 @@ class LibraryEntry:
     retention: Optional[float]
     created: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    bits_per_weight: Optional[float] = None  # stored bits per touched weight
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), "bytes": self.bytes, "base": self.base_model, "method": self.method}
+        return {"name": self.name, "path": str(self.path), "bytes": self.bytes, "base": self.base_model,
+                "method": self.method, "bits_per_weight": self.bits_per_weight}
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Library:
             retention=float(retention) if isinstance(retention, (int, float)) else None,
             created=header["created"],
             metadata=header,
+            bits_per_weight=header.get("bits_per_weight"),
         )
 
     def entries(self) -> list[LibraryEntry]:

@@ -274,6 +274,7 @@ class LibraryPanel(QWidget):
             ("Extraction", extraction.get("policy")),
             ("Kept modules", len(extraction.get("kept", extraction.get("modules", []))) or None),
             ("Stored", human_bytes(entry.bytes)),
+            ("Bits per weight", f"{entry.bits_per_weight:.2f}" if entry.bits_per_weight is not None else None),
             ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),
             ("Stance score", _fmt(metrics.get("stance_score"))),
             ("KL to base", _fmt(metrics.get("kl_to_base"))),

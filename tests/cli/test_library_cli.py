@@ -21,7 +21,8 @@ def test_list_json_follows_contract(filled_library, capsys):
     assert main(["list", "--library", str(filled_library), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} == {"curious", "lowrank"}
-    assert set(rows[0]) == {"name", "path", "bytes", "base", "method"}
+    assert set(rows[0]) == {"name", "path", "bytes", "base", "method", "bits_per_weight"}
+    assert all(r["bits_per_weight"] > 0 for r in rows)
     assert {r["method"] for r in rows} == {"full", "lora"}
 
 
@@ -109,3 +110,17 @@ def test_list_survives_metadata_that_is_not_an_object(filled_library, capsys):
     captured = capsys.readouterr()
     assert {r["name"] for r in json.loads(captured.out)} == {"curious", "lowrank"}
     assert "odd.stance.safetensors" in captured.err and "'base'" in captured.err and "Traceback" not in captured.err
+
+
+def test_inspect_reports_bits_per_weight_of_a_packed_checkpoint(library_path, deltas_factory, capsys):
+    from stance_studio.core.extraction import extract
+
+    base = tiny_base()
+    kept, info = extract(deltas_factory(base, kinds=("q_proj", "up_proj")), base, "rank:2+q4")
+    Library(library_path).save(make_checkpoint("packed", kept, base, training={"method": "full"}, extraction=info))
+    assert main(["inspect", "packed", "--model", "tiny", "--library", str(library_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["bits_per_weight"] == pytest.approx(info["bits_per_weight"], abs=1e-3) and doc["bits_per_weight"] < 8
+    assert doc["extraction"]["representations"] == {"lowrank-q": len(kept)}
+    assert main(["inspect", "packed", "--model", "tiny", "--library", str(library_path)]) == 0
+    assert f"{info['bits_per_weight']:.2f} bits per touched weight ({len(kept)} lowrank-q)" in capsys.readouterr().out

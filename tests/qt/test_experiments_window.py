@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stance_studio.core import experiments
+from stance_studio.core.experiment_tables import headers
 from stance_studio.core.training import TrainConfig
 from stance_studio.qt.experiments_window import ExperimentsWindow
 
@@ -39,7 +40,9 @@ def test_policy_sweep_fills_table_and_plot_and_leaves_the_base_untouched(qtbot, 
     assert job.state == "finished"
     assert window.table.rowCount() == 2
     assert [window.table.item(r, 0).text() for r in range(2)] == ["all", "rank:1"]
-    assert float(window.table.item(0, 4).text()) == pytest.approx(1.0, abs=1e-3)
+    columns = headers("policies")
+    assert float(window.table.item(0, columns.index("retention")).text()) == pytest.approx(1.0, abs=1e-3)
+    assert float(window.table.item(0, columns.index("bits/weight")).text()) == pytest.approx(32.0)  # all: float32
     assert len(window.scatter.data) == 2
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     for name, p in loaded.base.model.named_parameters():
