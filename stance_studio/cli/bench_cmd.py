@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from stance_studio.cli.common import add_common, emit, human_bytes, progress_bar, sigint_cancel
 
 
@@ -22,6 +24,10 @@ def cmd_bench(args) -> int:
     if args.repeats < 1:
         raise SettingsError(f"--repeats must be at least 1 (got {args.repeats}).")
     cancel = sigint_cancel()
+    # every model the benchmarks load (in this process and in child processes) runs there
+    for option, variable in (("device", "STANCE_STUDIO_DEVICE"), ("dtype", "STANCE_STUDIO_DTYPE")):
+        if getattr(args, option, None):
+            os.environ[variable] = getattr(args, option)
     names = args.only or list(BENCHMARKS)
     doc = {}
     for name in names:

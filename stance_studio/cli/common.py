@@ -14,7 +14,7 @@ from stance_studio.core.units import human_bytes  # noqa: F401  (every command's
 
 
 def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """Add --model, --library, --json, --trust-remote-code.
+    """Add --model, --device, --dtype, --library, --json, --trust-remote-code.
 
     Sub-command parsers use ``suppress`` so that an option given before the
     sub-command is not overwritten by the sub-parser's default.
@@ -22,6 +22,11 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument("--model", default=default, metavar="MODEL",
                         help="base model: a folder, a .gguf file, a hub id, or 'tiny' (default: bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default=default, metavar="DEVICE",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--dtype", default=default, metavar="DTYPE",
+                        help="compute precision: auto (bfloat16 on GPUs that support it, else float32), float32, "
+                             "bfloat16 or float16; deltas are always computed and stored in float32 (default: auto)")
     parser.add_argument("--library", default=default, metavar="DIR",
                         help="stance library folder (default: $STANCE_STUDIO_LIBRARY or the per-user data folder)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
@@ -92,14 +97,46 @@ def sigint_cancel() -> CancelFlag:
 
 
 def load_model(args, cancel: Optional[CancelFlag] = None):
+    from stance_studio.core.distributed import is_main
+    from stance_studio.core.jobs import no_progress
     from stance_studio.core.models import load_base
 
     return load_base(
         getattr(args, "model", None),
-        progress=progress_bar("model"),
+        progress=progress_bar("model") if is_main() else no_progress,
         cancel=cancel,
         trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
     )
+
+
+def add_map_layers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--map-layers", choices=("depth",), default=None,
+                        help="apply checkpoints made on a same-family model with another number of layers: each "
+                             "layer takes the delta of the layer at the nearest depth fraction")
+
+
+def map_layers(args, blends: list, base) -> list:
+    """With --map-layers, every checkpoint of ``blends`` re-indexed onto ``base``'s layers;
+    each module refused (its shape differs) is named on stderr."""
+    if not getattr(args, "map_layers", None):
+        return blends
+    from stance_studio.core.layer_map import map_by_depth
+
+    done: dict[int, object] = {}
+    out = []
+    for blend in blends:
+        row = []
+        for ckpt, alpha in blend:
+            if id(ckpt) not in done:
+                mapping = map_by_depth(ckpt, base)
+                for name, why in sorted(mapping.refused.items()):
+                    print(f"stance-studio: --map-layers: {ckpt.name}: refused {name}: {why}", file=sys.stderr)
+                done[id(ckpt)] = mapping.checkpoint
+            row.append((done[id(ckpt)], alpha))
+        out.append(row)
+    return out
 
 
 def open_library(args):

@@ -7,7 +7,16 @@ import shutil
 import sys
 import textwrap
 
-from stance_studio.cli.common import add_common, emit, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    add_map_layers,
+    emit,
+    load_model,
+    map_layers,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def register(sub) -> None:
@@ -24,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--allow-mismatch", action="store_true",
                    help="apply checkpoints made on another base model (transfer experiments)")
+    add_map_layers(p)
     p.set_defaults(func=cmd_generate)
 
 
@@ -65,6 +75,7 @@ def cmd_generate(args) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    resolved = map_layers(args, resolved, base)
     columns = [VariantColumn(v.label, v.spec, blend) for v, blend in zip(variants, resolved)]  # as typed
     bar = progress_bar("generate")
     result = compare(base, Blender(base), columns, args.prompt, settings, cancel=cancel,

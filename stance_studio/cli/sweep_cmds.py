@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--beta", metavar="LO:HI:STEP", help="weights β of the second stance with --grid (default: as --alpha)")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts, one per line (default: the shipped neutral probes)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
+    p.add_argument("--stance", metavar="NAME",
+                   help="the stance to score against (a checkpoint, dataset file or built-in stance; default: the "
+                        "first direction's own)")
     p.add_argument("--allow-mismatch", action="store_true", help="apply checkpoints made on another base model")
     p.set_defaults(func=cmd_sweep)
     # Weights such as "-1:2:0.25" start with a minus sign: argparse would read them
@@ -69,6 +72,11 @@ def cmd_sweep(args) -> int:
     named, weights = sweep_plan(args.spec, args.grid, args.alpha, args.beta)
     library = open_library(args)
     directions = [[(library.load(name), w) for name, w in terms] for terms in named]
+    options = {}
+    if args.stance:
+        from stance_studio.core.stance_reference import resolve_stance
+
+        options["stance"] = resolve_stance(args.stance, library)
     probes = load_probes(args.prompts)
     settings = EVAL_SETTINGS
     if args.max_new_tokens is not None:
@@ -78,7 +86,7 @@ def cmd_sweep(args) -> int:
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     result = run_sweep(base, Blender(base), directions, weights, probes, settings, progress=progress_bar("sweep"),
-                       cancel=cancel, allow_mismatch=args.allow_mismatch)
+                       cancel=cancel, allow_mismatch=args.allow_mismatch, evaluate_options=options)
     rows = result["rows"]
     head = (f"{' × '.join(result['directions'])} on {len(probes)} probe prompts ({base.model_id}), "
             f"{len(rows)} points")

@@ -3,7 +3,17 @@ engine and the report's comparisons from the command line."""
 
 from __future__ import annotations
 
-from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    add_map_layers,
+    emit,
+    human_bytes,
+    load_model,
+    map_layers,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def register(sub) -> None:
@@ -29,6 +39,9 @@ def register(sub) -> None:
                    help="share of the dataset kept out of training for stance fit (default 0.25, at least 2 "
                         "examples; 0 = none)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of the same name")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun/accelerate launch: shard the model over the processes (FSDP full-shard) "
+                        "instead of copying it to each (DDP)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure a variant's stance on the probe prompts")
@@ -44,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--by-category", action="store_true", help="also print the metrics per probe category")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default 48)")
     p.add_argument("--allow-mismatch", action="store_true", help="apply checkpoints made on another base model")
+    add_map_layers(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare-methods", help="train the report's five methods on one dataset and measure each")
@@ -90,10 +104,14 @@ def _config(args):
             fields[key] = getattr(args, attr)
     if args.modules:
         fields["modules"] = [args.modules]
+    if getattr(args, "fsdp", False):
+        fields["fsdp"] = True
     return TrainConfig(**fields)
 
 
 def cmd_train(args) -> int:
+    from stance_studio.core import distributed
+    from stance_studio.core.jobs import no_progress
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.errors import LibraryError
     from stance_studio.core.extraction import parse_policy
@@ -110,9 +128,14 @@ def cmd_train(args) -> int:
                            "choose another name or pass --overwrite.")
     library.check_writable()
     cancel = sigint_cancel()
+    main_rank = distributed.is_main()
     base = load_model(args, cancel)
     ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
-                        progress=progress_bar("train"), cancel=cancel, overwrite=args.overwrite)
+                        progress=progress_bar("train") if main_rank else no_progress, cancel=cancel,
+                        overwrite=args.overwrite)
+    distributed.finish()
+    if ckpt is None:  # another rank than 0 of a torchrun/accelerate run: rank 0 reports
+        return 0
     size = ckpt.path.stat().st_size
     doc = {
         "checkpoint": str(ckpt.path),
@@ -186,6 +209,7 @@ def cmd_evaluate(args) -> int:
         stance = own_stance(blend, strict=False)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
+    blend = map_layers(args, [blend], base)[0]
     metrics = evaluate(base, Blender(base), blend, list(probes.prompts), settings, progress=progress_bar("evaluate"),
                        cancel=cancel, allow_mismatch=args.allow_mismatch, categories=list(probes.categories),
                        stance=stance, capability_tokens=tokens)

@@ -16,6 +16,8 @@ import torch
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+# Module names some families use in more than one place of a block.
+_SHARED_NAMES = {"c_proj", "dense", "proj"}
 METRICS = ("relative_change", "abs_change", "norm_change")
 
 
@@ -31,6 +33,8 @@ def module_kind(name: str) -> str:
     parts = name.split(".")
     if parts[-1] in ("weight", "bias") and len(parts) > 1:
         parts = parts[:-1]
+    if parts[-1] in _SHARED_NAMES and len(parts) > 1:
+        return ".".join(parts[-2:])  # GPT-2's attn.c_proj and mlp.c_proj are different kinds
     return parts[-1]
 
 
@@ -111,7 +115,7 @@ def analyse(
     out: list[ModuleChange] = []
     for name, delta in deltas.items():
         w0 = get_w0(name).float()
-        dense = delta.materialize().float()
+        dense = delta.materialize().float().to(w0.device)
         abs_change = _frobenius(delta)
         w0_norm = float(w0.norm())
         layer = layer_index(name)

@@ -34,6 +34,7 @@ from stance_studio.core.checkpoint_v2 import (
 from stance_studio.core.checkpoint_schema import check_metadata, check_tensor
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
+from stance_studio.core.modules import is_linear, is_transposed_linear
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
@@ -81,7 +82,9 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
     """A checkpoint for ``deltas`` made on ``base`` (a BaseModel), fingerprinted."""
     info = dict(base.describe())
     info["fingerprint"] = base.fingerprint(list(deltas))
-    info["not_linear"] = not_linear(base.model, [n for n, d in deltas.items() if len(d.shape) == 2])
+    matrices = [n for n, d in deltas.items() if len(d.shape) == 2]
+    info["not_linear"] = not_linear(base.model, matrices)
+    info["transposed"] = transposed(base.model, matrices)
     extraction = dict(extraction or {})
     extraction.setdefault("bytes", delta_bytes(deltas))
     return StanceCheckpoint(
@@ -97,8 +100,8 @@ def make_checkpoint(name, deltas, base, *, stance=None, training=None, extractio
 
 
 def not_linear(model, names) -> dict[str, str]:
-    """Which of ``names`` are not ``nn.Linear`` weights, as ``Module.attr``. PEFT LoRA
-    holds only Linear weights; checkpoints record their matrices that are not (1-D
+    """Which of ``names`` are not weights of linear maps (``nn.Linear``, GPT-2's ``Conv1D``),
+    as ``Module.attr``. PEFT LoRA holds only those; checkpoints record their matrices that are not (1-D
     deltas show by shape), so an export can check without the model."""
     out = {}
     for name in names:
@@ -107,9 +110,24 @@ def not_linear(model, names) -> dict[str, str]:
             module = model.get_submodule(owner)
         except AttributeError:
             continue
-        if not (isinstance(module, torch.nn.Linear) and attr == "weight"):
+        if not (is_linear(module) and attr == "weight"):
             out[name] = f"{type(module).__name__}.{attr}"
     return out
+
+
+def transposed(model, names) -> list[str]:
+    """Which of ``names`` are weights stored (in × out), as GPT-2's ``Conv1D`` keeps them:
+    a PEFT export of them needs ``fan_in_fan_out``."""
+    out = []
+    for name in names:
+        owner, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if attr == "weight" and is_transposed_linear(module):
+            out.append(name)
+    return sorted(out)
 
 
 def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:

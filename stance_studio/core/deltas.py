@@ -108,6 +108,9 @@ def dense_deltas(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Ten
     out: dict[str, DenseDelta] = {}
     for name, w0 in base.items():
         w1 = tuned[name]
+        if w0.dtype != w1.dtype:  # a float32 copy trained from a bf16/fp16 base
+            w0 = w0.float()
+            w1 = w1.float()
         if not torch.equal(w0, w1):
             out[name] = DenseDelta((w1.detach().float() - w0.detach().float()).contiguous())
     return out

@@ -53,6 +53,10 @@ class PolicyError(StanceStudioError):
     """An extraction policy string such as ``top:60+rank:16`` could not be parsed."""
 
 
+class DeviceError(StanceStudioError):
+    """A device or dtype that this machine or torch build does not have."""
+
+
 class OutOfMemoryError(StanceStudioError):
     """The machine ran out of memory for the requested job."""
 

@@ -321,7 +321,8 @@ def activation_scales(base, calibration: Sequence[Sequence[int]], deltas: Mappin
     finally:
         for h in handles:
             h.remove()
-    return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6) for n in sums}
+    # on the CPU, where deltas loaded from files are; _factors moves them to each delta
+    return {n: (sums[n] / counts[n]).sqrt().clamp_min(1e-6).cpu() for n in sums}
 
 
 def _cast(delta: Delta, dtype: torch.dtype) -> Delta:

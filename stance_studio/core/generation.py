@@ -145,7 +145,7 @@ def _stopper(cancel: CancelFlag):
 
     class _Cancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Cancel()])
 
@@ -225,7 +225,7 @@ def _generate_same_prompt(base, prompt, rows, settings, streamer, cancel: Cancel
     tok = base.tokenizer
     prompt_ids = encode_prompt(tok, prompt, settings.system_prompt)
     check_length(base, len(prompt_ids), settings)
-    input_ids = torch.tensor([prompt_ids] * rows)
+    input_ids = torch.tensor([prompt_ids] * rows, device=base.device)
     out = base.model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),

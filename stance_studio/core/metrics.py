@@ -113,7 +113,7 @@ def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor
 
 def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
     """Log-likelihood of each continuation token."""
-    return logprobs.gather(1, torch.tensor(gen.new_ids).unsqueeze(1)).squeeze(1)
+    return logprobs.gather(1, torch.tensor(gen.new_ids, device=logprobs.device).unsqueeze(1)).squeeze(1)
 
 
 def kl_per_token(logp_variant: torch.Tensor, logp_base: torch.Tensor) -> torch.Tensor:

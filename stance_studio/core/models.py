@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from stance_studio.core import devices
 from stance_studio.core.errors import ModelLoadError, OutOfMemoryError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.paths import cache_dir
@@ -84,11 +85,23 @@ class BaseModel:
         name = next((n for n, p in self.model.named_parameters() if p is weight), "")
         return self.tensor_hashes.get(name, "")
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs: inputs are created there."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of the weights (deltas stay float32 whatever it is)."""
+        return next(self.model.parameters()).dtype
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
     def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        """The weights' size in float32: what a ``budget`` policy is a fraction of and
+        what checkpoint sizes are compared with, whatever the compute dtype."""
+        return sum(p.numel() * 4 for p in self.model.parameters())
 
 
 def tensor_hash(t: torch.Tensor) -> str:
@@ -155,14 +168,39 @@ def load_base(
     cancel: Optional[CancelFlag] = None,
     trust_remote_code: bool = False,
     use_cache: bool = True,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> BaseModel:
-    """Load a base model (float32, eval mode) and its tokenizer."""
+    """Load a base model (eval mode) and its tokenizer onto ``device`` in ``dtype``
+    (see :mod:`~stance_studio.core.devices`; ``auto`` = the best this machine has;
+    None = ``$STANCE_STUDIO_DEVICE`` / ``$STANCE_STUDIO_DTYPE``, else auto)."""
     cancel = ensure_flag(cancel)
+    placement = devices.resolve(device or os.environ.get("STANCE_STUDIO_DEVICE"),
+                                dtype or os.environ.get("STANCE_STUDIO_DTYPE"))
     if spec is not None and str(spec).split(":")[0] == "tiny":
-        from stance_studio.core.tiny import tiny_base
+        from stance_studio.core.tiny import parse_tiny_spec, tiny_base
 
-        seed = str(spec).partition(":")[2]
-        return tiny_base(seed=int(seed) if seed.isdigit() else 0)
+        return place(tiny_base(**parse_tiny_spec(str(spec))), placement)
+    base = _load_base(spec, progress, cancel, trust_remote_code, use_cache)
+    return place(base, placement)
+
+
+def place(base: BaseModel, placement: devices.Placement) -> BaseModel:
+    """Move ``base`` to its device and dtype. Fingerprints were taken in float32 as
+    loaded, so a checkpoint made in one precision matches the base in any other."""
+    if placement.device == base.device and placement.dtype == base.dtype:
+        return base
+    try:
+        base.model.to(device=placement.device, dtype=placement.dtype)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is turned into a user error
+        if devices.is_out_of_memory(exc):
+            raise devices.out_of_memory("loading", base.model_id, placement.device,
+                                        "free memory there or use a smaller model.") from exc
+        raise
+    return base
+
+
+def _load_base(spec, progress, cancel, trust_remote_code, use_cache) -> BaseModel:
     kind, location = resolve_model_spec(spec)
     started = time.perf_counter()
     progress(Progress("load", 0, 3, f"Loading {location}"))

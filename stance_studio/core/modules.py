@@ -34,6 +34,23 @@ def split_patterns(patterns: str | Sequence[str] | None) -> list[str]:
     return out
 
 
+# Llama-style module names → the modules computing them in other families (first match wins).
+ALIASES = {
+    "q_proj": ("qkv_proj", "attn.c_attn"),
+    "k_proj": ("qkv_proj", "attn.c_attn"),
+    "v_proj": ("qkv_proj", "attn.c_attn"),
+    "o_proj": ("attn.c_proj", "self_attn.dense"),
+    "gate_proj": ("gate_up_proj", "mlp.c_fc"),
+    "up_proj": ("gate_up_proj", "mlp.c_fc"),
+    "down_proj": ("mlp.c_proj",),
+    "self_attn": ("attn",),
+    "input_layernorm": ("ln_1",),
+    "post_attention_layernorm": ("ln_2",),
+    "embed_tokens": ("wte",),
+    "norm": ("ln_f",),
+}
+
+
 def _fragment(pattern: str) -> re.Pattern:
     return re.compile(r"(^|\.)" + re.escape(pattern.strip(".")) + r"(\.|$)")
 
@@ -61,12 +78,22 @@ def matches(name: str, pattern: str, num_layers: int) -> bool:
     return bool(_fragment(pattern).search(name))
 
 
+def _aliased(pattern: str) -> list[str]:
+    """The same pattern with its module name replaced by each alias of it."""
+    head, sep, kind = pattern.rpartition(":") if pattern.startswith("depth:") and pattern.count(":") >= 2 else ("", "", pattern)
+    return [f"{head}{sep}{alt}" for alt in ALIASES.get(kind.strip("."), ())]
+
+
 def select(names: Iterable[str], patterns: str | Sequence[str], num_layers: int, what: str = "parameter") -> list[str]:
     """Names matching any pattern; every pattern must match something."""
     names = list(names)
     chosen: list[str] = []
     for pattern in split_patterns(patterns):
         hits = [n for n in names if matches(n, pattern, num_layers)]
+        for alias in _aliased(pattern) if not hits else []:
+            hits = [n for n in names if matches(n, alias, num_layers)]
+            if hits:
+                break
         if not hits:
             examples = ", ".join(names[i] for i in range(0, len(names), max(1, len(names) // 5)))
             raise UnknownModuleError(
@@ -82,6 +109,16 @@ def select_parameters(model: torch.nn.Module, patterns, num_layers: int) -> list
     return select([n for n, _ in model.named_parameters()], patterns, num_layers)
 
 
+def is_transposed_linear(module: torch.nn.Module) -> bool:
+    """GPT-2's ``Conv1D``: a linear map whose weight is stored (in × out), y = x W + b."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None
+
+
+def is_linear(module: torch.nn.Module) -> bool:
+    """A linear map of its input: ``nn.Linear`` or a transposed ``Conv1D``."""
+    return isinstance(module, torch.nn.Linear) or is_transposed_linear(module)
+
+
 def select_linear_modules(model: torch.nn.Module, patterns, num_layers: int) -> list[str]:
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n]
+    names = [n for n, m in model.named_modules() if is_linear(m) and n]
     return select(names, patterns, num_layers, what="linear module")

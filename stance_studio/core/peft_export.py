@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from stance_studio.core.checkpoints import StanceCheckpoint, not_linear
+from stance_studio.core.checkpoints import StanceCheckpoint, not_linear, transposed
 from stance_studio.core.deltas import LowRankDelta
 from stance_studio.core.errors import CheckpointError, StorageError
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
@@ -36,6 +36,15 @@ def _not_linear(ckpt: StanceCheckpoint, base) -> dict[str, str]:
     if isinstance(recorded, dict):
         return {name: str(kind) for name, kind in recorded.items() if name in ckpt.deltas}
     return {name: "an embedding" for name in ckpt.deltas if any(k in name for k in _EMBEDDING_NAMES)}
+
+
+def _transposed(ckpt: StanceCheckpoint, base) -> list[str]:
+    """Touched weights stored (in × out) (GPT-2's Conv1D): from ``base`` if given, else as
+    recorded (files that record nothing were made on models without them)."""
+    if base is not None:
+        return transposed(base.model, list(ckpt.deltas))
+    recorded = ckpt.base.get("transposed")
+    return [name for name in recorded if name in ckpt.deltas] if isinstance(recorded, list) else []
 
 
 def _refuse_unexportable(ckpt: StanceCheckpoint, base) -> None:
@@ -68,21 +77,30 @@ def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike, base=None) ->
             "checkpoints (extraction policy rank:R or energy:F without dense modules, or LoRA training) "
             "export to PEFT. Re-extract it with a rank policy."
         )
+    flipped = set(_transposed(ckpt, base))
+    if flipped and flipped != set(ckpt.deltas):
+        raise CheckpointError(
+            f"Checkpoint {ckpt.name!r} changes both Conv1D weights (stored in × out, e.g. {sorted(flipped)[0]}) and "
+            "Linear weights; one PEFT adapter transposes all of its pairs or none. Extract the two kinds into "
+            "separate checkpoints (train with --modules naming one kind)."
+        )
     tensors = {}
     ranks: dict[str, int] = {}
     for name, delta in ckpt.deltas.items():
         if not name.endswith(".weight"):
             raise CheckpointError(f"Checkpoint {ckpt.name!r}: {name} is not a weight matrix; PEFT cannot hold it.")
         module = name[: -len(".weight")]
-        tensors[f"{_PREFIX}{module}.lora_A.weight"] = delta.A.float().contiguous()
-        tensors[f"{_PREFIX}{module}.lora_B.weight"] = delta.B.float().contiguous()
+        # PEFT's pair computes lora_B @ lora_A, transposed on a Conv1D weight (in × out)
+        A, B = (delta.B.T, delta.A.T) if name in flipped else (delta.A, delta.B)
+        tensors[f"{_PREFIX}{module}.lora_A.weight"] = A.float().contiguous()
+        tensors[f"{_PREFIX}{module}.lora_B.weight"] = B.float().contiguous()
         ranks[module] = delta.rank
     top = max(ranks.values())
     config = {
         "alpha_pattern": {m: r for m, r in sorted(ranks.items()) if r != top},
         "base_model_name_or_path": ckpt.base.get("model"),
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": bool(flipped),
         "inference_mode": True,
         "init_lora_weights": True,
         "lora_alpha": top,

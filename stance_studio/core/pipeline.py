@@ -7,6 +7,7 @@ import json
 import time
 from typing import Optional, Sequence
 
+from stance_studio.core import distributed
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
 from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, model_context
@@ -42,12 +43,13 @@ def build_stance(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     overwrite: bool = False,
-) -> StanceCheckpoint:
+) -> Optional[StanceCheckpoint]:
     """Hold out part of the dataset → train on the rest → extract → measure retention
     on the probes and stance fit on the held-out and training examples → save
     atomically.
 
-    Nothing is written when the run is cancelled or diverges. Training starts from
+    Nothing is written when the run is cancelled or diverges. Under a distributed
+    launcher every rank trains and only rank 0 goes on (other ranks get ``None``). Training starts from
     the true base weights and measuring runs with per-row stance weights, so the
     blend shown stays shown throughout.
     """
@@ -64,6 +66,8 @@ def build_stance(
     blender = blender or Blender(base)
     started = time.perf_counter()
     result = train(base, split.train, config, progress=progress, cancel=cancel)
+    if not distributed.is_main():
+        return None  # under torchrun/accelerate, rank 0 alone extracts, measures and writes
     training = {
         "method": config.method,
         "hyperparameters": config.as_json(),
@@ -78,6 +82,8 @@ def build_stance(
         "full_delta_bytes": delta_bytes(result.deltas),
         "holdout": {"fraction": split.fraction, "seed": config.seed, "prompts": split.held_out_prompts},
     }
+    if result.parallel:
+        training["parallel"] = result.parallel
     calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
     # a byte budget covers the whole file, this record included
     reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))

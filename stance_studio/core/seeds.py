@@ -66,8 +66,7 @@ def compare_methods_seeds(base, dataset, seeds: int = 1, seed: int = 0, probes: 
         raise ValueError("seeds must be at least 1")
     probes = list(probes) if probes is not None else experiments.load_probes()
     blender = blender or Blender(base)
-    with blender.restoring():
-        blender.reset()
+    with blender.runtime.scoped([]):  # the base's answers; the blend shown stays as it is
         base_gens = generate_many(base, probes, EVAL_SETTINGS, cancel=cancel)
     runs = []
     for k in range(seeds):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-from stance_studio.core.experiment_tables import Column, _num, value_at
+from stance_studio.core.experiment_tables import UNCERTAIN, Column, _num, value_at
 
 # What a dose–response plot shows, in order: each entry lists the metric to use and
 # the fallback used (and labelled as such) when the evaluation does not report it.
@@ -60,6 +60,8 @@ def plotted(rows: Sequence[dict]) -> list[tuple[str, str]]:
     for options in PLOTS:
         for key, label in options:
             if any(value(r, key) is not None for r in rows):
+                if key == "stance_rate" and any(r.get("stance_rate_reliable") is False for r in rows):
+                    label += ": unreliable, classifier accuracy below 0.8"
                 out.append((key, label))
                 break
     return out
@@ -106,7 +108,7 @@ def columns(rows: Sequence[dict], axes: Sequence[str]) -> list[Column]:
     cols.append(("variant", "variant", str))
     for key in numeric_keys(rows, skip=list(axes)):
         cols.append((key, _LABELS.get(key, key), _num(_FORMATS.get(key, ".4g"))))
-        if any(interval(r, key) is not None for r in rows):
+        if key not in UNCERTAIN and any(interval(r, key) is not None for r in rows):  # else shown in the cell
             cols.append((f"{key}_ci95", "95 % interval", _ci))
     return cols
 

@@ -1,7 +1,9 @@
-"""A tiny Llama-style model and byte-level BPE tokenizer built in code.
+"""Tiny random models of several families and a byte-level BPE tokenizer, built in code.
 
-Tests, demos and the ``--model tiny`` spec use it: it needs no download, loads in
-well under a second and exercises the same code paths as a real model.
+Tests, demos and the ``--model tiny[:ARCH][:SEED][:layers=N]`` spec use them: they need
+no download, load in well under a second and exercise the same code paths as a real
+model of that family (GPT-2's fused, transposed ``Conv1D`` attention, Phi-3's fused
+``qkv_proj``, Gemma 2's ``x̂ ⊙ (1 + w)`` norms, Qwen2's attention biases).
 """
 
 from __future__ import annotations
@@ -61,38 +63,91 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_model(vocab_size: int, seed: int = 0, layers: int = 4, hidden: int = 32):
-    from transformers import LlamaConfig, LlamaForCausalLM
+# Each family's config class and the keyword names of its sizes; the width, depth,
+# head counts and vocabulary come from tiny_model's arguments.
+FAMILIES = ("llama", "qwen2", "mistral", "gemma2", "phi3", "gpt2")
+_CONFIGS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
+}
 
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        # A wide init makes a random tiny model produce varied text, not one token.
-        initializer_range=0.3,
-        architectures=["LlamaForCausalLM"],
+
+def _config(arch: str, vocab_size: int, layers: int, hidden: int, special: dict):
+    import transformers
+
+    config_name, model_name = _CONFIGS[arch]
+    common = dict(vocab_size=vocab_size, tie_word_embeddings=True, architectures=[model_name],
+                  # A wide init makes a random tiny model produce varied text, not one token.
+                  initializer_range=0.3, **special)
+    if arch == "gpt2":
+        return transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **common)
+    extra = {"head_dim": hidden // 4} if arch in ("gemma2", "mistral") else {}
+    if arch == "gemma2":
+        extra.update(sliding_window=64, attn_implementation="eager")
+    return getattr(transformers, config_name)(
+        hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, **extra, **common,
     )
+
+
+def tiny_model(vocab_size: int, seed: int = 0, layers: int = 4, hidden: int = 32, arch: str = "llama",
+               special: dict | None = None):
+    """A random model of family ``arch`` (see :data:`FAMILIES`), the same for the same seed."""
+    from transformers import AutoModelForCausalLM
+
+    if arch not in FAMILIES:
+        raise ValueError(f"unknown tiny model family {arch!r}")
+    config = _config(arch, vocab_size, layers, hidden, special or {})
     gen = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.random.set_rng_state(gen)
     model.generation_config.pad_token_id = None
     return model
 
 
-def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 32):
+def parse_tiny_spec(spec: str) -> dict:
+    """``tiny[:ARCH][:SEED][:layers=N]`` as keyword arguments of :func:`tiny_base`."""
+    out: dict = {}
+    for part in str(spec).split(":")[1:]:
+        part = part.strip().lower()
+        if part in FAMILIES and "arch" not in out:
+            out["arch"] = part
+        elif part.isdigit() and "seed" not in out:
+            out["seed"] = int(part)
+        elif part.startswith("layers=") and part[7:].isdigit() and int(part[7:]) >= 1 and "layers" not in out:
+            out["layers"] = int(part[7:])
+        else:
+            from stance_studio.core.errors import ModelLoadError
+
+            raise ModelLoadError(
+                f"Cannot read {part!r} in the model spec {spec!r}; write tiny[:ARCH][:SEED][:layers=N] "
+                f"with ARCH one of {', '.join(FAMILIES)}, e.g. tiny:gpt2:1."
+            )
+    return out
+
+
+def tiny_spec(arch: str = "llama", seed: int = 0, layers: int = 4) -> str:
+    """The model id of a tiny model: ``tiny`` for the default llama, else ``tiny:ARCH:SEED``."""
+    parts = [TINY] + ([arch] if arch != "llama" else []) + ([str(seed)] if seed or arch != "llama" else [])
+    if layers != 4:
+        parts.append(f"layers={layers}")
+    return ":".join(parts)
+
+
+def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 32, arch: str = "llama"):
     """A ready :class:`~stance_studio.core.models.BaseModel` around a tiny model."""
     from stance_studio.core.models import from_objects
 
     tok = tiny_tokenizer()
-    model = tiny_model(len(tok), seed=seed, layers=layers, hidden=hidden)
+    special = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    model = tiny_model(len(tok), seed=seed, layers=layers, hidden=hidden, arch=arch, special=special)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    return from_objects(model, tok, model_id=f"{TINY}:{seed}" if seed else TINY, source=TINY)
+    return from_objects(model, tok, model_id=tiny_spec(arch, seed, layers), source=TINY)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
+from stance_studio.core import devices, distributed
 from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
-from stance_studio.core.errors import OutOfMemoryError, StanceStudioError, TrainingDivergedError
+from stance_studio.core.errors import StanceStudioError, TrainingDivergedError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
-from stance_studio.core.modules import select_linear_modules, select_parameters
+from stance_studio.core.modules import is_transposed_linear, select_linear_modules, select_parameters
 from stance_studio.core.runtime import base_copy, base_tensor
 
 METHODS = ("full", "selective", "lora")
@@ -44,6 +47,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_consecutive_nonfinite: int = 3  # skipped steps in a row before the run stops
     threads: Optional[int] = None  # torch threads for the run (None = leave as is)
+    fsdp: bool = False  # under torchrun/accelerate: shard the model (FSDP full-shard) instead of DDP
     holdout: float = 0.25  # share of the dataset kept out of training (seeded; ≥ 2 examples; 0 = none)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class TrainResult:
     seconds: float
     trainable_params: int
     config: TrainConfig
+    parallel: Optional[dict] = None  # {"processes", "strategy"} when several processes trained
 
     @property
     def final_loss(self) -> Optional[float]:
@@ -106,10 +111,12 @@ def train(
         torch.set_num_threads(config.threads)
     try:
         return _train(base, dataset, config, progress, cancel)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemoryError(
-            f"Out of memory while training with method {config.method!r} and batch size {config.batch_size}: "
-            "lower the batch size, train fewer modules (selective or LoRA), or use a smaller model."
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not devices.is_out_of_memory(exc):
+            raise
+        raise devices.out_of_memory(
+            f"training with method {config.method!r} and batch size {config.batch_size} on", base.model_id,
+            base.device, "lower the batch size, train fewer modules (selective or LoRA), or use a smaller model.",
         ) from exc
     finally:
         torch.set_num_threads(old_threads)
@@ -119,6 +126,11 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
     torch.manual_seed(config.seed)
     model = base_copy(base.model)  # the true base, whatever blend is shown
+    compute_dtype = base.dtype
+    if compute_dtype != torch.float32:
+        # float32 master weights, matrix products in the compute dtype (mixed precision):
+        # a bf16 weight would round away most AdamW steps, and the delta is float32 anyway
+        model.float()
     for p in model.parameters():
         p.requires_grad_(False)
     if config.method == "lora":
@@ -131,6 +143,10 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         trainable = [params[n] for n in names]
         for p in trainable:
             p.requires_grad_(True)
+    run = distributed.current(fsdp=config.fsdp, device=_device_of(base.model))
+    if run is not None:
+        model = run.prepare(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.effective_lr, weight_decay=config.weight_decay)
     model.train()
     order = torch.Generator().manual_seed(config.seed)
@@ -141,20 +157,34 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     skipped = consecutive = 0
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
-        cancel.raise_if_set("training")
+        if run is None:
+            cancel.raise_if_set("training")
+        else:
+            run.check_cancel(cancel, "training")
         batch_idx = []
         while len(batch_idx) < min(config.batch_size, len(examples)):
             if not queue:
                 queue = torch.randperm(len(examples), generator=order).tolist()
             batch_idx.append(queue.pop())
-        batch = collate(base.tokenizer, [examples[i] for i in batch_idx])
-        loss = model(**batch).loss
+        with devices.autocast(_device_of(model), compute_dtype):
+            if run is None:
+                batch = _on(collate(base.tokenizer, [examples[i] for i in batch_idx]), model)
+                loss = model(**batch).loss
+            else:
+                loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
         grad_norm = None
         ok = bool(torch.isfinite(loss))
+        if run is not None:
+            ok = not run.stop_requested(not ok)  # every rank skips the step if any loss is not finite
         if ok:
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf))
+            clip = config.grad_clip or math.inf
+            norm = torch.nn.utils.clip_grad_norm_(trainable, clip) if run is None else run.clip_grad_norm(
+                model, trainable, clip)
+            grad_norm = float(norm)
             ok = math.isfinite(grad_norm)
+        if run is not None:
+            loss = run.sum(loss) / run.size  # the global batch's mean loss, as one process reports it
         if ok:
             optimiser.step()
             consecutive = 0
@@ -179,13 +209,15 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
                 "or the gradient clip, or train more parameters; nothing was saved."
             )
     model.eval()
-    if config.method == "lora":
-        deltas = _lora_deltas(model, base)
-    else:
-        # The base is the copy's starting point and is never touched, so it serves
-        # as W0 without holding a second copy of the weights in memory.
-        tuned = dict(model.named_parameters())
-        deltas = dense_deltas({n: base_tensor(base.model, n) for n in names}, {n: tuned[n].detach() for n in names})
+    with (run.full_parameters(model) if run is not None else nullcontext(model)) as whole:
+        if config.method == "lora":
+            deltas = _lora_deltas(whole, base)
+        else:
+            # The base is the copy's starting point and is never touched, so it serves
+            # as W0 without holding a second copy of the weights in memory.
+            tuned = dict(whole.named_parameters())
+            deltas = dense_deltas({n: base_tensor(base.model, n) for n in names},
+                                  {n: tuned[n].detach() for n in names})
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")
@@ -198,21 +230,49 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         seconds=time.perf_counter() - started,
         trainable_params=sum(p.numel() for p in trainable),
         config=config,
+        parallel=None if run is None else {"processes": run.size, "strategy": "fsdp" if run.fsdp else "ddp"},
     )
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The batch's tensors on the device the model runs on."""
+    device = _device_of(model)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _shard_loss(run, model, tokenizer, examples, batch_size: int) -> torch.Tensor:
+    """This rank's share of the global batch's mean loss, scaled so that DDP's average
+    of the ranks' gradients is the gradient of that mean: Σ_rank token losses / N × ranks."""
+    total = distributed.labelled_tokens(collate(tokenizer, examples)["labels"])
+    mine = run.shard(list(range(len(examples))), batch_size)
+    batch = _on(collate(tokenizer, [examples[i] for i in mine]), model)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return distributed.causal_lm_loss_sum(logits, batch["labels"]) * run.size / max(total, 1)
 
 
 def _wrap_lora(model, base, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = select_linear_modules(model, config.effective_modules, base.num_layers)
+    transposed = [is_transposed_linear(model.get_submodule(t)) for t in targets]
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.lora_alpha or 2 * config.rank,
         target_modules=targets,
         lora_dropout=0.0,
         bias="none",
+        # GPT-2's Conv1D stores its weight (in × out): PEFT transposes its pairs there
+        fan_in_fan_out=all(transposed),
     )
-    wrapped = get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        if any(transposed) and not all(transposed):
+            # PEFT sets fan_in_fan_out per module and says so; a mix of both kinds is fine
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        wrapped = get_peft_model(model, lora)
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     return wrapped, trainable
 
@@ -230,6 +290,9 @@ def _lora_deltas(wrapped, base) -> dict[str, Delta]:
             continue
         A = module.lora_A["default"].weight.detach().float().clone()
         B = module.lora_B["default"].weight.detach().float() * float(module.scaling["default"])
+        if getattr(module, "fan_in_fan_out", False):
+            # the weight is (in × out), so its change is (B @ A)ᵀ = Aᵀ @ Bᵀ
+            A, B = B.T, A.T
         key = (name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name) + ".weight"
         if key not in base.tensor_hashes:
             raise StanceStudioError(f"LoRA module {name} does not map onto a base parameter ({key}).")

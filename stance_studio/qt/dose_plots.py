@@ -40,12 +40,13 @@ class DoseLines(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.lines: dict[str, _Line] = {}
         self.keys: list[str] = []
+        self.chosen: list[tuple[str, str]] = []
         self.axis_label = "α"
 
     def set_rows(self, rows: Sequence[dict], axis_label: str = "α") -> None:
         chosen = sweep_tables.plotted(rows)
         keys = [k for k, _ in chosen]
-        if keys != self.keys or axis_label != self.axis_label:
+        if chosen != self.chosen or axis_label != self.axis_label:
             self._rebuild(chosen, axis_label)
         xs = sorted({float(r["alpha"]) for r in rows if "alpha" in r})
         for key, line in self.lines.items():
@@ -66,6 +67,7 @@ class DoseLines(pg.GraphicsLayoutWidget):
         self.clear()
         self.lines = {}
         self.keys = [k for k, _ in chosen]
+        self.chosen = list(chosen)
         self.axis_label = axis_label
         first: Optional[pg.PlotItem] = None
         for i, (key, label) in enumerate(chosen):

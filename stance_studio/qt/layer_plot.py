@@ -6,6 +6,8 @@ singular-value spectrum and energy curve."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -60,8 +62,8 @@ def layout_bars(changes, metric: str, kinds: list[str], num_layers: int, stacked
     """
     best: dict[tuple[str, int], object] = {}
     for m in changes:
-        if m.kind not in kinds:
-            continue
+        if m.kind not in kinds or not math.isfinite(getattr(m, metric)):
+            continue  # e.g. the relative change of a bias that was all zeros (GPT-2, Qwen2)
         x = m.layer if m.layer is not None else num_layers
         key = (m.kind, x)
         if key not in best or abs(getattr(m, metric)) > abs(getattr(best[key], metric)):

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stance_studio.core.devices import DEVICES, DTYPE_CHOICES
 from stance_studio.qt.formatting import human_bytes, human_count
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
@@ -46,6 +47,13 @@ class ModelPanel(QWidget):
         menu.addAction("GGUF file…", self.browse_gguf)
         browse.setMenu(menu)
         browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.device_box = QComboBox(toolTip="Where the model runs: auto picks a CUDA GPU, then Apple's MPS, "
+                                    "then the CPU")
+        self.device_box.addItems(list(DEVICES))
+        self.dtype_box = QComboBox(toolTip="Compute precision: auto is bfloat16 on GPUs that support it, float32 "
+                                   "elsewhere. Stance deltas are always float32.")
+        self.dtype_box.addItems(list(DTYPE_CHOICES))
+        self.spec_box.currentIndexChanged.connect(self._show_placement)
         self.trust_box = QCheckBox("Trust remote code")
         self.trust_box.setToolTip("Run the model folder's own Python code. Only for models you trust.")
         self.on_start_box = QCheckBox("Load at start", checked=session.settings.get("model/load_on_start"))
@@ -64,7 +72,7 @@ class ModelPanel(QWidget):
         self.info = QFormLayout()
         self.info.setContentsMargins(0, 4, 0, 0)
         self.fields = {key: QLabel("–", textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
-                       for key in ("Model", "Architecture", "Layers", "Parameters", "Weights", "Loaded in")}
+                       for key in ("Model", "Architecture", "Layers", "Parameters", "Weights", "Runs on", "Loaded in")}
         for key, label in self.fields.items():
             label.setWordWrap(True)
             self.info.addRow(key, label)
@@ -72,6 +80,11 @@ class ModelPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.spec_box, 1)
         row.addWidget(browse)
+        placement = QHBoxLayout()
+        placement.addWidget(QLabel("Device"))
+        placement.addWidget(self.device_box, 1)
+        placement.addWidget(QLabel("Precision"))
+        placement.addWidget(self.dtype_box, 1)
         checks = QVBoxLayout()
         checks.addWidget(self.trust_box)
         checks.addWidget(self.on_start_box)
@@ -82,6 +95,7 @@ class ModelPanel(QWidget):
         buttons.addWidget(self.load_button)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addLayout(placement)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -103,6 +117,14 @@ class ModelPanel(QWidget):
         last = self.session.settings.get("model/last")
         index = self.spec_box.findData(last)
         self.spec_box.setCurrentIndex(max(index, 0))
+        self._show_placement()
+
+    @Slot()
+    def _show_placement(self) -> None:
+        """Show the device and precision remembered for the chosen model."""
+        device, dtype = self.session.settings.placement(self.selected_spec())
+        self.device_box.setCurrentText(device if device in DEVICES else "auto")
+        self.dtype_box.setCurrentText(dtype if dtype in DTYPE_CHOICES else "auto")
 
     def selected_spec(self) -> str:
         text = self.spec_box.currentText().strip()
@@ -143,7 +165,9 @@ class ModelPanel(QWidget):
 
     def load(self, spec: str) -> Optional[Job]:
         """Start loading ``spec``; None if a load is already under way."""
-        return self.session.load_model(spec, trust_remote_code=self.trust_box.isChecked())
+        device, dtype = self.device_box.currentText(), self.dtype_box.currentText()
+        self.session.settings.remember_placement(spec, device, dtype)
+        return self.session.load_model(spec, trust_remote_code=self.trust_box.isChecked(), device=device, dtype=dtype)
 
     @Slot()
     def cancel(self) -> None:
@@ -197,7 +221,8 @@ class ModelPanel(QWidget):
         self.fields["Architecture"].setText(base.architecture)
         self.fields["Layers"].setText(str(base.num_layers))
         self.fields["Parameters"].setText(human_count(base.num_parameters()))
-        self.fields["Weights"].setText(human_bytes(base.parameter_bytes()))
+        self.fields["Weights"].setText(human_bytes(sum(p.numel() * p.element_size() for p in base.model.parameters())))
+        self.fields["Runs on"].setText(f"{base.device} ({str(base.dtype).removeprefix('torch.')})")
         where = " (from cache)" if base.from_cache else ""
         self.fields["Loaded in"].setText(f"{base.load_seconds:.1f} s{where}")
         self._fill_recent()

@@ -89,9 +89,11 @@ class Session(QObject):
         """True while a model load is queued or running."""
         return self._loading is not None and self._loading.is_active
 
-    def load_model(self, spec: str, trust_remote_code: bool = False) -> Optional[Job]:
+    def load_model(self, spec: str, trust_remote_code: bool = False, device: Optional[str] = None,
+                   dtype: Optional[str] = None) -> Optional[Job]:
         """Load a base model in the background; ``model_changed`` fires when ready.
 
+        ``device``/``dtype`` default to what was last chosen for this model (else auto).
         One load at a time: while one is queued or running, another is refused (None).
         """
         from stance_studio.core.models import load_base
@@ -101,8 +103,12 @@ class Session(QObject):
                               "before loading another model.")
             return None
 
+        remembered = self.settings.placement(spec)
+        device, dtype = device or remembered[0], dtype or remembered[1]
+
         def job(progress, cancel):
-            return spec, load_base(spec, progress=progress, cancel=cancel, trust_remote_code=trust_remote_code)
+            return spec, load_base(spec, progress=progress, cancel=cancel, trust_remote_code=trust_remote_code,
+                                   device=device, dtype=dtype)
 
         job_ = self.runner.submit(job, f"Loading {spec}")
         job_.finished.connect(self._on_model_loaded)

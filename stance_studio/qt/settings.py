@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "model/last": "bundled",
     "model/recent": "[]",  # JSON list of model specs, newest first
     "model/load_on_start": True,
+    "model/placements": "{}",  # JSON {spec: {"device": str, "dtype": str}}: each model's device and precision
     "library/folder": "",  # empty: the per-user default (or STANCE_STUDIO_LIBRARY)
     "blend/variants": "[]",  # JSON list of {"label": str, "spec": str}
     "compare/prompt": "Why do leaves change colour in autumn?",
@@ -89,6 +90,19 @@ class Settings:
     def recent_models(self) -> list[str]:
         items = self.get_json("model/recent")
         return [str(s) for s in items if isinstance(s, str)] if isinstance(items, list) else []
+
+    def placement(self, spec: str) -> tuple[str, str]:
+        """The device and dtype last chosen for model ``spec`` (``auto`` for both if none)."""
+        chosen = self.get_json("model/placements")
+        entry = chosen.get(spec) if isinstance(chosen, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        return str(entry.get("device") or "auto"), str(entry.get("dtype") or "auto")
+
+    def remember_placement(self, spec: str, device: str, dtype: str) -> None:
+        chosen = self.get_json("model/placements")
+        chosen = chosen if isinstance(chosen, dict) else {}
+        chosen[spec] = {"device": device, "dtype": dtype}
+        self.set_json("model/placements", chosen)
 
     def remember_model(self, spec: str) -> None:
         recent = [s for s in self.recent_models() if s != spec]

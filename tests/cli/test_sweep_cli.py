@@ -37,7 +37,7 @@ def test_sweep_json_rows_carry_alpha_and_every_metric(lib, capsys):
     assert [r["alpha"] for r in rows] == [-1.0, 0.0, 1.0]
     for key in ("stance_score", "kl_to_base", "identical_fraction", "hedges_per_100w", "boosters_per_100w"):
         assert all(isinstance(r[key], float) for r in rows), key
-    assert rows[1]["kl_to_base"] == 0.0 and rows[0]["kl_to_base"] > 0 and rows[2]["kl_to_base"] > 0
+    assert rows[1]["kl_to_base"] == pytest.approx(0.0, abs=1e-6) and rows[0]["kl_to_base"] > 0 and rows[2]["kl_to_base"] > 0
 
 
 def test_sweep_of_a_blend_and_the_readable_table(lib, capsys):
@@ -86,3 +86,12 @@ def test_interference_of_a_stance_with_its_negation(lib, capsys):
     doc = json.loads(out)
     # b touches only v_proj, a also q_proj: q rows have no shared weights
     assert any(r["cosine"] is None for r in doc["parameters"]) and -1 < doc["overall"]["cosine"] < 1
+
+
+def test_sweep_scores_against_a_named_stance(lib, capsys):
+    code, out, _ = _run(capsys, ["sweep", "a", "--alpha", "0,1", "--stance", "curious-uncertainty", "--json", *lib])
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert all(r["stance"] == "curious-uncertainty" and 0.0 <= r["stance_rate"] <= 1.0 for r in rows)
+    code, _, err = _run(capsys, ["sweep", "a", "--stance", "no-such-stance", *lib])
+    assert code == 2 and "no-such-stance" in err

@@ -57,7 +57,7 @@ def test_alpha_zero_equals_base_and_metrics_move_with_alpha(tiny, stances):
     for key in ("kl_to_base", "identical_fraction", "stance_score", "hedges_per_100w", "boosters_per_100w"):
         assert rows[0][key] == pytest.approx(base[key]), key
     assert rows[0]["variant"] == "base" and rows[1]["variant"] == "a=1" and rows[2]["variant"] == "a=2"
-    assert rows[0]["kl_to_base"] == 0.0 and rows[0]["identical_fraction"] == 1.0
+    assert rows[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6) and rows[0]["identical_fraction"] == 1.0
     assert 0 < rows[1]["kl_to_base"] < rows[2]["kl_to_base"]
     # the point at alpha=1 is the stance itself
     direct = evaluate(tiny, Blender(tiny), [(a, 1.0)], PROBES, SETTINGS).as_json()
@@ -92,7 +92,7 @@ def test_grid_shape_and_order(tiny, stances):
     assert result["axes"] == ["alpha", "beta"] and result["directions"] == ["a", "b"]
     assert [(r["alpha"], r["beta"]) for r in rows] == [(-1, 0), (-1, 0.5), (0, 0), (0, 0.5), (1, 0), (1, 0.5)]
     assert rows[0]["variant"] == "a=-1" and rows[3]["variant"] == "b=0.5" and rows[5]["variant"] == "a=1,b=0.5"
-    assert rows[2]["kl_to_base"] == 0.0 and rows[2]["identical_fraction"] == 1.0
+    assert rows[2]["kl_to_base"] == pytest.approx(0.0, abs=1e-6) and rows[2]["identical_fraction"] == 1.0
     assert rows[5]["kl_to_base"] > 0 and rows[1]["kl_to_base"] > 0
 
 

@@ -38,6 +38,17 @@ def test_stacked_bars_sit_on_top_of_each_other_and_grouped_side_by_side():
     assert y0 == [0.0, 0.0, 0.0] and x0[1] == pytest.approx(x0[0] + width[0])
 
 
+def test_a_change_without_a_relative_size_draws_no_bar():
+    """A bias that starts at zero (GPT-2, Qwen2) has an infinite relative change; it
+    must not turn the whole plot into NaN."""
+    from types import SimpleNamespace as M
+
+    changes = [M(kind="c_attn", layer=0, relative_change=0.2), M(kind="c_attn", layer=1, relative_change=float("inf")),
+               M(kind="c_attn", layer=1, relative_change=0.1)]
+    bars, x0, y0, width, height = layout_bars(changes, "relative_change", ["c_attn"], 2, stacked=True)
+    assert [b.layer for b in bars] == [0, 1] and height == [0.2, 0.1] and all(np.isfinite(y0))
+
+
 def test_kind_filter_and_metric_choice_redraw(qtbot, loaded, write_stance):
     write_stance(loaded.library, loaded.base, "curious")
     loaded.refresh_library()

@@ -120,3 +120,22 @@ def test_a_shut_down_session_may_be_freed_from_any_thread(qtbot):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_the_model_panel_loads_on_the_chosen_device_and_remembers_it_per_model(qtbot, session):
+    import torch
+
+    panel = ModelPanel(session)
+    qtbot.addWidget(panel)
+    panel.set_spec("tiny:1")
+    panel.device_box.setCurrentText("cpu")
+    panel.dtype_box.setCurrentText("bfloat16")
+    with qtbot.waitSignal(session.model_changed, timeout=10000) as changed:
+        panel.load_selected()
+    assert changed.args[0].dtype == torch.bfloat16 and changed.args[0].device.type == "cpu"
+    assert panel.fields["Runs on"].text() == "cpu (bfloat16)"
+    panel.set_spec("tiny:2")  # another model shows its own (default) choice
+    assert (panel.device_box.currentText(), panel.dtype_box.currentText()) == ("auto", "auto")
+    panel.set_spec("tiny:1")
+    assert (panel.device_box.currentText(), panel.dtype_box.currentText()) == ("cpu", "bfloat16")
+    assert session.settings.placement("tiny:1") == ("cpu", "bfloat16")
