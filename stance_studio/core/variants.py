@@ -65,7 +65,9 @@ def parse_variant(spec: str) -> Variant:
                 f"Cannot read {term.strip()!r} in variant spec {spec!r}; write NAME or NAME=WEIGHT, "
                 "e.g. 'curious=0.7,confident=-0.3'."
             )
-        name, alpha = match.group(1), match.group(2)
+        name, alpha = match.group(1).strip(), match.group(2)
+        if not name:
+            raise VariantSpecError(f"Variant spec {spec!r} has an empty term; write NAME or NAME=WEIGHT between commas.")
         if name in weights:
             raise VariantSpecError(f"Stance {name!r} appears twice in variant spec {spec!r}.")
         if name.lower() in RESERVED_NAMES:

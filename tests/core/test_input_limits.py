@@ -122,3 +122,9 @@ def test_a_sweep_whose_combined_weight_is_out_of_range_fails_before_any_work(tin
     with pytest.raises(VariantSpecError, match="finite numbers from -100 to 100"):
         run_sweep(tiny, Blender(tiny), [[(ckpt, 5.0)]], [[1.0, 30.0]], ["hi"], progress=reports.append)
     assert reports == []
+
+
+@pytest.mark.parametrize("spec", ["00, , 0", "a,,b", "a, =1"])
+def test_an_empty_term_in_a_spec_is_refused(spec):
+    with pytest.raises(VariantSpecError):
+        parse_variant(spec)
