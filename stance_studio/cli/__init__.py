@@ -25,6 +25,8 @@ _COMMAND_MODULES = (
     "stance_studio.cli.training_cmds",
     "stance_studio.cli.sweep_cmds",
     "stance_studio.cli.bench_cmd",
+    "stance_studio.cli.interop_cmds",
+    "stance_studio.cli.steering_cmds",
 )
 
 

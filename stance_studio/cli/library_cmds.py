@@ -59,6 +59,10 @@ def cmd_inspect(args) -> int:
     ckpt = library.load(args.checkpoint)
     base = load_model(args)
     check_compatible(ckpt, base, allow_mismatch=args.allow_mismatch)
+    if ckpt.kind == "activation":
+        from stance_studio.cli.steering_cmds import inspect_steering
+
+        return inspect_steering(args, ckpt, base)
     compatible, reason = compatibility(ckpt, base)
     changes = analyse(ckpt.deltas, base, spectra=not args.no_spectra)
     doc = {

@@ -23,7 +23,8 @@ def register(sub) -> None:
     add_common(p, suppress=True)
     p.add_argument("dataset", metavar="DATASET", help="a JSONL file, or a built-in stance name (e.g. curious-uncertainty)")
     p.add_argument("--name", required=True, help="the checkpoint's name in the library")
-    p.add_argument("--method", choices=("full", "selective", "lora"), default="full")
+    p.add_argument("--method", choices=("full", "selective", "lora", "steer"), default="full",
+                   help="how to encode the stance; steer builds activation-steering vectors (no training run)")
     p.add_argument("--modules", metavar="PATTERN,...",
                    help="modules to train (selective/lora): e.g. q_proj,v_proj, layers.13.self_attn.q_proj, depth:0.6:v_proj")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 20)")
@@ -42,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun/accelerate launch: shard the model over the processes (FSDP full-shard) "
                         "instead of copying it to each (DDP)")
+    from stance_studio.cli.steering_cmds import add_steer_options
+
+    add_steer_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure a variant's stance on the probe prompts")
@@ -117,6 +121,10 @@ def cmd_train(args) -> int:
     from stance_studio.core.extraction import parse_policy
     from stance_studio.core.pipeline import build_stance
 
+    if args.method == "steer":
+        from stance_studio.cli.steering_cmds import cmd_train_steer
+
+        return cmd_train_steer(args)
     # Every input is checked before the model loads, so a typo fails in a second.
     config = _config(args)
     policy = parse_policy(args.keep)

@@ -4,9 +4,13 @@ metadata. See DESIGN.md, "Checkpoint format".
 Tensors: ``P:delta`` (dense) or ``P:A`` / ``P:B`` (low rank, delta = B @ A) per
 touched parameter ``P``. ``__metadata__`` maps ``format``, ``name``, ``created``,
 ``stance``, ``base``, ``training``, ``extraction`` and ``metrics`` to JSON strings.
-Files are written atomically and never unpickled. A checkpoint with packed
-(quantized or sparse) deltas is written as format 2 (core/checkpoint_v2.py); one
-without is still written as format 1, and both formats load.
+Files are written atomically and never unpickled.
+
+Format version 2 adds the checkpoint kind ``activation``: per-layer steering
+vectors stored as ``layers.N:direction`` (N the decoder layer index), described by
+the ``steering`` metadata field. Version-1 files keep loading unchanged.
+A checkpoint with packed (quantized or sparse) deltas is written as format 2
+(core/checkpoint_v2.py); one without is still written as format 1.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from stance_studio.core.modules import is_linear, is_transposed_linear
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
 
 FORMAT = "stance-studio/1"
+FORMAT_2 = FORMAT_V2
 FORMATS = (FORMAT, FORMAT_V2)
+WEIGHTS, ACTIVATION = "weights", "activation"
 SUFFIX = ".stance.safetensors"
-_JSON_KEYS = ("stance", "base", "training", "extraction", "metrics")
+_JSON_KEYS = ("stance", "base", "training", "extraction", "metrics", "steering")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 
@@ -57,10 +63,29 @@ class StanceCheckpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
     created: str = ""
+    steering: dict[str, Any] = field(default_factory=dict)
+    directions: dict[int, torch.Tensor] = field(default_factory=dict)
+    kind: str = WEIGHTS
 
     @property
     def nbytes(self) -> int:
-        return delta_bytes(self.deltas)
+        return delta_bytes(self.deltas) + sum(v.numel() * v.element_size() for v in self.directions.values())
+
+    def applied_vectors(self) -> dict[int, torch.Tensor]:
+        """A steering stance's vectors at weight 1, by layer: its stored directions at
+        the layers chosen at build time, times the build's scale (every stored layer,
+        scale 1, when the file names none). Empty for a weight stance."""
+        info = self.steering or {}
+        layers = info.get("apply_layers", list(self.directions))
+        scale = float(info.get("scale", 1.0))
+        return {int(n): self.directions[int(n)] * scale for n in layers if int(n) in self.directions}
+
+    @property
+    def activations(self) -> dict[str, torch.Tensor]:
+        """Module name → vector added to that module's output at weight 1 (the decoder
+        layers' path is recorded at build time; ``model.layers`` if the file has none)."""
+        prefix = (self.steering or {}).get("module", "model.layers")
+        return {f"{prefix}.{n}": v for n, v in self.applied_vectors().items()}
 
     @property
     def bits_per_weight(self) -> float:
@@ -136,9 +161,15 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
     Refuses checkpoints holding NaN or inf, so none ever reaches the library.
     """
     path = Path(path)
-    if not ckpt.deltas:
+    if not ckpt.deltas and not ckpt.directions:
         raise CheckpointError(f"Checkpoint {ckpt.name!r} holds no delta; nothing to save.")
     tensors, packing = packed_tensors(ckpt.deltas)
+    for layer, vector in ckpt.directions.items():
+        if not bool(torch.isfinite(vector).all()):
+            raise CheckpointError(
+                f"Checkpoint {ckpt.name!r} has non-finite values in its layer {layer} direction; it was not written."
+            )
+        tensors[f"layers.{int(layer)}:direction"] = vector.detach().float().contiguous().cpu()
     for name, delta in ckpt.deltas.items():
         if not is_finite(delta):
             raise CheckpointError(
@@ -151,9 +182,12 @@ def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
             tensors[f"{name}:B"] = delta.B.detach().contiguous().cpu()
         else:
             tensors[f"{name}:delta"] = delta.tensor.detach().contiguous().cpu()
-    metadata = {"format": FORMAT_V2 if packing else FORMAT, "name": ckpt.name, "created": ckpt.created}
+    v2 = packing or ckpt.kind != WEIGHTS
+    metadata = {"format": FORMAT_V2 if v2 else FORMAT, "name": ckpt.name, "created": ckpt.created}
     if packing:
         metadata["packing"] = json.dumps(packing, sort_keys=True)
+    if ckpt.kind != WEIGHTS:
+        metadata["kind"] = ckpt.kind
     for key in _JSON_KEYS:
         metadata[key] = json.dumps(getattr(ckpt, key), sort_keys=True)
     try:
@@ -217,8 +251,11 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
             header = _decode_metadata(path, fh.metadata() or {}, keys)
-            _check_layout(path, fh, check_packed_layout(path, fh, keys, header["packing"]), bool(header["packing"]))
-            header["bits_per_weight"] = bits_per_weight_of(fh, keys, header["packing"])
+            if header["kind"] == ACTIVATION:
+                _check_directions(path, fh, keys)
+            else:
+                _check_layout(path, fh, check_packed_layout(path, fh, keys, header["packing"]), bool(header["packing"]))
+                header["bits_per_weight"] = bits_per_weight_of(fh, keys, header["packing"])
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from exc
     return header
@@ -230,8 +267,12 @@ def _decode_metadata(path: Path, raw: dict[str, str], keys: list[str]) -> dict[s
             f"{path} is a safetensors file but not a Stance Studio checkpoint "
             f"(format {raw.get('format')!r}, expected one of {', '.join(FORMATS)})."
         )
-    out: dict[str, Any] = {"format": raw["format"], "name": raw.get("name") or _stem(path), "created": raw.get("created", "")}
-    out["packing"] = decode_packing(path, raw) if raw["format"] == FORMAT_V2 else {}
+    kind = raw.get("kind", WEIGHTS)
+    if kind not in (WEIGHTS, ACTIVATION) or (kind == ACTIVATION and raw["format"] == FORMAT):
+        raise CheckpointError(f"{path}: checkpoint kind {kind!r} is not known to format {raw['format']}.")
+    out: dict[str, Any] = {"format": raw["format"], "kind": kind, "name": raw.get("name") or _stem(path),
+                           "created": raw.get("created", "")}
+    out["packing"] = decode_packing(path, raw) if raw["format"] == FORMAT_V2 and kind == WEIGHTS else {}
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(raw.get(key, "{}"))
@@ -274,6 +315,29 @@ def _check_layout(path: Path, fh, keys: list[str], packed: bool = False) -> None
             )
 
 
+def _direction_layer(key: str) -> Optional[int]:
+    """N for a tensor named ``layers.N:direction``, else None."""
+    name, _, kind = key.rpartition(":")
+    head, _, index = name.partition(".")
+    return int(index) if kind == "direction" and head == "layers" and index.isdigit() else None
+
+
+def _check_directions(path: Path, fh, keys: list[str]) -> None:
+    """An activation checkpoint holds one 1-D vector per layer, all of one width."""
+    widths = set()
+    for key in keys:
+        if _direction_layer(key) is None:
+            raise CheckpointError(f"{path}: tensor {key!r} is not named 'layers.N:direction'.")
+        shape = list(fh.get_slice(key).get_shape())
+        if len(shape) != 1:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(shape)}; a steering direction is one vector.")
+        widths.add(shape[0])
+    if not keys:
+        raise CheckpointError(f"{path} holds no steering directions.")
+    if len(widths) > 1:
+        raise CheckpointError(f"{path}: steering directions have different widths {sorted(widths)}.")
+
+
 def _stem(path: Path) -> str:
     name = path.name
     return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else path.stem
@@ -284,12 +348,16 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     path = Path(path)
     header = read_header(path)
     deltas: dict[str, Delta] = {}
+    directions: dict[int, torch.Tensor] = {}
     packing = header["packing"]
     keys = set(header["tensor_names"])
+    activation = header["kind"] == ACTIVATION
     try:
         with safe_open(str(path), framework="pt") as fh:
+            for key in sorted(keys) if activation else ():
+                directions[_direction_layer(key)] = fh.get_tensor(key).float()
             deltas.update(read_packed(path, fh, packing))
-            for name in sorted({k.rsplit(":", 1)[0] for k in keys} - set(packing)):
+            for name in sorted({k.rsplit(":", 1)[0] for k in keys} - set(packing)) if not activation else ():
                 if f"{name}:delta" in keys:
                     deltas[name] = DenseDelta(fh.get_tensor(f"{name}:delta"))
                 else:
@@ -299,9 +367,14 @@ def load_checkpoint(path: str | os.PathLike) -> StanceCheckpoint:
     for name, delta in deltas.items():
         if not is_finite(delta):
             raise CheckpointError(f"{path}: tensor {name} holds NaN or inf values; refusing to use it.")
+    for layer, vector in directions.items():
+        if not bool(torch.isfinite(vector).all()):
+            raise CheckpointError(f"{path}: the layer {layer} direction holds NaN or inf values; refusing to use it.")
     return StanceCheckpoint(
         name=header["name"],
         deltas=dict(sorted(deltas.items())),
+        directions=dict(sorted(directions.items())),
+        kind=header["kind"],
         path=path,
         created=header["created"],
         **{key: header[key] for key in _JSON_KEYS},
@@ -312,6 +385,8 @@ def compatibility(ckpt_or_header, base) -> tuple[bool, str]:
     """Whether a checkpoint (or its header dict) fits ``base``, with the reason if not."""
     if isinstance(ckpt_or_header, StanceCheckpoint):
         info, name, touched = ckpt_or_header.base, ckpt_or_header.name, list(ckpt_or_header.deltas)
+    elif ckpt_or_header.get("kind") == ACTIVATION:
+        info, name, touched = ckpt_or_header.get("base", {}), ckpt_or_header.get("name", "?"), []
     else:
         info, name = ckpt_or_header.get("base", {}), ckpt_or_header.get("name", "?")
         touched = sorted({k.rsplit(":", 1)[0] for k in ckpt_or_header.get("tensor_names", [])})
@@ -357,6 +432,7 @@ def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False)
     """
     params = base.parameters
     where = f" ({ckpt.path})" if ckpt.path else ""
+    _check_directions_fit(ckpt, base, where)
     for name, delta in ckpt.deltas.items():
         if name not in params:
             raise ShapeMismatchError(
@@ -372,3 +448,19 @@ def check_compatible(ckpt: StanceCheckpoint, base, allow_mismatch: bool = False)
         ok, reason = compatibility(ckpt, base)
         if not ok:
             raise IncompatibleBaseError(reason + " Use the transfer override to apply it anyway.")
+
+
+def _check_directions_fit(ckpt: StanceCheckpoint, base, where: str) -> None:
+    """Steering directions need a layer that exists and the model's hidden width."""
+    width = base.describe().get("hidden_size")
+    for layer, vector in ckpt.directions.items():
+        if not 0 <= layer < base.num_layers:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where} steers layer {layer}; the loaded model {base.model_id} "
+                f"has layers 0-{base.num_layers - 1}."
+            )
+        if width and vector.numel() != width:
+            raise ShapeMismatchError(
+                f"Checkpoint {ckpt.name!r}{where}: its layer {layer} direction has {vector.numel()} values, "
+                f"the loaded model {base.model_id} has hidden size {width}."
+            )

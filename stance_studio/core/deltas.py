@@ -10,12 +10,9 @@ its tensors then hold the decoded values, and its size is the packed size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
-
-if TYPE_CHECKING:
-    from stance_studio.core.packing import Packed
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ class DenseDelta:
 
     tensor: torch.Tensor
     truncated_rank: Optional[int] = None
-    packed: Optional["Packed"] = field(default=None, compare=False, repr=False)
+    packed: Optional[Any] = field(default=None, compare=False, repr=False)  # a core.packing.Packed
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,7 +48,7 @@ class LowRankDelta:
 
     A: torch.Tensor
     B: torch.Tensor
-    packed: Optional["Packed"] = field(default=None, compare=False, repr=False)
+    packed: Optional[Any] = field(default=None, compare=False, repr=False)  # a core.packing.Packed
 
     def __post_init__(self) -> None:
         if self.A.dim() != 2 or self.B.dim() != 2 or self.A.shape[0] != self.B.shape[1]:

@@ -65,6 +65,14 @@ class Cancelled(StanceStudioError):
     """The user cancelled a long job; nothing was written."""
 
 
+class ExportError(StanceStudioError):
+    """A model, adapter or GGUF export could not be written where asked."""
+
+
+class AdapterImportError(StanceStudioError):
+    """An adapter folder made elsewhere does not fit the loaded base model."""
+
+
 class StorageError(StanceStudioError):
     """A file or folder could not be read or written: missing, a file where a folder is
     needed, no permission, a read-only or full disk."""

@@ -26,6 +26,7 @@ from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import evaluate, retention_probe
 from stance_studio.core.pipeline import validated_dataset
+from stance_studio.core.steering_build import DEFAULT_BAND, SteerConfig, build_steering
 from stance_studio.core.stance_reference import reference_from_dataset
 from stance_studio.core.training import TrainConfig, train
 
@@ -48,6 +49,7 @@ def report_methods(num_layers: int) -> list[tuple[str, TrainConfig]]:
         ("selective q,v at depth 0.53+0.63", TrainConfig(
             method="selective", modules=["depth:0.53:q_proj", "depth:0.53:v_proj", "depth:0.63:q_proj", "depth:0.63:v_proj"])),
         ("selective q,v at depth 0.63", TrainConfig(method="selective", modules=["depth:0.63:q_proj", "depth:0.63:v_proj"])),
+        (f"steering ({SteerConfig.mode}, depth {DEFAULT_BAND})", SteerConfig()),
     ]
 
 
@@ -105,6 +107,12 @@ def compare_methods(
     progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
     for i, (label, config) in enumerate(methods, start=1):
         cancel.raise_if_set("comparison")
+        if isinstance(config, SteerConfig):
+            rows.append(_steering_row(base, split.train, label, replace(config, seed=seed), blender, probes,
+                                      base_metrics, _labelled(progress, label), cancel,
+                                      stance=stance, capability_tokens=capability_tokens))
+            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": rows[-1]}))
+            continue
         config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
                          **({"lr": lr} if lr else {}))
         row = {"method": label, "config": config.as_json()}
@@ -123,6 +131,17 @@ def compare_methods(
         rows.append(row)
         progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
     return rows
+
+
+def _steering_row(base, data, label, config, blender, probes, base_metrics, progress, cancel, **measure) -> dict:
+    """The steering method's row: vectors built from the training split (no training),
+    applied at weight 1 and measured like the trained rows."""
+    ckpt = build_steering(base, data, "steering", config, progress=progress, cancel=cancel)
+    metrics = evaluate(base, blender, [(ckpt, 1.0)], probes, cancel=cancel, **measure,
+                       base_generations=base_metrics.generations, progress=progress)
+    return {"method": label, "config": config.as_json(), "trainable_params": 0,
+            "seconds": ckpt.training["seconds"], "nonfinite_steps": 0, "bytes": ckpt.nbytes, "final_loss": None,
+            **metric_fields(metrics)}
 
 
 # The figures of a variant that experiment tables show (with their intervals).

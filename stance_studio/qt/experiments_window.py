@@ -40,6 +40,7 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
+from stance_studio.qt.layer_sweep_plot import plot_layer_sweep, sweep_job
 from stance_studio.qt.dose_response import DoseResponseView
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
@@ -48,6 +49,7 @@ from stance_studio.qt.workers import Job
 EXPERIMENTS = {
     "methods": "Training methods: the report's comparison table",
     "policies": "Extraction policies: size against retention",
+    "layers": "Steering layer sweep: where the stance is steerable",
 }
 NOTES = {
     "methods": "Trains the dataset (a quarter held out) with each of the report's five methods and measures every "
@@ -56,6 +58,9 @@ NOTES = {
                "[low, high] is a 95 % interval; with several seeds, mean ± spread.",
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
+    "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
+              "the probes' stance score, KL to base and identical answers, against depth fraction. Build a steering "
+              "stance first: Train ▸ New stance with method steer, or `stance-studio train DATASET --method steer`.",
 }
 
 
@@ -87,6 +92,10 @@ class ExperimentsWindow(QDialog):
         self.lr = QDoubleSpinBox(minimum=0.0, maximum=1.0, decimals=6, singleStep=1e-5, value=0.0,
                                  specialValueText="each method's default",
                                  toolTip="Learning rate of every training run (0: the method's default)")
+        self.steering_box = QComboBox(toolTip="The steering stance whose vectors are swept")
+        self.every = QSpinBox(minimum=1, maximum=64, value=1, toolTip="Sweep every K-th layer (1: every layer)")
+        self.probes_limit = QSpinBox(minimum=0, maximum=10000, value=0, specialValueText="all probes",
+                                     toolTip="Use only the first N probe prompts (0: all)")
         self.policies = QLineEdit(" ".join(POLICY_CANDIDATES),
                                   toolTip="Extraction policies to compare, separated by spaces or commas "
                                           "(all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, joined by +)")
@@ -100,7 +109,11 @@ class ExperimentsWindow(QDialog):
         form.addRow("Seed", self.seed)
         form.addRow("Seeds", self.seeds)
         form.addRow("Policies", self.policies)
+        form.addRow("Steering stance", self.steering_box)
+        form.addRow("Every K-th layer", self.every)
+        form.addRow("Probes", self.probes_limit)
         self._policies_label = form.labelForField(self.policies)
+        self._form = form
 
         self.run_button = QPushButton("Run", default=True, clicked=self.run)
         self.run_button.setProperty("role", "primary")
@@ -170,14 +183,39 @@ class ExperimentsWindow(QDialog):
             return
         self.kind = self.experiment_box.currentData()
         policies = self.kind == "policies"
+        layers = self.kind == "layers"
         self.policies.setVisible(policies)
         self._policies_label.setVisible(policies)
-        self.plot.setVisible(policies)
-        self.plot_export.setVisible(policies)
+        for widget, shown in ((self.steering_box, layers), (self.every, layers), (self.probes_limit, layers),
+                              (self.dataset_box, not layers), (self.steps, not layers), (self.lr, not layers),
+                              (self.seed, not layers)):
+            widget.setVisible(shown)
+            self._form.labelForField(widget).setVisible(shown)
+        if layers:
+            self._fill_steering()
+        self.plot.setVisible(policies or layers)
+        self.plot_export.setVisible(policies or layers)
+        self._set_axes()
         self.steps.setSpecialValueText("each method's default" if not policies else "default (20)")
         self.lr.setSpecialValueText("each method's default" if not policies else "default (5e-5)")
         self.note.setText(NOTES[self.kind])
         self._set_rows([])
+
+    def _fill_steering(self) -> None:
+        current = self.steering_box.currentText()
+        self.steering_box.clear()
+        for entry in self.session.entries:
+            if entry.metadata.get("kind") == "activation":
+                self.steering_box.addItem(entry.name)
+        if current:
+            self.steering_box.setCurrentText(current)
+
+    def _set_axes(self) -> None:
+        layers = self.kind == "layers"
+        self.plot.setLogMode(x=not layers)
+        self.plot.setLabel("bottom", "depth fraction of the layer steered" if layers
+                           else "stored size (% of the base model)")
+        self.plot.setLabel("left", "stance score (hedges − boosters per 100 words)" if layers else "retention")
 
     @Slot(int)
     def _on_dataset_chosen(self, index: int) -> None:
@@ -210,15 +248,20 @@ class ExperimentsWindow(QDialog):
         n_seeds = self.seeds.value()
         blender = self.session.blender
         base = self.session.base
+        sweep = None
         try:
             if kind == "policies":
                 policies = experiments.parse_policies(self.policies.text().replace(",", " ").split())
                 config = TrainConfig(seed=seed, lr=lr, **({"steps": steps} if steps else {}))
+            if kind == "layers":
+                sweep = self._sweep_job()
         except StanceStudioError as exc:
             QMessageBox.warning(self, "Cannot run the experiment", str(exc))
             return None
 
         def job(progress, cancel):
+            if sweep is not None:
+                return sweep(progress, cancel)
             if kind == "policies" and n_seeds > 1:
                 return repeated.compare_policies_seeds(base, dataset, policies, config, seeds=n_seeds,
                                                        progress=progress, cancel=cancel, blender=blender)
@@ -238,6 +281,9 @@ class ExperimentsWindow(QDialog):
         self.status.setText("Waiting for the model worker…")
         return self.job
 
+    def _sweep_job(self):
+        return sweep_job(self.session, self.steering_box.currentText(), self.every.value(), self.probes_limit.value())
+
     @Slot()
     def cancel(self) -> None:
         if self.job is not None:
@@ -246,7 +292,7 @@ class ExperimentsWindow(QDialog):
 
     def _set_running(self, running: bool) -> None:
         for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.lr, self.seed,
-                       self.seeds, self.policies):
+                       self.seeds, self.policies, self.steering_box, self.every, self.probes_limit):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         if running:
@@ -279,6 +325,8 @@ class ExperimentsWindow(QDialog):
             t = result["training"]
             self.status.setText(f"Done: {t['dataset']} trained in {t['steps']} steps ({t['seconds']:.0f} s); "
                                 f"{len(rows)} policies measured.")
+        elif self.kind == "layers":
+            self.status.setText(f"Done: {len(rows) - 1} layers swept against the base model.")
         else:
             over = f" over {len(result['runs'])} seeds (mean ± spread)" if isinstance(result, dict) else ""
             self.status.setText(f"Done: {len(rows) - 1} methods measured against the base model{over}.")
@@ -324,6 +372,8 @@ class ExperimentsWindow(QDialog):
         self.export_button.setEnabled(bool(rows))
         if self.kind == "policies":
             self._plot(rows)
+        elif self.kind == "layers":
+            self._plot_layers(rows)
 
     def _plot(self, rows: list[dict]) -> None:
         for label in self._labels:
@@ -343,7 +393,20 @@ class ExperimentsWindow(QDialog):
             self.plot.addItem(label)
             self._labels.append(label)
 
+    def show_rows(self, rows: list[dict], status: str) -> None:
+        """Show rows measured elsewhere (e.g. a saved `sweep-layers --json` result)."""
+        self._set_rows(list(rows))
+        self.status.setText(status)
+
+    def _plot_layers(self, rows: list[dict]) -> None:
+        for item in self._labels:
+            self.plot.removeItem(item)
+        self._labels = plot_layer_sweep(self.plot, self.scatter, rows)
+
     def title(self) -> str:
+        if self.kind == "layers":
+            model = self.session.base.model_id if self.session.base is not None else "no model"
+            return f"{EXPERIMENTS[self.kind]} — {self.steering_box.currentText()} on {model}"
         name = self.dataset_box.currentText().removeprefix("Built-in: ")
         model = self.session.base.model_id if self.session.base is not None else "no model"
         return f"{EXPERIMENTS[self.kind]} — {name} on {model}"

@@ -11,6 +11,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from stance_studio.qt import theme
+from stance_studio.qt.kinds_view import KindsView
 from stance_studio.qt.interference_view import InterferenceView
 from stance_studio.qt.layer_plot import LayerChangeView
 from stance_studio.qt.plots import LossPlot, export_plot
@@ -125,6 +126,8 @@ class PlotsPanel(QTabWidget):
         self.addTab(self.layers, "Layer changes")
         self.addTab(self.loss, "Training loss")
         self.addTab(self.retention, "Size vs retention")
+        self.kinds = KindsView(session)
+        self.addTab(self.kinds, "Weights vs steering")
         self.addTab(self.interference, "Interference")
 
     @Slot(str)
@@ -138,6 +141,7 @@ class PlotsPanel(QTabWidget):
         stances, their interference."""
         self.loss.show_stances(names)
         self.layers.show_stances(names)
+        self.kinds.show_stances(names)
         self.interference.show_stances(names)
 
     def restyle(self) -> None:
@@ -146,4 +150,5 @@ class PlotsPanel(QTabWidget):
         self.layers.restyle()
         self.loss.plot.restyle()
         self.retention.refresh()
+        self.kinds._draw()
         self.interference.restyle()

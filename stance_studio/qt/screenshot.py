@@ -56,6 +56,11 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", default=None, metavar="POLICIES",
                         help="also run the extraction-policy experiment with these policies (space-separated)")
     parser.add_argument("--sweep-steps", type=int, default=0, help="training steps of that experiment (0: default)")
+    parser.add_argument("--layer-sweep", default=None, metavar="FILE",
+                        help="a `sweep-layers --json` result to show in the experiments window (saved as "
+                             "dialog-layer-sweep.png); with --steering-only, only the steering views are saved")
+    parser.add_argument("--steering-only", action="store_true",
+                        help="save only the layer sweep and the weights-vs-steering tab")
     parser.add_argument("--dose", default=None, metavar="SPEC",
                         help="also run a dose–response sweep of this stance or blend and save its tab")
     parser.add_argument("--dose-second", default=None, metavar="NAME", help="a second stance: sweep the (α, β) grid")
@@ -103,6 +108,12 @@ def main(argv=None) -> int:
         _dose_response(app, window._experiments, args, out)
         window.close()
         return 1 if warnings else 0
+
+    if args.layer_sweep or args.steering_only:
+        _steering_shots(app, window, args, out)
+        if args.steering_only:
+            window.close()
+            return 1 if warnings else 0
 
     names = session.compatible_names()[:3]
     compare = window.compare
@@ -172,6 +183,36 @@ def main(argv=None) -> int:
     editor.close()
     window.close()
     return 1 if warnings else 0
+
+
+def _steering_shots(app, window, args, out: Path) -> None:
+    """The layer sweep measured by `sweep-layers --json` (shown, not re-run) and the
+    weights-vs-steering tab for its stance."""
+    import json
+
+    session = window.session
+    name = None
+    if args.layer_sweep:
+        doc = json.loads(Path(args.layer_sweep).read_text())
+        name = doc["checkpoint"]
+        window.open_experiments("layers")
+        experiments = window._experiments
+        experiments.set_experiment("layers")
+        experiments.steering_box.setCurrentText(name)
+        experiments.show_rows(doc["rows"], f"{len(doc['rows']) - 1} layers swept on {doc['probes']} probes "
+                                           f"(measured by `stance-studio sweep-layers {name} --json`).")
+        _grab(app, experiments, out / "dialog-layer-sweep.png")
+        experiments.hide()
+    steering = [e.name for e in session.entries if e.metadata.get("kind") == "activation"]
+    name = name or (steering[0] if steering else None)
+    if name:
+        window.docks["plots"].show()
+        window.plots.setCurrentWidget(window.plots.kinds)
+        window.plots.show_stances([name])
+        _wait(app, lambda: not session.runner.busy, 120, "the per-layer changes")
+        _settle(app)
+        _grab(app, window.plots, out / "plot-weights-vs-steering.png")
+        window.plots.setCurrentWidget(window.plots.layers)
 
 
 def _dose_response(app, experiments, args, out: Path) -> None:

@@ -32,13 +32,14 @@ from stance_studio.qt.dataset_picker import DatasetPicker
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
 from stance_studio.qt.plots import LossPlot
 from stance_studio.qt.session import Session
-from stance_studio.qt.training_job import check_name, check_policy, make_config, submit_training
+from stance_studio.qt.training_job import check_name, check_policy, make_config, submit_steering, submit_training
 from stance_studio.qt.workers import Job
 
 METHODS = {
     "full": "Full fine-tuning (all parameters)",
     "selective": "Selective (only the named modules)",
     "lora": "LoRA adapters on the named modules",
+    "steer": "Activation steering vectors (no training)",
 }
 # Patterns, not names: "depth:0.6:q_proj" is the layer at 60 % of the depth of whatever model is loaded.
 MODULE_PRESETS = ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj", "gate_proj,up_proj,down_proj", "depth:0.6:q_proj"]
@@ -177,12 +178,16 @@ class TrainingDialog(QDialog):
     @Slot()
     def _on_method(self) -> None:
         method = self.method_box.currentData()
-        self.modules_edit.setEnabled(method != "full")
-        if method != "full" and not self.modules_edit.currentText().strip():
+        trains = method != "steer"  # steering vectors are read off the model, not trained
+        self.modules_edit.setEnabled(method not in ("full", "steer"))
+        if method in DEFAULT_MODULES and method != "full" and not self.modules_edit.currentText().strip():
             self.modules_edit.setEditText(",".join(DEFAULT_MODULES[method]))
         self.rank.setEnabled(method == "lora")
         self.lora_alpha.setEnabled(method == "lora")
-        self.lr.setText(f"{DEFAULT_LR[method]:g}")
+        for widget in (self.lr, self.steps, self.grad_clip, self.batch, self.policy):
+            widget.setEnabled(trains)
+        if trains:
+            self.lr.setText(f"{DEFAULT_LR[method]:g}")
         self._validate()
 
     def values(self) -> dict:
@@ -218,7 +223,7 @@ class TrainingDialog(QDialog):
             return f"Learning rate {self.lr.text()!r} is not a number."
         if not lr > 0:
             return "The learning rate must be positive."
-        if self.method_box.currentData() != "full" and not self.modules_edit.currentText().strip():
+        if self.method_box.currentData() in ("selective", "lora") and not self.modules_edit.currentText().strip():
             return "Name the modules to train (e.g. q_proj,v_proj)."
         return check_policy(self.policy.text().strip() or DEFAULT_POLICY)
 
@@ -244,9 +249,12 @@ class TrainingDialog(QDialog):
             return None
         name = self.name_edit.text().strip()
         try:
-            config = make_config(self.values())
-            job = submit_training(self.session, self.picker.path, name, config,
-                                  self.policy.text().strip() or DEFAULT_POLICY)
+            if self.method_box.currentData() == "steer":
+                job = submit_steering(self.session, self.picker.path, name, self.seed.value())
+            else:
+                config = make_config(self.values())
+                job = submit_training(self.session, self.picker.path, name, config,
+                                      self.policy.text().strip() or DEFAULT_POLICY)
         except (StanceStudioError, TypeError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot train", str(exc))
             return None
@@ -308,6 +316,9 @@ class TrainingDialog(QDialog):
     def _on_finished(self, ckpt) -> None:
         retention = ckpt.metrics.get("retention") if hasattr(ckpt, "metrics") else None
         text = f"Saved {ckpt.name}: {human_bytes(ckpt.nbytes)}, retention {percent(retention)}."
+        if getattr(ckpt, "kind", "") == "activation":
+            text = (f"Saved {ckpt.name}: steering vectors, {human_bytes(ckpt.nbytes)}; stance score on the probes "
+                    f"{ckpt.metrics['stance_score']:+.2f} (base {ckpt.metrics['stance_score_base']:+.2f}).")
         self.stage.setText(text)
         self.session.refresh_library()
         self.trained.emit(ckpt.name)

@@ -71,3 +71,16 @@ def submit_training(session: Session, dataset_path: Path, name: str, config, pol
                                      blender=blender, progress=progress, cancel=cancel)
 
     return session.run_on_model(job, f"Training {name}")
+
+
+def submit_steering(session: Session, dataset_path: Path, name: str, seed: int = 0) -> Job:
+    """Queue building a steering stance with the default band and strength."""
+    from stance_studio.core.steering_build import SteerConfig, build_steering_stance
+
+    library, base, blender = session.library, session.base, session.blender
+
+    def job(progress, cancel):
+        return build_steering_stance(base, dataset_path, name, SteerConfig(seed=seed), library=library,
+                                     blender=blender, progress=progress, cancel=cancel)
+
+    return session.run_on_model(job, f"Building steering vectors for {name}")

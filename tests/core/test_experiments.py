@@ -31,6 +31,19 @@ def test_compare_methods_rows(tiny):
     assert "diverged" in rows[3]["error"].lower() and rows[3]["stance_score"] is None
 
 
+def test_compare_methods_has_a_steering_row(tiny):
+    from stance_studio.core.experiments import report_methods
+    from stance_studio.core.steering_build import SteerConfig
+
+    assert any(isinstance(config, SteerConfig) for _, config in report_methods(tiny.num_layers))
+    rows = compare_methods(tiny, "curious-uncertainty", [("steering", SteerConfig(max_new_tokens=4, band="0.3-0.8"))],
+                           probes=PROBES[:1])
+    assert [r["method"] for r in rows] == ["base", "steering"]
+    row = rows[1]
+    assert row["trainable_params"] == 0 and row["bytes"] == 4 * 32 * 4 and row["seconds"] > 0
+    assert row["kl_to_base"] > 0  # the vectors change the model's predictions
+
+
 def test_compare_policies_measures_size_against_retention(tiny):
     before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
     rows_seen = []

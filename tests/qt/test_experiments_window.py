@@ -136,3 +136,28 @@ def test_stance_menu_opens_the_chosen_experiment(qtbot, loaded):
     actions["Compare training methods…"].trigger()
     assert main._experiments.kind == "methods" and not main._experiments.policies.isVisible()
     main._experiments.close()
+
+
+def test_layer_sweep_of_a_steering_stance_plots_score_against_depth(qtbot, window, loaded, monkeypatch):
+    import stance_studio.core.datasets as datasets
+    from stance_studio.core.checkpoints import make_checkpoint
+
+    monkeypatch.setattr(datasets, "load_probes", lambda *a, **k: list(PROBES))
+    base = loaded.base
+    ckpt = make_checkpoint("steer", {}, base, training={"method": "steer"})
+    ckpt.kind = "activation"
+    gen = torch.Generator().manual_seed(2)
+    ckpt.directions = {n: torch.randn(32, generator=gen) * 3 for n in range(base.num_layers)}
+    ckpt.steering = {"apply_layers": [1], "scale": 1.0, "strength": 1.0}
+    loaded.library.save(ckpt)
+    loaded.refresh_library()
+    window.set_experiment("layers")
+    assert window.steering_box.count() == 1 and window.steering_box.currentText() == "steer"
+    assert not window.dataset_box.isVisibleTo(window) and window.every.isVisibleTo(window)
+    window.every.setValue(2)
+    job = _run_to_end(qtbot, window)
+    assert job.state == "finished"
+    assert [window.table.item(r, 0).text() for r in range(window.table.rowCount())] == ["base", "0", "2"]
+    assert [round(float(x), 3) for x in window.scatter.data["x"]] == [0.125, 0.625]
+    assert loaded.blender.is_base
+    assert "steer" in window.title()

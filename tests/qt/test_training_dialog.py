@@ -208,6 +208,33 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
     assert len(boxes.of("question")) == 1
 
 
+def test_the_steer_method_builds_a_steering_stance_on_the_blend_sliders(qtbot, dialog, loaded, monkeypatch):
+    import stance_studio.core.datasets as datasets
+    from stance_studio.qt.blend_panel import BlendPanel
+
+    monkeypatch.setattr(datasets, "load_probes", lambda *a, **k: ["why is the sky blue"])
+    blend = BlendPanel(loaded)
+    qtbot.addWidget(blend)
+    dialog.method_box.setCurrentIndex(dialog.method_box.findData("steer"))
+    assert not dialog.steps.isEnabled() and not dialog.policy.isEnabled() and not dialog.modules_edit.isEnabled()
+    dialog.name_edit.setText("tiny-steer")
+    assert dialog.train_button.isEnabled()
+    job = dialog.start()
+    assert job is not None
+    with qtbot.waitSignal(job.ended, timeout=600000):  # generation and measurement, longer than 3 training steps
+        pass
+    assert job.state == "finished", job.error
+    entry = loaded.entry("tiny-steer")
+    assert entry is not None and entry.metadata["kind"] == "activation" and entry.method == "steer"
+    assert "steering vectors" in dialog.stage.text()
+    assert "tiny-steer" in blend.rows and blend.rows["tiny-steer"].slider.isEnabled()
+    applied = blend.rows["tiny-steer"]
+    assert applied is not None
+    with qtbot.waitSignal(loaded.blend_applied, timeout=30000):
+        loaded.set_weight("tiny-steer", 1.0)
+    assert not loaded.blender.is_base  # the steering hooks are in force
+
+
 def test_the_held_out_share_reaches_the_training_config(qtbot, loaded):
     from stance_studio.qt.training_job import make_config
 

@@ -1,0 +1,53 @@
+"""The experiments window's steering layer sweep: the model-worker job and the plot
+of stance score against depth fraction (the base model as a dashed line)."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+from stance_studio.core.errors import StanceStudioError
+from stance_studio.qt import theme
+
+
+def sweep_job(session, name: str, every: int, limit: int):
+    """The layer sweep of steering stance ``name`` as a job for the model worker:
+    every ``every``-th layer, the first ``limit`` probes (0: all)."""
+    from stance_studio.core.datasets import load_probes
+    from stance_studio.core.layer_sweep import sweep_layers
+
+    if not name:
+        raise StanceStudioError("The library holds no steering stance; build one with the training method steer.")
+    probes = load_probes()
+    probes = probes[:limit] if limit else probes
+    base, blender = session.base, session.blender
+
+    def sweep(progress, cancel):
+        ckpt = session.checkpoint(name)
+        return sweep_layers(base, ckpt, probes, sorted(ckpt.directions)[::every], blender=blender,
+                            progress=progress, cancel=cancel)
+
+    return sweep
+
+
+def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: list[dict]) -> list:
+    """Draw ``rows`` of a sweep: a point and a line through the layers, the base as a
+    dashed reference. Returns the items added besides ``scatter`` (to remove later)."""
+    points = [r for r in rows if r.get("layer") is not None]
+    scatter.setData([{"pos": (r["depth"], r["stance_score"]),
+                      "data": f"layer {r['layer']} (depth {r['depth']:.2f})\nstance score {r['stance_score']:+.2f}, "
+                              f"KL {r['kl_to_base']:.3f}, identical {r['identical_fraction']:.0%}",
+                      "brush": pg.mkBrush(theme.series_color(0))} for r in points])
+    added = []
+    if points:
+        line = pg.PlotDataItem([r["depth"] for r in points], [r["stance_score"] for r in points],
+                               pen=pg.mkPen(theme.series_color(0), width=2))
+        plot.addItem(line)
+        added.append(line)
+    base = next((r for r in rows if r.get("layer") is None), None)
+    if base is not None:
+        ref = pg.InfiniteLine(pos=base["stance_score"], angle=0, label="base",
+                              pen=pg.mkPen(theme.colors()["plot_fg"], style=Qt.PenStyle.DashLine))
+        plot.addItem(ref)
+        added.append(ref)
+    return added
