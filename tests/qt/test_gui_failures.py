@@ -51,7 +51,7 @@ def dialog(qtbot, loaded, monkeypatch):
     from stance_studio.core import pipeline
 
     # two probe prompts keep the retention measurement short on a loaded CI machine
-    monkeypatch.setattr(pipeline, "load_probes", lambda *a: ["Why is the sky blue?", "How do bees make honey?"])
+    monkeypatch.setattr(pipeline, "retention_probes", lambda *a, **k: ["Why is the sky blue?", "How do bees make honey?"])
     d = TrainingDialog(loaded)
     qtbot.addWidget(d)
     d.steps.setValue(2)
