@@ -22,10 +22,11 @@ def lib(tmp_path, deltas_factory):
 
 def one_error_line(capsys, code, expected=2):
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # progress lines ([  1 s] stage …) may precede it on a non-terminal stderr
+    lines = [line for line in err.splitlines() if line.startswith("stance-studio: ")]
     assert code == expected, err
     assert "Traceback" not in err
-    assert len(lines) == 1 and lines[0].startswith("stance-studio: "), err
+    assert len(lines) == 1, err
     return lines[0]
 
 
