@@ -17,6 +17,15 @@ from stance_studio.qt.library_panel import STANCE_MIME
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
 
 
+def _q_proj_output(session) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the q_proj module computes now on a fixed input, and the input: stances act
+    at runtime, so the module's output (not its stored weight) shows the blend."""
+    module = dict(session.base.model.named_modules())[Q_PROJ.rsplit(".", 1)[0]]
+    x = torch.randn(1, 3, module.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return module(x), x
+
+
 def _wait_applied(qtbot, session, weights):
     qtbot.waitUntil(lambda: session.applied_weights == weights and not session.runner.busy, timeout=5000)
 
@@ -47,12 +56,16 @@ def test_slider_change_reaches_the_model_weights_and_reset_restores_them(qtbot, 
 
     panel.rows["curious"].slider.setValue(0.5)
     _wait_applied(qtbot, loaded, {"curious": 0.5})
-    assert torch.allclose(param.detach(), w0 + 0.5 * delta, atol=1e-6)
+    out, x = _q_proj_output(loaded)
+    assert torch.allclose(out, torch.nn.functional.linear(x, w0 + 0.5 * delta), atol=1e-5)
+    assert torch.equal(param.detach(), w0)  # applied at runtime: the stored weight never changes
     assert "curious = +0.50" in panel.status.text()
 
     panel.reset()
     _wait_applied(qtbot, loaded, {})
+    out, x = _q_proj_output(loaded)
     assert torch.equal(param.detach(), w0)  # bit for bit
+    assert torch.equal(out, torch.nn.functional.linear(x, w0))
     assert panel.rows["curious"].value() == 0.0
 
 
@@ -189,7 +202,8 @@ def test_the_status_bar_cancel_stops_the_running_job_not_a_queued_blend(qtbot, l
     _wait_applied(qtbot, loaded, {"curious": 1.0})
     assert running.state == "cancelled"
     assert panel.rows["curious"].value() == 1.0 and loaded.blend_weights == {"curious": 1.0}
-    assert not torch.equal(param.detach(), w0)  # the model holds what the slider shows
+    out, x = _q_proj_output(loaded)
+    assert not torch.allclose(out, torch.nn.functional.linear(x, w0))  # the model runs what the slider shows
 
 
 def test_a_blend_cancelled_before_it_ran_puts_the_sliders_back(qtbot, loaded, write_stance):

@@ -148,7 +148,9 @@ def test_columns_are_remembered(qtbot, panel, loaded):
 
 
 def test_stop_cancels_a_running_generation(qtbot, panel, loaded):
-    panel.max_tokens.setValue(2000)
+    # as long as the tiny model's context allows (longer prompts are refused up front)
+    longest = loaded.base.model.config.max_position_embeddings - 64
+    panel.max_tokens.setValue(longest)
     job = panel.run()
     with qtbot.waitSignal(job.progressed, timeout=20000,
                           check_params_cb=lambda reports: any(r.stage == "token" for r in reports)):
@@ -158,7 +160,7 @@ def test_stop_cancels_a_running_generation(qtbot, panel, loaded):
         panel.stop()
     assert job.state == "cancelled" and panel.status.text() == "Stopped."
     assert "Stopped." in panel.columns[0].metrics.text()
-    assert len(panel.columns[0].text.toPlainText().split()) < 2000
+    assert len(panel.columns[0].text.toPlainText().split()) < longest
     assert not panel.stop_button.isEnabled() and panel.result is None
 
 
