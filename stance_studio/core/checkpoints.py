@@ -128,31 +128,29 @@ def not_linear(model, names) -> dict[str, str]:
     """Which of ``names`` are not weights of linear maps (``nn.Linear``, GPT-2's ``Conv1D``),
     as ``Module.attr``. PEFT LoRA holds only those; checkpoints record their matrices that are not (1-D
     deltas show by shape), so an export can check without the model."""
-    out = {}
-    for name in names:
-        owner, _, attr = name.rpartition(".")
-        try:
-            module = model.get_submodule(owner)
-        except AttributeError:
-            continue
-        if not (is_linear(module) and attr == "weight"):
-            out[name] = f"{type(module).__name__}.{attr}"
-    return out
+    return {
+        name: f"{type(module).__name__}.{attr}"
+        for name, module, attr in _owners(model, names)
+        if not (is_linear(module) and attr == "weight")
+    }
 
 
 def transposed(model, names) -> list[str]:
     """Which of ``names`` are weights stored (in × out), as GPT-2's ``Conv1D`` keeps them:
     a PEFT export of them needs ``fan_in_fan_out``."""
-    out = []
+    return sorted(name for name, module, attr in _owners(model, names)
+                  if attr == "weight" and is_transposed_linear(module))
+
+
+def _owners(model, names):
+    """(name, module, attribute) for each parameter name whose module ``model`` has."""
     for name in names:
         owner, _, attr = name.rpartition(".")
         try:
             module = model.get_submodule(owner)
         except AttributeError:
             continue
-        if attr == "weight" and is_transposed_linear(module):
-            out.append(name)
-    return sorted(out)
+        yield name, module, attr
 
 
 def save_checkpoint(ckpt: StanceCheckpoint, path: str | os.PathLike) -> Path:
