@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from stance_studio import __version__
 from stance_studio.cli.common import add_common
-from stance_studio.core.errors import Cancelled
+from stance_studio.core.errors import Cancelled, StanceStudioError
 from stance_studio.core.failures import as_user_error, debugging, describe
 
 # Each module defines register(subparsers); a sub-command stores its handler in
@@ -54,6 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from stance_studio.core.models import check_model_spec
+
+        check_model_spec(getattr(args, "model", None))  # a spec that can never load fails every command
         if args.command is None:
             return _run_gui(args)
         return int(args.func(args) or 0)

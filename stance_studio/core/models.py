@@ -162,6 +162,21 @@ def resolve_model_spec(spec: str | os.PathLike | None) -> tuple[str, str]:
     return "hub", text
 
 
+def is_tiny_spec(spec) -> bool:
+    """True for ``tiny`` and ``tiny:…`` (a tiny random model built in code)."""
+    return spec is not None and str(spec).split(":")[0] == "tiny"
+
+
+def check_model_spec(spec) -> None:
+    """Refuse a model spec that can never load, before any work: a tiny spec naming no
+    family, seed or layer count. Specs that need the disk or the network are checked
+    when they load."""
+    if is_tiny_spec(spec):
+        from stance_studio.core.tiny import parse_tiny_spec
+
+        parse_tiny_spec(str(spec))
+
+
 def load_base(
     spec: str | os.PathLike | None = None,
     progress: ProgressCallback = no_progress,
@@ -177,7 +192,7 @@ def load_base(
     cancel = ensure_flag(cancel)
     placement = devices.resolve(device or os.environ.get("STANCE_STUDIO_DEVICE"),
                                 dtype or os.environ.get("STANCE_STUDIO_DTYPE"))
-    if spec is not None and str(spec).split(":")[0] == "tiny":
+    if is_tiny_spec(spec):
         from stance_studio.core.tiny import parse_tiny_spec, tiny_base
 
         return place(tiny_base(**parse_tiny_spec(str(spec))), placement)

@@ -134,3 +134,15 @@ def test_export_peft_into_an_adapter_folder_keeps_other_files(lib, tmp_path, cap
     assert main(["export-peft", "a", str(out), "--library", str(lib), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["adapter"] == str(out)
     assert (out / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["interference", "a", "a"], ["inspect", "a"],
+                                     ["generate", "--prompt", "hi"]])
+@pytest.mark.parametrize("spec", ["tiny:nosuch", "tiny:llama:nosuch", "tiny:layers=0"])
+def test_an_unknown_tiny_model_is_one_line_and_exit_code_2(lib, capsys, command, spec):
+    """A tiny spec that names no family is refused by every command, even one that
+    loads no model, before any work; the line names the spec and the families."""
+    code = main([*command, "--model", spec, "--library", str(lib)])
+    line = one_error_line(capsys, code)
+    assert spec in line and "gpt2" in line
+    assert capsys.readouterr().out == ""
