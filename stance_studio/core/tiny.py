@@ -143,7 +143,7 @@ def tiny_spec(arch: str = "llama", seed: int = 0, layers: int = 4) -> str:
 
 def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 32, arch: str = "llama"):
     """A ready :class:`~stance_studio.core.models.BaseModel` around a tiny model."""
-    from stance_studio.core.models import from_objects
+    from stance_studio.core.base_model import from_objects
 
     tok = tiny_tokenizer()
     special = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
