@@ -130,10 +130,34 @@ def svd_factors(delta: Delta, scale: Optional[torch.Tensor] = None):
         U, Vh = Qb @ u, vh @ Qa.T
     else:
         M = delta.tensor.float() if scale is None else delta.tensor.float() * scale
-        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+        U, s, Vh = gram_svd(M)
     if scale is not None:
         Vh = Vh / scale
     return U, s, Vh
+
+
+def gram_svd(M: torch.Tensor):
+    """The thin SVD of a 2-D float matrix (U, S, Vh as ``torch.linalg.svd``), from the
+    eigendecomposition of its smaller Gram matrix in float64: several times faster than
+    LAPACK's SVD on a CPU for the matrices of a model, and as accurate for every
+    direction holding more than ~1e-16 of the matrix's energy (below that, the
+    singular value reads 0 and its vectors are zero)."""
+    X = M.double()
+    wide = X.shape[0] < X.shape[1]
+    if wide:
+        X = X.T
+    if X.shape[1] == 0:
+        return (M.new_zeros(M.shape[0], 0), M.new_zeros(0), M.new_zeros(0, M.shape[1]))
+    lam, V = torch.linalg.eigh(X.T @ X)
+    lam, V = lam.flip(0).clamp_min(0), V.flip(1)  # largest first
+    s = lam.sqrt()
+    live = s > s[0] * 1e-8  # where s² is resolved above the Gram matrix's rounding
+    U = torch.where(live, X @ V / torch.where(live, s, torch.ones_like(s)), torch.zeros((), dtype=X.dtype))
+    s = torch.where(live, s, torch.zeros((), dtype=s.dtype))
+    if wide:
+        U, V = V * live, U
+    dtype = M.dtype if M.is_floating_point() else torch.float32
+    return U.to(dtype).contiguous(), s.to(dtype), V.T.to(dtype).contiguous()
 
 
 def factors_from_svd(U: torch.Tensor, s: torch.Tensor, Vh: torch.Tensor, rank: int) -> LowRankDelta:

@@ -9,7 +9,7 @@ repeats exactly and a column's text never depends on the other columns.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -60,6 +60,9 @@ class Generation:
     text: str
     prompt_ids: list[int]
     new_ids: list[int]
+    # With ``generate_many(..., with_logprobs=True)``: the log-softmax the model gave at
+    # each new token ([len(new_ids), vocab]), what teacher-forcing the text would give.
+    logprobs: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
 
 def check_text(text: str, what: str = "The prompt") -> str:
@@ -97,8 +100,9 @@ def check_length(base, prompt_tokens: int, settings: GenerationSettings) -> None
         )
 
 
-def _config(base, settings: GenerationSettings):
-    """Decoding is greedy over the scores :class:`_RowSampler` leaves; it does the sampling."""
+def _config(base, settings: GenerationSettings, with_logits: bool = False):
+    """Decoding is greedy over the scores :class:`_RowSampler` leaves; it does the sampling.
+    ``with_logits``: ``generate`` returns each step's logits too."""
     from transformers import GenerationConfig
 
     tok = base.tokenizer
@@ -108,6 +112,7 @@ def _config(base, settings: GenerationSettings):
         do_sample=False,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
+        **({"output_logits": True, "return_dict_in_generate": True} if with_logits else {}),
     )
 
 
@@ -250,8 +255,12 @@ def generate_many(
     batch_size: int = 8,
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
+    with_logprobs: bool = False,
 ) -> list[Generation]:
-    """Generate for many prompts in left-padded batches (same settings for all)."""
+    """Generate for many prompts in left-padded batches (same settings for all).
+
+    ``with_logprobs`` keeps each new token's log-softmax (:attr:`Generation.logprobs`),
+    so the model's likelihood of its own answers needs no second pass."""
     cancel = ensure_flag(cancel)
     tok = base.tokenizer
     encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
@@ -266,15 +275,22 @@ def generate_many(
         out = base.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
-            generation_config=_config(base, settings),
+            generation_config=_config(base, settings, with_logits=with_logprobs),
             logits_processor=_processors(settings, len(chunk)),
             stopping_criteria=_stopper(cancel),
         )
         cancel.raise_if_set("generation")
+        sequences = out.sequences if with_logprobs else out
         for row, ids in enumerate(chunk):
-            new_ids = _trim(out[row, width:].tolist(), tok.eos_token_id)
-            new_ids = [t for t in new_ids if t != pad] if pad != tok.eos_token_id else new_ids
-            results.append(Generation(prompts[start + row], tok.decode(new_ids, skip_special_tokens=True), ids, new_ids))
+            raw = _trim(sequences[row, width:].tolist(), tok.eos_token_id)
+            new_ids = [t for t in raw if t != pad] if pad != tok.eos_token_id else raw
+            gen = Generation(prompts[start + row], tok.decode(new_ids, skip_special_tokens=True), ids, new_ids)
+            if with_logprobs and new_ids and len(new_ids) == len(raw):
+                # (a row that generated the pad token itself reads differently than it was
+                # generated: it has none, and its likelihood is teacher-forced instead)
+                gen.logprobs = torch.log_softmax(
+                    torch.stack([step[row] for step in out.logits[: len(new_ids)]]).float(), dim=-1)
+            results.append(gen)
         progress(Progress("generate", len(results), len(prompts), f"Generated {len(results)}/{len(prompts)}"))
     return results
 

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -305,24 +307,58 @@ class RetentionProbe:
         return pooled_rates([g.text for g in self.generations])
 
 
+# Probe prompts answered per batch when measuring a tuned model: on a CPU one wide
+# batch decodes several times faster than batches of 8 (one pass over the weights per
+# token for all rows).
+ANSWER_BATCH = 40
+
+
+def _tuned_view(base, blender, tuned_deltas, tuned_model):
+    """(model to run, context) computing the fully tuned model: the trained copy itself
+    when given (plain weights), else the base with the tuned delta at runtime."""
+    if tuned_model is not None:
+        return dataclasses.replace(base, model=tuned_model), contextlib.nullcontext()
+    return base, blender.runtime.scoped([(tuned_deltas, 1.0)])
+
+
 def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings: GenerationSettings = EVAL_SETTINGS,
-                    batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> RetentionProbe:
-    """Generate with the fully tuned delta and score those continuations under the
-    tuned model and the base (log-likelihoods and KL(tuned ‖ base))."""
+                    batch_size: int = 8, cancel: Optional[CancelFlag] = None, tuned_model=None,
+                    progress: ProgressCallback = no_progress) -> RetentionProbe:
+    """Generate with the fully tuned model and score those continuations under the
+    tuned model and the base (log-likelihoods and KL(tuned ‖ base)).
+
+    Each answer is generated once, in batches of :data:`ANSWER_BATCH`; the tuned
+    model's likelihood of it is read from the generation's own scores (greedy
+    decoding scores what teacher forcing would), so only the base runs a second pass.
+    ``tuned_model``: the trained copy (see ``train(keep_model=True)``), run as plain
+    weights instead of adding a dense delta to every module at runtime.
+    """
     cancel = ensure_flag(cancel)
+    view, scope = _tuned_view(base, blender, tuned_deltas, tuned_model)
+    progress(Progress("answers", 0, 1, f"Generating the tuned model's answers to {len(probes)} probe prompts"))
+    with scope:
+        gens = generate_many(view, probes, settings, ANSWER_BATCH, cancel=cancel, with_logprobs=True)
+        unscored = [g for g in gens if g.new_ids and g.logprobs is None]
+        for chunk in _batches(unscored, batch_size):
+            for logp, g in zip(continuation_logprobs(view, chunk), chunk):
+                g.logprobs = logp
+    progress(Progress("answers", 1, 1, f"Generated {len(gens)} answers"))
+    progress(Progress("retention", 0, 2, "Scoring the tuned model's answers under base"))
     ll_t = ll_b = 0.0
     count = 0
     kls: list[torch.Tensor] = []
-    tuned = [(tuned_deltas, 1.0)]
-    with blender.runtime.scoped(tuned):
-        gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
     for chunk in _batches([g for g in gens if g.new_ids], batch_size):
         cancel.raise_if_set("retention measurement")
-        logp_t, logp_b = variant_and_base_logprobs(base, blender.runtime, [tuned] * len(chunk), chunk)
-        for t, b, g in zip(logp_t, logp_b, chunk):
+        with blender.runtime.scoped([]):
+            logp_b = continuation_logprobs(base, chunk)
+        for b, g in zip(logp_b, chunk):
+            t = g.logprobs.to(b.device)
             ll_t += float(token_loglik(t, g).sum())
             ll_b += float(token_loglik(b, g).sum())
             count += len(g.new_ids)
             kls.append(kl_per_token(t, b))
+    for g in gens:
+        g.logprobs = None  # [tokens × vocab] each: not kept past the measurement
     kl = float(torch.cat(kls).mean()) if kls else 0.0
+    progress(Progress("retention", 1, 2, "Scored the tuned model's answers under base"))
     return RetentionProbe(gens, ll_b / max(count, 1), ll_t / max(count, 1), max(kl, 0.0))

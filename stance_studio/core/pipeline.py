@@ -17,9 +17,9 @@ from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, ex
 from stance_studio.core.holdout import split_dataset
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.library import Library
-from stance_studio.core.metrics import EVAL_SETTINGS, retention_probe
+from stance_studio.core.metrics import EVAL_SETTINGS
 from stance_studio.core.probes import retention_probes
-from stance_studio.core.stance_fit import stance_fit
+from stance_studio.core.train_measure import measure_training
 from stance_studio.core.training import TrainConfig, train
 
 
@@ -45,8 +45,9 @@ def build_stance(
     overwrite: bool = False,
 ) -> Optional[StanceCheckpoint]:
     """Hold out part of the dataset → train on the rest → extract → measure retention
-    on the probes and stance fit on the held-out and training examples → save
-    atomically.
+    on the probes and stance fit on the held-out and training examples
+    (:mod:`~stance_studio.core.train_measure`: each answer generated once) → save
+    atomically. Progress stages: train, extract, answers, retention, fit, save.
 
     Nothing is written when the run is cancelled or diverges. Under a distributed
     launcher every rank trains and only rank 0 goes on (other ranks get ``None``). Training starts from
@@ -65,9 +66,10 @@ def build_stance(
     split = split_dataset(data, config.holdout, config.seed)
     blender = blender or Blender(base)
     started = time.perf_counter()
-    result = train(base, split.train, config, progress=progress, cancel=cancel)
+    result = train(base, split.train, config, progress=progress, cancel=cancel, keep_model=True)
     if not distributed.is_main():
         return None  # under torchrun/accelerate, rank 0 alone extracts, measures and writes
+    trained_at = time.perf_counter()
     training = {
         "method": config.method,
         "hyperparameters": config.as_json(),
@@ -89,15 +91,16 @@ def build_stance(
     reserve = FILE_RESERVE_BYTES + 2 * len(json.dumps(training))
     kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
                          reserve_bytes=reserve)
-    progress(Progress("measure", 0, 1, f"Measuring retention on {len(probes)} probe prompts"))
-    probe = retention_probe(base, blender, result.deltas, probes, cancel=cancel)
-    kept_retention = probe.measure(base, blender, kept, cancel=cancel)
+    extracted_at = time.perf_counter()
+    tuned_model, result.model = result.model, None  # measuring alone holds the trained copy
+    measured = measure_training(base, blender, result.deltas, kept, probes, split.held_out, split.train.examples,
+                                tuned_model=tuned_model, progress=progress, cancel=cancel)
+    del tuned_model
+    probe, fit, fit_train = measured.probe, measured.fit, measured.fit_train
     hedges, boosters = probe.tuned_rates
-    fit = stance_fit(base, blender, [(kept, 1.0)], split.held_out, cancel=cancel) if split.held_out else None
-    fit_train = stance_fit(base, blender, [(kept, 1.0)], split.train.examples, cancel=cancel)
-    progress(Progress("measure", 1, 1, "Retention undefined: the tuned model is no closer to its answers than base"
-                      if kept_retention is None else f"Retention {kept_retention:.3f}"))
     cancel.raise_if_set("training")
+    progress(Progress("save", 0, 1, f"Saving {name} to {library.folder}"))
+    seconds_total = time.perf_counter() - started
     ckpt = make_checkpoint(
         name,
         kept,
@@ -107,7 +110,7 @@ def build_stance(
         training=training,
         extraction=info,
         metrics={
-            "retention": kept_retention,
+            "retention": measured.retention,
             "probes": len(probes),
             "max_new_tokens": EVAL_SETTINGS.max_new_tokens,
             "ll_base": probe.ll_base,
@@ -118,11 +121,21 @@ def build_stance(
             "tuned_stance_score": hedges - boosters,
             "stance_fit_nats": None if fit is None else fit.nats,
             "stance_fit_ci95": None if fit is None else fit.ci95,
-            "stance_fit_train_nats": fit_train.nats,
-            "stance_fit_train_ci95": fit_train.ci95,
+            "stance_fit_train_nats": None if fit_train is None else fit_train.nats,
+            "stance_fit_train_ci95": None if fit_train is None else fit_train.ci95,
             "base_model_bytes": base.parameter_bytes(),
-            "seconds_total": time.perf_counter() - started,
+            # the training steps are training.seconds; everything from the start of the
+            # run to the save is seconds_total, and seconds_phases splits it
+            "seconds_total": seconds_total,
+            "seconds_phases": {
+                "training_steps": result.seconds,
+                "preparing": trained_at - started - result.seconds,
+                "extraction": extracted_at - trained_at,
+                **{f"measuring_{k}": v for k, v in measured.seconds.items()},
+                "measuring": seconds_total - (extracted_at - started),
+            },
         },
     )
     library.save(ckpt, overwrite=overwrite)
+    progress(Progress("save", 1, 1, f"Saved {ckpt.path.name}"))
     return ckpt

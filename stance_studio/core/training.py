@@ -90,6 +90,10 @@ class TrainResult:
     trainable_params: int
     config: TrainConfig
     parallel: Optional[dict] = None  # {"processes", "strategy"} when several processes trained
+    # With ``train(keep_model=True)`` in one process: the tuned copy itself (eval mode,
+    # frozen, in the base's dtype), so measuring runs it as plain weights instead of
+    # adding every dense delta at runtime. None otherwise.
+    model: Optional[torch.nn.Module] = field(default=None, repr=False)
 
     @property
     def final_loss(self) -> Optional[float]:
@@ -103,14 +107,16 @@ def train(
     config: TrainConfig = TrainConfig(),
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
+    keep_model: bool = False,
 ) -> TrainResult:
-    """Train ``dataset`` into a copy of ``base``'s base weights (no stance); return the delta."""
+    """Train ``dataset`` into a copy of ``base``'s base weights (no stance); return the delta
+    (and, with ``keep_model``, the tuned copy: see :attr:`TrainResult.model`)."""
     cancel = ensure_flag(cancel)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train(base, dataset, config, progress, cancel)
+        return _train(base, dataset, config, progress, cancel, keep_model)
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
         if not devices.is_out_of_memory(exc):
             raise
@@ -122,7 +128,7 @@ def train(
         torch.set_num_threads(old_threads)
 
 
-def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
+def _train(base, dataset, config: TrainConfig, progress, cancel, keep_model: bool = False) -> TrainResult:
     progress(Progress("train", 0, config.steps, "Preparing a copy of the model"))
     torch.manual_seed(config.seed)
     model = base_copy(base.model)  # the true base, whatever blend is shown
@@ -221,17 +227,29 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     bad = [n for n, d in deltas.items() if not is_finite(d)]
     if bad:
         raise TrainingDivergedError(f"Training produced non-finite weights in {bad[0]}; nothing was saved.")
+    seconds = time.perf_counter() - started
     return TrainResult(
         deltas=deltas,
         losses=losses,
         grad_norms=norms,
         nonfinite_steps=skipped,
         steps=config.steps,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         trainable_params=sum(p.numel() for p in trainable),
         config=config,
         parallel=None if run is None else {"processes": run.size, "strategy": "fsdp" if run.fsdp else "ddp"},
+        model=_tuned_model(model, config, compute_dtype) if keep_model and run is None else None,
     )
+
+
+@torch.no_grad()
+def _tuned_model(model, config: TrainConfig, dtype: torch.dtype) -> torch.nn.Module:
+    """The trained copy as a plain frozen model in the base's dtype (LoRA merged in)."""
+    if config.method == "lora":
+        model = model.merge_and_unload()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(dtype).eval()
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

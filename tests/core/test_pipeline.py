@@ -11,10 +11,12 @@ PROBES = ["why is the sky blue", "how do bees make honey"]
 
 def test_build_stance_saves_a_measured_checkpoint(tiny, library_path):
     lib = Library(library_path)
-    stages = set()
+    stages = []
     ckpt = build_stance(tiny, "curious-uncertainty", "curious", TrainConfig(steps=3, lr=3e-3), policy="all",
-                        library=lib, probes=PROBES, progress=lambda p: stages.add(p.stage))
-    assert {"train", "extract", "measure"} <= stages
+                        library=lib, probes=PROBES,
+                        progress=lambda p: stages.append(p.stage) if p.stage not in stages else None)
+    # every phase shows, in order
+    assert stages == ["train", "extract", "answers", "retention", "fit", "save"]
     assert lib.names() == ["curious"]
     loaded = lib.load("curious")
     assert loaded.training["method"] == "full" and len(loaded.training["loss"]) == 3
@@ -76,3 +78,18 @@ def test_existing_name_is_refused_before_training(tiny, library_path):
         build_stance(tiny, "curious-uncertainty", "x", TrainConfig(steps=1), library=lib, probes=PROBES,
                      progress=steps.append)
     assert steps == []
+
+
+def test_timings_split_the_whole_run(tiny, library_path):
+    """training.seconds is the steps alone; metrics.seconds_total is the whole run up to
+    the save, and its phases add up to it."""
+    ckpt = build_stance(tiny, "curious-uncertainty", "t", TrainConfig(steps=2, lr=3e-3), policy="rank:2",
+                        library=Library(library_path), probes=PROBES)
+    steps, total = ckpt.training["seconds"], ckpt.metrics["seconds_total"]
+    phases = ckpt.metrics["seconds_phases"]
+    assert 0 < steps < total and phases["training_steps"] == steps
+    assert all(v >= 0 for v in phases.values())
+    parts = ("training_steps", "preparing", "extraction", "measuring")
+    assert sum(phases[k] for k in parts) == pytest.approx(total, rel=1e-6)
+    detail = sum(phases[k] for k in ("measuring_answers", "measuring_retention", "measuring_fit"))
+    assert detail <= phases["measuring"] + 1e-6
