@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "stance_studio.cli.bench_cmd",
     "stance_studio.cli.interop_cmds",
     "stance_studio.cli.steering_cmds",
+    "stance_studio.cli.shipped_cmds",
 )
 
 

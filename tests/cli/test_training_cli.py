@@ -20,6 +20,10 @@ def test_train_json_then_list_and_evaluate(library_path, tmp_path, capsys):
     assert doc["checkpoint"].endswith("curious.stance.safetensors") and doc["steps"] == 2
     assert len(doc["loss"]) == 2 and doc["nonfinite_steps"] == 0 and doc["bytes"] > 0
     assert "retention" in doc["metrics"] and doc["seconds"] > 0
+    # seconds: the training steps; metrics.seconds_total: the whole run, split by phase
+    phases = doc["metrics"]["seconds_phases"]
+    assert doc["metrics"]["seconds_total"] >= doc["seconds"] == phases["training_steps"]
+    assert {"extraction", "measuring", "measuring_answers", "measuring_retention", "measuring_fit"} <= set(phases)
 
     code, out, _ = _run(capsys, ["evaluate", "curious", "--prompts", str(probes), "--max-new-tokens", "6", "--json", *lib])
     assert code == 0
