@@ -1,5 +1,7 @@
-"""First launch: when the library is empty, offer to train the built-in stances (the
-research report's three) in one click, with the default settings."""
+"""First launch: when the library is empty, offer the built-in stances (the research
+report's three): added at once from the checkpoints shipped for the loaded model
+(core/shipped.py) when it is the model they were made on, or trained in one click
+with the default settings."""
 
 from __future__ import annotations
 
@@ -101,6 +103,23 @@ def offer_builtin_training(session: Session, parent: QWidget, ask_even_if_not_em
     if session.entries and not ask_even_if_not_empty:
         return []
     steps = session.settings.get("training/steps")
+    ready = _shipped_for(session, missing)
+    if ready:
+        listing = "\n".join(f"  • {s.name}" for s in ready)
+        answer = QMessageBox.question(
+            parent, "Add the built-in stances",
+            f"Checkpoints of the built-in stances ship ready-made for {session.base.model_id}:\n\n{listing}\n\n"
+            "Add them to your library now? It takes a second; each file is verified first.\n\n"
+            f"Choose No to train them yourself instead ({steps} steps of full fine-tuning each, a few minutes "
+            "each on a laptop CPU).",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Yes,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            install_shipped(session, [s.name for s in ready])
+            return []
+        if answer != QMessageBox.StandardButton.No:
+            return []
     listing = "\n".join(f"  • {n}" for n in missing)
     answer = QMessageBox.question(
         parent, "Train the built-in stances",
@@ -113,6 +132,50 @@ def offer_builtin_training(session: Session, parent: QWidget, ask_even_if_not_em
     if answer != QMessageBox.StandardButton.Yes:
         return []
     return queue_builtin_training(session, missing, loss_view=_loss_view(parent))
+
+
+def _shipped_for(session: Session, names: list[str]) -> list:
+    """The shipped stances among ``names`` made on the loaded model (none on any error:
+    training stays on offer)."""
+    from stance_studio.core import shipped
+
+    try:
+        return [s for s in shipped.installable(session.base, session.library) if s.name in names]
+    except StanceStudioError:
+        return []
+
+
+def install_shipped(session: Session, names: list[str]) -> Job:
+    """Verify and copy the shipped stances ``names`` into the library in the background;
+    the library refreshes when they are in, a failure is a session error."""
+    from stance_studio.core import shipped
+
+    base, library = session.base, session.library
+    job = session.run_on_model(
+        lambda progress, cancel: shipped.install(base, library, names=names, progress=progress, cancel=cancel),
+        "Adding the built-in stances")
+    job.report_to(_InstallFollower(session, job))
+    return job
+
+
+class _InstallFollower(QObject):
+    """Refreshes the library when the shipped stances are in; reports a failure."""
+
+    def __init__(self, session: Session, job: Job) -> None:
+        super().__init__(session)
+        self.session = session
+
+    @Slot(object)
+    def _on_finished(self, _paths) -> None:
+        self.session.refresh_library()
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.session.error.emit("Adding the built-in stances failed", message)
+
+    @Slot()
+    def _on_ended(self) -> None:
+        self.deleteLater()
 
 
 def _loss_view(window: QWidget) -> Optional[object]:
