@@ -236,7 +236,6 @@ def _seeds(args) -> int:
 
 def cmd_compare(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.experiment_tables import to_text
     from stance_studio.core.holdout import DEFAULT_HOLDOUT, check_fraction
     from stance_studio.core.seeds import compare_methods_seeds
 
@@ -248,19 +247,13 @@ def cmd_compare(args) -> int:
     base = load_model(args, cancel)
     result = compare_methods_seeds(base, dataset, seeds=seeds, seed=args.seed, probes=probes, steps=args.steps,
                                    lr=args.lr, holdout=holdout, progress=progress_bar("compare"), cancel=cancel)
-    rows = result["rows"]
-    lines = [to_text("methods", rows)] + [f"{r['method']}: {r['error']}" for r in rows if r.get("error")]
-    if seeds > 1:
-        lines.append(f"mean ± spread (standard deviation) over seeds {args.seed}…{args.seed + seeds - 1}")
-    else:
-        lines.append("[low, high]: 95 % bootstrap interval over probes (stance fit: over held-out examples)")
-    emit(args, {"dataset": args.dataset, "model": base.model_id, "seeds": seeds, **result}, "\n".join(lines))
+    lines = [result.text(), *result.errors(), result.uncertainty_note(args.seed)]
+    emit(args, {"dataset": args.dataset, "model": base.model_id, **result.as_json()}, "\n".join(lines))
     return 0
 
 
 def cmd_compare_policies(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.experiment_tables import to_text
     from stance_studio.core.experiments import POLICY_CANDIDATES, parse_policies
     from stance_studio.core.seeds import compare_policies_seeds
 
@@ -273,11 +266,10 @@ def cmd_compare_policies(args) -> int:
     base = load_model(args, cancel)
     result = compare_policies_seeds(base, dataset, policies, config, seeds=seeds, probes=probes,
                                     progress=progress_bar("compare"), cancel=cancel)
-    t = result["training"]
+    t = result.training
     lines = [f"{t['dataset']}: {t['method']} training, {t['steps']} steps in {t['seconds']:.0f} s; "
-             f"the full delta is {human_bytes(t['full_delta_bytes'])}", to_text("policies", result["rows"])]
-    lines += [f"{r['policy']}: {r['error']}" for r in result["rows"] if r.get("error")]
+             f"the full delta is {human_bytes(t['full_delta_bytes'])}", result.text(), *result.errors()]
     if seeds > 1:
-        lines.append(f"mean ± spread (standard deviation) over seeds {args.seed}…{args.seed + seeds - 1}")
-    emit(args, {"dataset": args.dataset, "model": base.model_id, "seeds": seeds, **result}, "\n".join(lines))
+        lines.append(result.uncertainty_note(args.seed))
+    emit(args, {"dataset": args.dataset, "model": base.model_id, **result.as_json()}, "\n".join(lines))
     return 0

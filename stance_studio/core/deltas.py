@@ -148,7 +148,13 @@ def gram_svd(M: torch.Tensor):
         X = X.T
     if X.shape[1] == 0:
         return (M.new_zeros(M.shape[0], 0), M.new_zeros(0), M.new_zeros(0, M.shape[1]))
-    lam, V = torch.linalg.eigh(X.T @ X)
+    gram = X.T @ X
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few hundred rows: one thread is fastest, and contention cannot stall it
+    try:
+        lam, V = torch.linalg.eigh(gram)
+    finally:
+        torch.set_num_threads(threads)
     lam, V = lam.flip(0).clamp_min(0), V.flip(1)  # largest first
     s = lam.sqrt()
     live = s > s[0] * 1e-8  # where s² is resolved above the Gram matrix's rounding

@@ -7,7 +7,8 @@
   report's "selective checkpointing" is ``top:2``).
 
 Both are jobs (progress callback, cancel flag) that the GUI's experiments window and
-the CLI run unchanged. Each row is reported as soon as it is measured, in
+the CLI run unchanged, and both return an
+:class:`~stance_studio.core.experiment_result.ExperimentResult`. Each row is reported as soon as it is measured, in
 ``Progress.info["row"]``, so a table can fill in live.
 """
 
@@ -22,6 +23,7 @@ from stance_studio.core.datasets import encode_example, load_probes
 from stance_studio.core.holdout import split_dataset
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import PolicyError, TrainingDivergedError
+from stance_studio.core.experiment_result import ExperimentResult
 from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import evaluate, retention_probe
@@ -76,7 +78,7 @@ def compare_methods(
     holdout: float = TrainConfig.holdout,
     base_generations=None,
     capability_tokens: int = DEFAULT_TOKENS,
-) -> list[dict]:
+) -> ExperimentResult:
     """Train every method on one dataset and measure each fully tuned delta: the
     report's comparison table. The first row is the base model itself. ``steps`` and
     ``lr``, when given, replace every method's own.
@@ -130,7 +132,7 @@ def compare_methods(
                        final_loss=result.final_loss, **metric_fields(metrics))
         rows.append(row)
         progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
-    return rows
+    return ExperimentResult("methods", rows, runs=[{"seed": seed, "rows": rows}])
 
 
 def _steering_row(base, data, label, config, blender, probes, base_metrics, progress, cancel, **measure) -> dict:
@@ -189,11 +191,11 @@ def compare_policies(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     blender: Optional[Blender] = None,
-) -> dict:
+) -> ExperimentResult:
     """Train ``dataset`` once with ``config``, then extract the delta with each policy
     and measure its retention (DESIGN.md's definition) and bytes.
 
-    Returns ``{"training": {...}, "base_model_bytes": N, "rows": [...]}``; each row has
+    Returns the ``training`` record, ``base_model_bytes`` and the ``rows``; each row has
     ``policy``, ``modules``, ``bytes``, ``fraction_of_base``, ``bits_per_weight`` and
     ``retention``, or
     ``error`` where the policy cannot be applied to this model.
@@ -212,7 +214,8 @@ def compare_policies(
                 "seconds": result.seconds, "final_loss": result.final_loss,
                 "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
                 "ll_base": measured["ll_base"], "ll_tuned": measured["ll_tuned"]}
-    return {"training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
+    run = {"seed": config.seed, "training": training, "base_model_bytes": base_bytes, "rows": measured["rows"]}
+    return ExperimentResult("policies", measured["rows"], runs=[run], training=training, base_model_bytes=base_bytes)
 
 
 def measure_policies(

@@ -66,12 +66,15 @@ def quantize_rows(x: torch.Tensor, bits: int, refine: int = 3) -> tuple[torch.Te
     else:
         step = x.abs().amax(dim=1) / half
     step = step.clamp_min(1e-12)
+    codes = torch.empty_like(x)  # one buffer, updated in place (the budget quantizes every direction)
     for i in range(refine + 1):
-        codes = torch.clamp(torch.round(x / step[:, None] + half), 0, levels - 1)
+        torch.div(x, step[:, None], out=codes)
+        codes.add_(half).round_().clamp_(0, levels - 1)
         if i == refine:
             break
-        grid = codes - half
-        step = ((x * grid).sum(1) / grid.square().sum(1).clamp_min(1e-12)).clamp_min(1e-12)
+        grid = codes.sub(half)
+        num = (grid * x).sum(1)
+        step = (num / grid.square_().sum(1).clamp_min(1e-12)).clamp_min(1e-12)
     return codes.to(torch.uint8), step
 
 

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from stance_studio.core.blend import Blender
 from stance_studio.core import experiments
+from stance_studio.core.experiment_result import ExperimentResult
 from stance_studio.core.experiments import METRIC_KEYS, _labelled, compare_methods, compare_policies
 from stance_studio.core.generation import generate_many
 from stance_studio.core.intervals import mean_spread
@@ -58,7 +59,7 @@ def aggregate(runs: Sequence[Sequence[dict]], key: str) -> list[dict]:
 
 def compare_methods_seeds(base, dataset, seeds: int = 1, seed: int = 0, probes: Optional[Sequence[str]] = None,
                           progress: ProgressCallback = no_progress, cancel: Optional[CancelFlag] = None,
-                          blender: Optional[Blender] = None, **kwargs) -> dict:
+                          blender: Optional[Blender] = None, **kwargs) -> ExperimentResult:
     """``compare_methods`` for each of ``seeds`` seeds; ``{"rows": aggregated,
     "runs": [{"seed", "rows"}, …]}``. Base's answers are generated once."""
     cancel = ensure_flag(cancel)
@@ -71,17 +72,17 @@ def compare_methods_seeds(base, dataset, seeds: int = 1, seed: int = 0, probes: 
     runs = []
     for k in range(seeds):
         label = f"seed {seed + k} ({k + 1}/{seeds})"
-        rows = compare_methods(base, dataset, probes=probes, seed=seed + k, progress=_labelled(progress, label),
-                               cancel=cancel, blender=blender, base_generations=base_gens, **kwargs)
-        runs.append({"seed": seed + k, "rows": rows})
+        result = compare_methods(base, dataset, probes=probes, seed=seed + k, progress=_labelled(progress, label),
+                                 cancel=cancel, blender=blender, base_generations=base_gens, **kwargs)
+        runs += result.runs
         progress(Progress("seeds", k + 1, seeds, f"Finished {label}"))
     rows = runs[0]["rows"] if seeds == 1 else aggregate([r["rows"] for r in runs], "method")
-    return {"rows": rows, "runs": runs}
+    return ExperimentResult("methods", rows, runs=runs)
 
 
 def compare_policies_seeds(base, dataset, policies, config: TrainConfig = TrainConfig(), seeds: int = 1,
                            progress: ProgressCallback = no_progress, cancel: Optional[CancelFlag] = None,
-                           **kwargs) -> dict:
+                           **kwargs) -> ExperimentResult:
     """``compare_policies`` for seeds config.seed … config.seed + seeds − 1."""
     if seeds < 1:
         raise ValueError("seeds must be at least 1")
@@ -90,7 +91,8 @@ def compare_policies_seeds(base, dataset, policies, config: TrainConfig = TrainC
         label = f"seed {config.seed + k} ({k + 1}/{seeds})"
         result = compare_policies(base, dataset, policies, replace(config, seed=config.seed + k),
                                   progress=_labelled(progress, label), cancel=cancel, **kwargs)
-        runs.append({"seed": config.seed + k, **result})
+        runs += result.runs
     first = runs[0]
-    return {"training": first["training"], "base_model_bytes": first["base_model_bytes"],
-            "rows": first["rows"] if seeds == 1 else aggregate([r["rows"] for r in runs], "policy"), "runs": runs}
+    rows = first["rows"] if seeds == 1 else aggregate([r["rows"] for r in runs], "policy")
+    return ExperimentResult("policies", rows, runs=runs, training=first["training"],
+                            base_model_bytes=first["base_model_bytes"])

@@ -319,17 +319,12 @@ class ExperimentsWindow(QDialog):
     def _on_finished(self, result) -> None:
         if not self._mine():
             return
-        rows = result["rows"] if isinstance(result, dict) else result
+        rows = result if isinstance(result, list) else result["rows"]  # the layer sweep's rows, or an ExperimentResult
         self._set_rows(list(rows))
-        if isinstance(result, dict) and "training" in result:
-            t = result["training"]
-            self.status.setText(f"Done: {t['dataset']} trained in {t['steps']} steps ({t['seconds']:.0f} s); "
-                                f"{len(rows)} policies measured.")
-        elif self.kind == "layers":
+        if self.kind == "layers":
             self.status.setText(f"Done: {len(rows) - 1} layers swept against the base model.")
         else:
-            over = f" over {len(result['runs'])} seeds (mean ± spread)" if isinstance(result, dict) else ""
-            self.status.setText(f"Done: {len(rows) - 1} methods measured against the base model{over}.")
+            self.status.setText(f"Done: {result.summary()}")
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

@@ -13,9 +13,15 @@ def test_compare_methods_rows(tiny):
                ("lora", TrainConfig(method="lora", steps=2, lr=1e-1)),
                ("diverges", TrainConfig(lr=1e6, grad_clip=1e30, steps=10))]
     reported = []
-    rows = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES,
-                           progress=lambda p: reported.append(p.info["row"]) if "row" in p.info else None)
+    result = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES,
+                             progress=lambda p: reported.append(p.info["row"]) if "row" in p.info else None)
+    rows = result.rows
     assert [r["method"] for r in rows] == ["base", "full", "lora", "diverges"]
+    # the one result shape: rows, the seed's run, and the JSON body the CLI prints
+    assert result.kind == "methods" and result.runs == [{"seed": 0, "rows": rows}] and result["rows"] is rows
+    assert set(result.as_json()) == {"experiment", "seeds", "rows", "runs"} and result.seeds == 1
+    assert result.errors() == [f"diverges: {rows[3]['error']}"] and "3 methods measured" in result.summary()
+    assert result.markdown().count("\n") == len(rows) + 2 and result.csv().startswith("method,")
     # every row is reported as soon as it is measured, in order
     assert reported == rows
     assert rows[0]["identical_fraction"] == 1.0 and rows[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
@@ -37,7 +43,7 @@ def test_compare_methods_has_a_steering_row(tiny):
 
     assert any(isinstance(config, SteerConfig) for _, config in report_methods(tiny.num_layers))
     rows = compare_methods(tiny, "curious-uncertainty", [("steering", SteerConfig(max_new_tokens=4, band="0.3-0.8"))],
-                           probes=PROBES[:1])
+                           probes=PROBES[:1]).rows
     assert [r["method"] for r in rows] == ["base", "steering"]
     row = rows[1]
     assert row["trainable_params"] == 0 and row["bytes"] == 4 * 32 * 4 and row["seconds"] > 0
@@ -52,6 +58,10 @@ def test_compare_policies_measures_size_against_retention(tiny):
                               progress=lambda p: rows_seen.append(p.info["row"]) if "row" in p.info else None)
     rows = {r["policy"]: r for r in result["rows"]}
     assert list(rows) == ["all", "rank:1", "top:1"] and rows_seen == result["rows"]
+    # the same result shape as the methods' (README's --json keys kept)
+    assert result.kind == "policies" and result.rows is result["rows"] and result.seeds == 1
+    assert {"experiment", "seeds", "rows", "runs", "training", "base_model_bytes"} == set(result.as_json())
+    assert result.runs[0]["training"] is result.training and result.runs[0]["seed"] == 0
     # the whole delta reproduces the tuned model; anything less is smaller
     assert rows["all"]["retention"] == pytest.approx(1.0, abs=1e-4)
     assert rows["rank:1"]["bytes"] < rows["all"]["bytes"] and rows["top:1"]["modules"] == 1
