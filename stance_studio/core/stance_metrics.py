@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.jobs import CancelFlag, ProgressCallback, no_progress
+from stance_studio.core.loglik_cache import base_logliks
 from stance_studio.core.stance_classifier import RELIABLE_ACCURACY, StanceRate, stance_classifier, stance_rate
 from stance_studio.core.stance_fit import StanceFit, stance_fit
 from stance_studio.core.stance_reference import StanceReference
@@ -53,9 +54,12 @@ def measure_stance(base, blender, blend, answers: Sequence[str], reference: Stan
     ``blend`` on the reference's held-out (and, when recorded, training) examples."""
     classifier = stance_classifier(base, blender, reference, settings, progress=progress, cancel=cancel)
     rate = stance_rate(classifier, answers)
-    fit = stance_fit(base, blender, blend, reference.held_out, allow_mismatch=allow_mismatch, cancel=cancel)
+    # the base's half of stance fit is computed once per model and example (cached)
+    fit = stance_fit(base, blender, blend, reference.held_out, allow_mismatch=allow_mismatch, cancel=cancel,
+                     base_logliks=base_logliks(base, blender, reference.held_out, cancel=cancel))
     fit_train = None
     if reference.trained_on:
         fit_train = stance_fit(base, blender, blend, reference.trained_on, allow_mismatch=allow_mismatch,
-                               cancel=cancel)
+                               cancel=cancel, base_logliks=base_logliks(base, blender, reference.trained_on,
+                                                                        cancel=cancel))
     return StanceMetrics(reference, rate, classifier.accuracy, fit, fit_train)
