@@ -3,6 +3,10 @@
 A long job is a plain function taking ``progress`` (a callable receiving
 :class:`Progress`) and ``cancel`` (a :class:`CancelFlag`). It calls
 ``cancel.raise_if_set()`` every step; the Qt worker and the CLI only wrap it.
+A loop that holds no state of the loaded model between two of its steps (training
+works on a copy) also calls ``cancel.between_steps()`` there: whoever runs the job
+may install a hook that does short work on the loaded model at that point (the GUI
+answers a generation or a blend asked for during a training run).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class CancelFlag:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        # Set by whoever runs the job; called (in the job's thread) by between_steps().
+        self.between_steps_hook: Optional[Callable[[], None]] = None
 
     def set(self) -> None:
         self._event.set()
@@ -67,6 +73,13 @@ class CancelFlag:
     def raise_if_set(self, what: str = "job") -> None:
         if self._event.is_set():
             raise Cancelled(f"The {what} was cancelled.")
+
+    def between_steps(self) -> None:
+        """Run the installed hook, if any: the job is at a point where other short work
+        may use the loaded model (see the module docstring)."""
+        hook = self.between_steps_hook
+        if hook is not None:
+            hook()
 
 
 class Counter:

@@ -158,6 +158,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
         if run is None:
+            _between_steps(cancel, model)
             cancel.raise_if_set("training")
         else:
             run.check_cancel(cancel, "training")
@@ -232,6 +233,18 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
         config=config,
         parallel=None if run is None else {"processes": run.size, "strategy": "fsdp" if run.fsdp else "ddp"},
     )
+
+
+def _between_steps(cancel: CancelFlag, model: torch.nn.Module) -> None:
+    """Let the caller use the loaded model between two steps (the GUI answers a
+    generation there). Safe because this run trains a copy; its random state is set
+    aside meanwhile, so the run's result is the same whether or not anything ran."""
+    if cancel.between_steps_hook is None:
+        return
+    device = _device_of(model)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        cancel.between_steps()
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

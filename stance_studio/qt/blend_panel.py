@@ -189,7 +189,7 @@ class BlendPanel(QWidget):
             self.status.setText("Load a model to apply stances.")
             return
         busy = self.session.runner.current
-        if busy is not None and busy.key != "blend":
+        if busy is not None and busy.key != "blend" and not busy.yields:
             self.status.setText(f"Will apply after: {busy.title} …")
         self.session.set_blend(weights)
 

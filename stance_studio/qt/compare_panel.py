@@ -231,7 +231,7 @@ class ComparePanel(QWidget):
                        for (label, spec), w in zip(labels, weights_list)]
             return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
-        self._job = job_ = session.runner.submit(job, "Generating side by side")
+        self._job = job_ = session.runner.submit(job, "Generating side by side", interactive=True)
         job_.run_id = run_id
         job_.progressed.connect(self._on_progress)
         job_.finished.connect(self._on_finished)
@@ -240,7 +240,8 @@ class ComparePanel(QWidget):
         job_.ended.connect(self._on_ended)
         self.run_button.setText("Run again")
         self.stop_button.setEnabled(True)
-        self.status.setText("Waiting for the model …" if session.runner.current else "Generating …")
+        busy = session.runner.current
+        self.status.setText("Waiting for the model …" if busy is not None and not busy.yields else "Generating …")
         return job_
 
     def _current(self) -> bool:

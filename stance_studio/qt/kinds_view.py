@@ -79,7 +79,7 @@ class KindsView(QWidget):
         def job(progress, cancel):
             return request, weight_change_by_layer(session.checkpoint(name).deltas, layers)
 
-        self._job = session.runner.submit(job, f"Per-layer change of {name}", key=KINDS_KEY)
+        self._job = session.runner.submit(job, f"Per-layer change of {name}", key=KINDS_KEY, interactive=True)
         self._job.finished.connect(self._on_analysed)
 
     @Slot(object)

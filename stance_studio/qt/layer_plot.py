@@ -277,7 +277,8 @@ class LayerChangeView(QWidget):
                 out[keys[name]] = analyse(ckpt.deltas, base, original=blender.original, spectra=cheap)
             return out
 
-        self._analysis = session.runner.submit(job, f"Analysing {', '.join(missing)}", key=ANALYSIS_KEY)
+        self._analysis = session.runner.submit(job, f"Analysing {', '.join(missing)}", key=ANALYSIS_KEY,
+                                              interactive=True)
         self._analysis_keys = {keys[n] for n in missing}
         self._analysis.finished.connect(self._on_analysed)
         self._analysis.failed.connect(self._on_failed)

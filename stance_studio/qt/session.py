@@ -250,7 +250,7 @@ class Session(QObject):
             return weights, time.perf_counter() - started
 
         # Not cancellable once started: its outcome is what the model holds.
-        job_ = self.runner.submit(job, "Applying blend", key=BLEND_KEY, cancellable=False)
+        job_ = self.runner.submit(job, "Applying blend", key=BLEND_KEY, cancellable=False, interactive=True)
         job_.finished.connect(self._on_blend_applied)
         job_.failed.connect(self._on_blend_failed)
         job_.cancelled.connect(self._on_blend_cancelled)

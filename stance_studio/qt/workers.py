@@ -1,9 +1,13 @@
 """One background thread that runs every job touching the model, one at a time.
 
-A job is a core function ``fn(progress, cancel) -> result``. Jobs run in submission
-order on a single worker thread, so training, blending, generation and analysis
-never touch the weights at the same time: a blend requested during a generation is
-applied after it. A job submitted with a ``key`` replaces a not-yet-started job with
+A job is a core function ``fn(progress, cancel) -> result``. Jobs run on a single
+worker thread, so training, blending, generation and analysis never touch the
+weights at the same time: a blend requested during a generation is applied after it.
+Jobs submitted as *interactive* (a blend, a generation, a look at one stance) go
+ahead of every queued long job, and also run *between the steps* of a running long
+job that offers it (``cancel.between_steps()``, as training does: it works on a copy
+of the model), so what the user just asked for answers within a step, not after the
+training. Interactive jobs run among themselves in submission order. A job submitted with a ``key`` replaces a not-yet-started job with
 the same key (a slider drag queues at most one pending blend). A job submitted with
 ``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
 only before it starts; once running it always reports its outcome.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import deque
 import sys
 import threading
 import time
@@ -51,8 +56,10 @@ class _Task:
     id: int
     fn: JobFunction
     cancellable: bool = True
+    interactive: bool = False
     cancel: CancelFlag = field(default_factory=CancelFlag)
     superseded: threading.Event = field(default_factory=threading.Event)
+    yields: bool = False  # set once the job has offered to run others between its steps
 
 
 class Job(QObject):
@@ -86,6 +93,16 @@ class Job(QObject):
     @property
     def is_active(self) -> bool:
         return self.state in ("pending", "running")
+
+    @property
+    def interactive(self) -> bool:
+        return self._task.interactive
+
+    @property
+    def yields(self) -> bool:
+        """True once this running job has let interactive jobs run between its steps
+        (a training run): what is asked for now need not wait for its end."""
+        return self._task.yields
 
     _HANDLERS = (("started", "_on_started"), ("progressed", "_on_progress"), ("finished", "_on_finished"),
                  ("failed", "_on_failed"), ("cancelled", "_on_cancelled"), ("ended", "_on_ended"))
@@ -121,9 +138,35 @@ class _Executor(QObject):
         self._threads = threads
         self._configured = threads is None
         self.running_id = 0  # the task running now (0: none); read from the GUI thread
+        self._urgent: deque[_Task] = deque()  # interactive tasks not yet run
+        self._lock = threading.Lock()
+
+    def push_interactive(self, task: _Task) -> None:
+        """Called from the GUI thread before the task is delivered: it may then run
+        between the steps of the running job, before its own delivery arrives."""
+        with self._lock:
+            self._urgent.append(task)
 
     @Slot(object)
     def run(self, task: _Task) -> None:
+        self.drain()  # interactive work first; an interactive task's own delivery ends here
+        if not task.interactive:
+            self._run(task)
+
+    def drain(self) -> None:
+        """Run every interactive task waiting now, oldest first (worker thread)."""
+        while True:
+            with self._lock:
+                if not self._urgent:
+                    return
+                task = self._urgent.popleft()
+            self._run(task)
+
+    def _between_steps(self, task: _Task) -> None:
+        task.yields = True
+        self.drain()
+
+    def _run(self, task: _Task) -> None:
         if task.superseded.is_set():
             self.task_skipped.emit(task.id)
             return
@@ -135,7 +178,9 @@ class _Executor(QObject):
 
             torch.set_num_threads(self._threads or max(1, os.cpu_count() or 1))
             self._configured = True
-        self.running_id = task.id
+        if not task.interactive:
+            task.cancel.between_steps_hook = lambda: self._between_steps(task)
+        outer, self.running_id = self.running_id, task.id
         self.task_started.emit(task.id)
         buffer: list[Progress] = []
         last = [0.0]
@@ -152,7 +197,8 @@ class _Executor(QObject):
             try:
                 result = task.fn(progress=progress, cancel=task.cancel)
             finally:
-                self.running_id = 0
+                self.running_id = outer
+                task.cancel.between_steps_hook = None
         except Cancelled:
             self._flush(task, buffer)
             self.task_cancelled.emit(task.id)
@@ -202,19 +248,25 @@ class JobRunner(QObject):
 
     # Public API -------------------------------------------------------------------
 
-    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None, cancellable: bool = True) -> Job:
-        """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`."""
+    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None, cancellable: bool = True,
+               interactive: bool = False) -> Job:
+        """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`.
+
+        ``interactive``: a short job the user waits for; it goes ahead of queued long
+        jobs and runs between the steps of a running one that allows it."""
         if key is not None:
             for job in self._jobs.values():
                 if job.key == key and job.state == "pending":
                     job._task.superseded.set()
                     job.state = "superseded"
-        task = _Task(next(_ids), fn, cancellable)
+        task = _Task(next(_ids), fn, cancellable, interactive)
         # No Qt parent: the runner holds the job while it is active, callers as long as
         # they like; Python frees it afterwards.
         job = Job(task, title, key)
         was_busy = self.busy
         self._jobs[task.id] = job
+        if interactive:
+            self._executor.push_interactive(task)
         self._deliver.emit(task)
         if not was_busy:
             self.busy_changed.emit(True)
