@@ -10,7 +10,9 @@ of the model), so what the user just asked for answers within a step, not after 
 training. Interactive jobs run among themselves in submission order. A job submitted with a ``key`` replaces a not-yet-started job with
 the same key (a slider drag queues at most one pending blend). A job submitted with
 ``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
-only before it starts; once running it always reports its outcome.
+only before it starts; once running it always reports its outcome. A job cancelled
+before it starts ends at once (it leaves the queue); :meth:`JobRunner.cancel_all`
+cancels the running job and empties the queue.
 
 Results come back as signals of a :class:`Job`, a QObject living in the GUI thread.
 Progress reports are batched and sent at most every ``PROGRESS_INTERVAL`` seconds, so
@@ -60,6 +62,17 @@ class _Task:
     cancel: CancelFlag = field(default_factory=CancelFlag)
     superseded: threading.Event = field(default_factory=threading.Event)
     yields: bool = False  # set once the job has offered to run others between its steps
+    _claim: threading.Lock = field(default_factory=threading.Lock)
+    _claimed: str = ""
+
+    def claim(self, by: str) -> bool:
+        """Whoever claims first decides the task's fate: the worker ("run") or the
+        GUI dropping it from the queue ("drop")."""
+        with self._claim:
+            if self._claimed:
+                return False
+            self._claimed = by
+            return True
 
 
 class Job(QObject):
@@ -76,9 +89,11 @@ class Job(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, task: _Task, title: str, key: Optional[str], parent: QObject | None = None) -> None:
+    def __init__(self, task: _Task, title: str, key: Optional[str], parent: QObject | None = None,
+                 on_cancel: Optional[Callable[["Job"], None]] = None) -> None:
         super().__init__(parent)
         self._task = task
+        self._on_cancel = on_cancel
         self.title = title
         self.key = key
         self.state = "pending"
@@ -117,10 +132,12 @@ class Job(QObject):
                 getattr(self, signal).connect(handler)
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next check (or never start, if still pending).
+        """Ask the job to stop at its next check; a job still queued ends now.
 
         A job submitted with ``cancellable=False`` stops only if it has not started."""
         self._task.cancel.set()
+        if self._on_cancel is not None and self.state == "pending":
+            self._on_cancel(self)
 
 
 class _Executor(QObject):
@@ -167,6 +184,8 @@ class _Executor(QObject):
         self.drain()
 
     def _run(self, task: _Task) -> None:
+        if not task.claim("run"):
+            return  # dropped from the queue by the GUI, which has ended it already
         if task.superseded.is_set():
             self.task_skipped.emit(task.id)
             return
@@ -224,6 +243,7 @@ class JobRunner(QObject):
     """Submits jobs to the model worker thread and routes their signals."""
 
     busy_changed = Signal(bool)
+    job_added = Signal(object)  # Job
     job_started = Signal(object)  # Job
     job_ended = Signal(object)  # Job
     _deliver = Signal(object)
@@ -262,12 +282,13 @@ class JobRunner(QObject):
         task = _Task(next(_ids), fn, cancellable, interactive)
         # No Qt parent: the runner holds the job while it is active, callers as long as
         # they like; Python frees it afterwards.
-        job = Job(task, title, key)
+        job = Job(task, title, key, on_cancel=self._drop_if_pending)
         was_busy = self.busy
         self._jobs[task.id] = job
         if interactive:
             self._executor.push_interactive(task)
         self._deliver.emit(task)
+        self.job_added.emit(job)
         if not was_busy:
             self.busy_changed.emit(True)
         return job
@@ -283,9 +304,19 @@ class JobRunner(QObject):
     def active_jobs(self) -> list[Job]:
         return list(self._jobs.values())
 
-    def cancel_all(self) -> None:
-        for job in self._jobs.values():
+    def cancel_all(self) -> int:
+        """Cancel the running job and drop every queued one; returns how many."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
             job.cancel()
+        return len(jobs)
+
+    def _drop_if_pending(self, job: Job) -> None:
+        if job._task.claim("drop"):
+            ended = self._end(job.id, "cancelled")
+            if ended is not None:
+                ended.cancelled.emit()
+                self._after(ended)
 
     def shutdown(self, timeout_ms: int = 10000, on_slow: Optional[Callable[[Optional[Job]], None]] = None) -> bool:
         """Cancel everything and stop the thread; True if it stopped within ``timeout_ms``.

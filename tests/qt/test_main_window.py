@@ -21,7 +21,7 @@ def _actions(window):
 
 
 def test_every_panel_is_a_dock(window):
-    assert set(window.docks) == {"model", "library", "blend", "plots"}
+    assert set(window.docks) == {"model", "library", "blend", "plots", "jobs"}
     assert all(d.widget() is not None and d.objectName() for d in window.docks.values())
     assert window.centralWidget() is window.compare
 
