@@ -104,17 +104,17 @@ class ComparePanel(QWidget):
 
         for spec in settings.get_json("compare/columns") or [BASE]:
             self.add_column(str(spec))
-        session.library_changed.connect(self._refresh_choices)
-        session.variants_changed.connect(self._refresh_choices)
-        session.blend_changed.connect(self._on_blend_changed)
-        session.model_changed.connect(self._on_model_changed)
+        session.catalog.changed.connect(self._refresh_choices)
+        session.saved.changed.connect(self._refresh_choices)
+        session.blend.changed.connect(self._on_blend_changed)
+        session.host.model_changed.connect(self._on_model_changed)
 
     # Columns -----------------------------------------------------------------------------
 
     def choices(self) -> list[tuple[str, str]]:
         out = [("Base model", BASE), ("Current blend", CURRENT_BLEND)]
-        out += [(name, STANCE + name) for name in self.session.compatible_names()]
-        out += [(f"Saved: {v.label}", VARIANT + v.label) for v in self.session.variants()]
+        out += [(name, STANCE + name) for name in self.session.catalog.compatible_names()]
+        out += [(f"Saved: {v.label}", VARIANT + v.label) for v in self.session.saved.all()]
         return out
 
     def add_column(self, spec: str = BASE) -> CompareColumn:
@@ -156,7 +156,7 @@ class ComparePanel(QWidget):
         choices = self.choices()
         for column in self.columns:
             column.set_choices(choices)
-        self._on_blend_changed(self.session.blend_weights)
+        self._on_blend_changed(self.session.blend.weights)
 
     @Slot()
     def _on_variant_changed(self) -> None:
@@ -173,8 +173,8 @@ class ComparePanel(QWidget):
     def weights_for(self, spec: str) -> Optional[tuple[tuple[str, float], ...]]:
         """The blend weights a column spec stands for now (None if it is unknown)."""
         session = self.session
-        return column_weights(spec, session.blend_weights, session.variants(),
-                              lambda name: bool(session.compatibility(name)[0]))
+        return column_weights(spec, session.blend.weights, session.saved.all(),
+                              lambda name: bool(session.catalog.compatibility(name)[0]))
 
     @Slot(dict)
     def _on_blend_changed(self, _weights: dict) -> None:
@@ -222,12 +222,12 @@ class ComparePanel(QWidget):
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
         self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
-        base, blender = session.base, session.blender
+        base, blender = session.base, session.blend.blender
         labels = [(c.label(), _spec_text(w)) for c, w in plan]
         weights_list = [w for _, w in plan]
 
         def job(progress, cancel):
-            columns = [VariantColumn(label, spec, [(session.checkpoint(n), a) for n, a in w])
+            columns = [VariantColumn(label, spec, [(session.catalog.checkpoint(n), a) for n, a in w])
                        for (label, spec), w in zip(labels, weights_list)]
             return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 

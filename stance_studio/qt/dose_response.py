@@ -118,8 +118,8 @@ class DoseResponseView(QWidget):
         layout.addLayout(controls)
         layout.addWidget(splitter, 1)
         layout.addLayout(bottom)
-        session.library_changed.connect(self.refresh_stances)
-        session.model_changed.connect(self.refresh_stances)
+        session.catalog.changed.connect(self.refresh_stances)
+        session.host.model_changed.connect(self.refresh_stances)
         self.refresh_stances()
         self._on_mode_changed()
 
@@ -127,7 +127,7 @@ class DoseResponseView(QWidget):
 
     @Slot()
     def refresh_stances(self, *_) -> None:
-        names = self.session.compatible_names() if self.session.base is not None else []
+        names = self.session.catalog.compatible_names() if self.session.base is not None else []
         text, second = self.direction.currentText(), self.second.currentText()
         self.direction.clear()
         self.direction.addItems(names)
@@ -168,7 +168,7 @@ class DoseResponseView(QWidget):
                 raise SweepRangeError("A grid sweeps two stances: choose one stance as the direction and one as the second.")
             named.append([(self.second.currentText(), 1.0)])
             weights.append(parse_range(self.betas.text()) if self.betas.text().strip() else alphas)
-        known = set(self.session.compatible_names())
+        known = set(self.session.catalog.compatible_names())
         for terms in named:
             for name, _ in terms:
                 if name not in known:
@@ -194,17 +194,17 @@ class DoseResponseView(QWidget):
         except StanceStudioError as exc:
             QMessageBox.warning(self, "Cannot run the sweep", str(exc))
             return None
-        base, blender, session = self.session.base, self.session.blender, self.session
+        base, blender, session = self.session.base, self.session.blend.blender, self.session
         settings = GenerationSettings(max_new_tokens=self.max_tokens.value())
 
         def job(progress, cancel):
-            directions = [[(session.checkpoint(name), w) for name, w in terms] for terms in named]
+            directions = [[(session.catalog.checkpoint(name), w) for name, w in terms] for terms in named]
             return run_sweep(base, blender, directions, weights, probes, settings, progress=progress, cancel=cancel)
 
         self.axes = ["alpha", "beta"][: len(named)]
         self.names = tuple(",".join(n if w == 1.0 else f"{n}={w:g}" for n, w in terms) for terms in named)
         self._set_rows([])
-        self.job = self.session.run_on_model(job, "Experiment: dose–response")
+        self.job = self.session.host.run_on_model(job, "Experiment: dose–response")
         self.job.report_to(self)
         self._set_running(True)
         self.status.setText("Waiting for the model worker…")

@@ -246,7 +246,7 @@ class ExperimentsWindow(QDialog):
         kind, dataset, steps, seed = self.kind, self.dataset(), self.steps.value() or None, self.seed.value()
         lr = self.lr.value() or None
         n_seeds = self.seeds.value()
-        blender = self.session.blender
+        blender = self.session.blend.blender
         base = self.session.base
         sweep = None
         try:
@@ -275,7 +275,7 @@ class ExperimentsWindow(QDialog):
                                                cancel=cancel, blender=blender)
 
         self._set_rows([])
-        self.job = self.session.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
+        self.job = self.session.host.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
         self.job.report_to(self)
         self._set_running(True)
         self.status.setText("Waiting for the model worker…")

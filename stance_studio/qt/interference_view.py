@@ -76,10 +76,10 @@ class InterferenceView(QWidget):
         def job(progress, cancel):
             from stance_studio.core.interference import interference
 
-            a, b = session.checkpoint(pair[0]), session.checkpoint(pair[1])
+            a, b = session.catalog.checkpoint(pair[0]), session.catalog.checkpoint(pair[1])
             return pair, interference(a.deltas, b.deltas, names=pair, progress=progress, cancel=cancel)
 
-        self.job = session.side_runner.submit(job, f"Interference of {pair[0]} and {pair[1]}", key="interference")
+        self.job = session.host.side_runner.submit(job, f"Interference of {pair[0]} and {pair[1]}", key="interference")
         self.job.report_to(self)
 
     @Slot(object)

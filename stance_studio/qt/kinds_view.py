@@ -77,7 +77,7 @@ class KindsView(QWidget):
         session = self.session
 
         def job(progress, cancel):
-            return request, weight_change_by_layer(session.checkpoint(name).deltas, layers)
+            return request, weight_change_by_layer(session.catalog.checkpoint(name).deltas, layers)
 
         self._job = session.runner.submit(job, f"Per-layer change of {name}", key=KINDS_KEY, interactive=True)
         self._job.finished.connect(self._on_analysed)

@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["model"], self.docks["library"]], [230, 600], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["model"], self.docks["blend"]], [430, 340], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["plots"]], [360], Qt.Orientation.Vertical)
-        self.jobs_panel = JobsPanel([session.runner, session.side_runner])
+        self.jobs_panel = JobsPanel([session.runner, session.host.side_runner])
         self.docks["jobs"] = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["plots"], self.docks["jobs"])
         self.docks["jobs"].hide()  # shown from the status bar, Generate ▸ Show jobs (Ctrl+J) or View
@@ -76,7 +76,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.job_status)
         session.message.connect(self._show_message)
         session.error.connect(self.show_error)
-        session.model_changed.connect(self._on_model_changed)
+        session.host.model_changed.connect(self._on_model_changed)
         self._build_menus()
         self._default_state = self.saveState(LAYOUT_VERSION)
         self.statusBar().showMessage("Welcome to Stance Studio.", 5000)
@@ -157,7 +157,7 @@ class MainWindow(QMainWindow):
     def choose_library_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the stance library folder", str(self.session.library.folder))
         if folder:
-            self.session.set_library_folder(folder)
+            self.session.catalog.set_folder(folder)
 
     @Slot()
     def show_jobs(self) -> None:
@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
     def cancel_all_jobs(self) -> int:
         """Cancel every running and queued job (asked first when that loses a training
         or an experiment); returns how many were cancelled."""
-        runners = (self.session.runner, self.session.side_runner)
+        runners = (self.session.runner, self.session.host.side_runner)
         jobs = [j for r in runners for j in r.active_jobs()]
         if not jobs:
             self.statusBar().showMessage("No job to cancel.", 4000)

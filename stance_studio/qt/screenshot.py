@@ -123,7 +123,7 @@ def main(argv=None) -> int:
             window.close()
             return 1 if warnings else 0
 
-    names = session.compatible_names()[:3]
+    names = session.catalog.compatible_names()[:3]
     compare = window.compare
     compare.prompt.setPlainText(args.prompt)
     compare.max_tokens.setValue(args.max_new_tokens)
@@ -216,7 +216,7 @@ def _jobs_shots(app, window, args, out: Path) -> None:
     _grab(app, window, out / "main-window-jobs.png")
     _grab(app, window.docks["jobs"], out / "panel-jobs.png")
     _grab(app, window.statusBar(), out / "status-bar-jobs.png")
-    for runner in (session.runner, session.side_runner):
+    for runner in (session.runner, session.host.side_runner):
         runner.cancel_all()
     _wait(app, lambda: not session.runner.busy, 600, "the cancelled jobs")
     _grab(app, window.docks["jobs"], out / "panel-jobs-cancelled.png")

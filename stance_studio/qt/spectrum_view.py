@@ -60,13 +60,13 @@ class SpectrumView(QWidget):
         def job(progress, cancel):
             from stance_studio.core.analysis import energy_curve, singular_values
 
-            delta = session.checkpoint(stance).deltas[module]
+            delta = session.catalog.checkpoint(stance).deltas[module]
             if len(delta.shape) != 2:
                 return request, stance, module, None, None
             sv = singular_values(delta)
             return request, stance, module, sv.numpy(), energy_curve(sv).numpy()
 
-        job_ = session.side_runner.submit(job, "Singular values", key=SPECTRUM_KEY)
+        job_ = session.host.side_runner.submit(job, "Singular values", key=SPECTRUM_KEY)
         job_.finished.connect(self._on_spectrum)
         job_.failed.connect(self._on_failed)
 

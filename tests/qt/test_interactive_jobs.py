@@ -114,7 +114,7 @@ def test_a_generation_asked_for_during_training_answers_before_the_training_ends
     training = submit_training(loaded, dataset, "slow-one", make_config({"method": "full", "steps": 5000}), "rank:4")
     training.progressed.connect(lambda reports: steps.extend(r.done for r in reports if "loss" in r.info))
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
-    blended = loaded.set_blend({"loud": 0.5})
+    blended = loaded.blend.set_blend({"loud": 0.5})
     generation = panel.run()
     assert panel.status.text() == "Generating …"  # not "Waiting for the model"
     started = time.perf_counter()
@@ -122,7 +122,7 @@ def test_a_generation_asked_for_during_training_answers_before_the_training_ends
         pass
     seconds = time.perf_counter() - started
     assert generation.state == "finished", generation.error
-    assert blended.state == "finished" and loaded.applied_weights == {"loud": 0.5}
+    assert blended.state == "finished" and loaded.blend.applied_weights == {"loud": 0.5}
     assert training.state == "running" and steps[-1] < 5000
     assert panel.result.columns[1].kl_to_base > 0.0  # the stance column really ran with the stance
     assert seconds < 20, seconds
