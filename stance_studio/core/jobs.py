@@ -26,12 +26,36 @@ class ColumnText:
     text: str
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """Partial result of training: one optimiser step (``loss`` and ``grad_norm`` are
+    None when the step was skipped for a non-finite loss or gradient)."""
+
+    step: int
+    loss: Optional[float]
+    grad_norm: Optional[float]
+    seconds: float  # since the first step started
+    nonfinite_steps: int  # skipped so far
+
+    @property
+    def skipped(self) -> bool:
+        return self.loss is None
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """Partial result of an experiment or a sweep: one row of its table, measured."""
+
+    row: dict[str, Any]
+
+
 @dataclass
 class Progress:
     """One progress report: ``done`` of ``total`` units of ``stage``.
 
-    ``partial`` carries a typed partial result (:class:`ColumnText`, …) for live
-    views; ``info`` carries job-specific values (loss, grad norm) for live plots.
+    ``partial`` carries a typed partial result (:class:`ColumnText`,
+    :class:`TrainStep`, :class:`MeasuredRow`) for live views, which read nothing else;
+    ``info`` carries name → value pairs printed on a text progress line (the CLI).
     """
 
     stage: str

@@ -21,7 +21,7 @@ from stance_studio.core import devices, distributed
 from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
 from stance_studio.core.errors import StanceStudioError, TrainingDivergedError
-from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, TrainStep, ensure_flag, no_progress
 from stance_studio.core.modules import is_transposed_linear, select_linear_modules, select_parameters
 from stance_studio.core.runtime import base_copy, base_tensor
 
@@ -202,6 +202,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
             f"Step {step}/{config.steps}" + (" skipped: non-finite loss or gradient" if not ok else f" loss {loss_value:.4f}"),
             info={"loss": loss_value if ok else None, "grad_norm": grad_norm if ok else None,
                   "seconds": elapsed, "skipped": not ok, "nonfinite_steps": skipped},
+            partial=TrainStep(step, loss_value if ok else None, grad_norm if ok else None, elapsed, skipped),
         ))
         if consecutive >= config.max_consecutive_nonfinite:
             raise TrainingDivergedError(

@@ -15,8 +15,9 @@ from typing import Callable, Optional
 from PySide6.QtCore import QObject, Signal, Slot
 
 from stance_studio.core.blend import Blender
+from stance_studio.core.jobs import Counter
 from stance_studio.core.variants import Variant
-from stance_studio.qt.workers import Job, JobRunner
+from stance_studio.qt.workers import Job, JobRunner, is_current
 
 BLEND_KEY = "blend"
 
@@ -34,7 +35,7 @@ class BlendState(QObject):
         self.blender: Optional[Blender] = None
         self.weights: dict[str, float] = {}
         self.applied_weights: dict[str, float] = {}
-        self._job: Optional[Job] = None
+        self._requests = Counter()  # a newer request makes an older one's outcome stale
 
     @Slot(object)
     def set_base(self, base) -> None:
@@ -64,7 +65,7 @@ class BlendState(QObject):
         job_.finished.connect(self._on_applied)
         job_.failed.connect(self._on_failed)
         job_.cancelled.connect(self._on_cancelled)
-        self._job = job_
+        job_.stamp = self._requests.bump()
         return job_
 
     def set_weight(self, name: str, alpha: float) -> Optional[Job]:
@@ -102,6 +103,6 @@ class BlendState(QObject):
 
     def _resync(self) -> None:
         """The latest request never reached the model: show what it really holds."""
-        if self.sender() is self._job and self.weights != self.applied_weights:
+        if is_current(self._requests, self.sender()) and self.weights != self.applied_weights:
             self.weights = dict(self.applied_weights)
             self.changed.emit(dict(self.applied_weights))

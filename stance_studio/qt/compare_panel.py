@@ -35,7 +35,7 @@ from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT
 from stance_studio.qt.compare_export import ShownComparison
 from stance_studio.qt.compare_knobs import DecodingKnobs
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job
+from stance_studio.qt.workers import Job, is_current
 
 
 class ComparePanel(QWidget):
@@ -218,7 +218,7 @@ class ComparePanel(QWidget):
         self.knobs.remember()
         if self._job is not None:
             self._job.cancel()
-        run_id = self._runs.bump()
+        stamp = self._runs.bump()
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
         self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
@@ -232,7 +232,7 @@ class ComparePanel(QWidget):
             return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
         self._job = job_ = session.runner.submit(job, "Generating side by side", interactive=True)
-        job_.run_id = run_id
+        job_.stamp = stamp
         job_.progressed.connect(self._on_progress)
         job_.finished.connect(self._on_finished)
         job_.failed.connect(self._on_failed)
@@ -245,7 +245,7 @@ class ComparePanel(QWidget):
         return job_
 
     def _current(self) -> bool:
-        return self._runs.current(getattr(self.sender(), "run_id", None))
+        return is_current(self._runs, self.sender())
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:

@@ -7,8 +7,8 @@ Jobs submitted as *interactive* (a blend, a generation, a look at one stance) go
 ahead of every queued long job, and also run *between the steps* of a running long
 job that offers it (``cancel.between_steps()``, as training does: it works on a copy
 of the model), so what the user just asked for answers within a step, not after the
-training. Interactive jobs run among themselves in submission order. A job submitted with a ``key`` replaces a not-yet-started job with
-the same key (a slider drag queues at most one pending blend). A job submitted with
+training. Interactive jobs run among themselves in submission order. A job
+submitted with a ``key`` replaces a not-yet-started job with the same key (a slider drag queues at most one pending blend). A job submitted with
 ``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
 only before it starts; once running it always reports its outcome. A job cancelled
 before it starts ends at once (it leaves the queue); :meth:`JobRunner.cancel_all`
@@ -38,7 +38,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from stance_studio.core.errors import Cancelled
 from stance_studio.core.failures import as_user_error, describe
-from stance_studio.core.jobs import CancelFlag, Progress
+from stance_studio.core.jobs import CancelFlag, Counter, Progress
 
 PROGRESS_INTERVAL = 0.08
 JobFunction = Callable[..., Any]
@@ -49,6 +49,14 @@ def describe_error(exc: BaseException) -> str:
     """The message shown to the user for ``exc`` (never a traceback); the same words as
     the command line's."""
     return describe(exc)
+
+
+def is_current(counter: Counter, job: Optional[QObject]) -> bool:
+    """The one rule for dropping stale results in the GUI: a panel bumps its
+    :class:`~stance_studio.core.jobs.Counter` when what it shows changes, stamps each job
+    it submits (``job.stamp = counter.bump()``), and shows a job's reports only while
+    ``is_current(counter, self.sender())``."""
+    return counter.current(getattr(job, "stamp", None))
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Job(QObject):
         self.result: Any = None
         self.error: str = ""
         self.last_progress: Optional[Progress] = None
+        self.stamp: object = None  # set by whoever shows the results: see is_current()
 
     @property
     def id(self) -> int:

@@ -212,7 +212,8 @@ def test_a_blend_cancelled_before_it_ran_puts_the_sliders_back(qtbot, loaded, wr
     panel = BlendPanel(loaded)
     qtbot.addWidget(panel)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    busy = loaded.runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    qtbot.waitUntil(lambda: busy.state == "running", timeout=5000)  # else the blend, interactive, goes first
     panel.rows["curious"].slider.setValue(1.0)
     panel.flush()
     blend = next(j for j in loaded.runner.active_jobs() if j.key == "blend")

@@ -66,10 +66,17 @@ def test_the_comparison_leaves_the_blend_in_force(qtbot, panel, loaded):
     assert all(torch.equal(before[n], after[n].detach()) for n in before)
 
 
+def _busy(qtbot, loaded, gate):
+    """A long job running on the model (a generation, interactive, would otherwise go first)."""
+    job = loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    qtbot.waitUntil(lambda: job.state == "running", timeout=5000)
+    return job
+
+
 def test_a_stale_generation_never_paints_into_a_changed_column(qtbot, panel, loaded):
     blend_col = panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    blocker = loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    blocker = _busy(qtbot, loaded, gate)
     job = panel.run()  # queued behind the blocker, for the blend as it is now (base)
     loaded.blend.set_blend({"loud": 1.0})  # the user moves a slider before it runs
     assert "blend changed" in blend_col.metrics.text()
@@ -85,7 +92,7 @@ def test_a_stale_generation_never_paints_into_a_changed_column(qtbot, panel, loa
 def test_changing_a_column_variant_drops_its_running_text(qtbot, panel, loaded):
     column = panel.add_column(BASE)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
     column.choice.setCurrentIndex(column.choice.findData(STANCE + "loud"))
     gate.set()
@@ -96,7 +103,7 @@ def test_changing_a_column_variant_drops_its_running_text(qtbot, panel, loaded):
 
 def test_stop_cancels_a_queued_generation(qtbot, panel, loaded):
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
     with qtbot.waitSignal(job.ended, timeout=1000):
         panel.stop()  # a queued job leaves the queue at once
@@ -189,7 +196,7 @@ def test_removing_a_column_while_it_generates(qtbot, panel, loaded):
     loud = panel.add_column(STANCE + "loud")
     last = panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
     panel.remove_column(loud)
     gate.set()
@@ -205,7 +212,7 @@ def test_removing_a_column_while_it_generates(qtbot, panel, loaded):
 def test_export_leaves_out_a_column_whose_run_was_dropped(qtbot, panel, loaded, tmp_path):
     panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()  # for the blend as it is now (base)
     loaded.blend.set_blend({"loud": 1.0})  # then the blend changes before it runs
     gate.set()

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from stance_studio.core.jobs import TrainStep
 from stance_studio.qt.workers import JobRunner
 
 
@@ -112,7 +113,7 @@ def test_a_generation_asked_for_during_training_answers_before_the_training_ends
     dataset = next(iter(builtin_stances().values()))
     steps = []
     training = submit_training(loaded, dataset, "slow-one", make_config({"method": "full", "steps": 5000}), "rank:4")
-    training.progressed.connect(lambda reports: steps.extend(r.done for r in reports if "loss" in r.info))
+    training.progressed.connect(lambda reports: steps.extend(r.partial.step for r in reports if isinstance(r.partial, TrainStep)))
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
     blended = loaded.blend.set_blend({"loud": 0.5})
     generation = panel.run()

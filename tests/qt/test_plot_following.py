@@ -163,7 +163,7 @@ def test_a_stale_spectrum_never_paints_and_names_its_stance(qtbot, two, monkeypa
     second = next(i for i, b in enumerate(view.bars) if b.stance == "confident" and b.module.name == module)
     painted = []
     plot = view.sv_plot.plot
-    monkeypatch.setattr(view.sv_plot, "plot", lambda *a, **k: (painted.append(view.spectrum._request), plot(*a, **k))[1])
+    monkeypatch.setattr(view.sv_plot, "plot", lambda *a, **k: (painted.append(view.spectrum._requests.value), plot(*a, **k))[1])
     gate, real = threading.Event(), two.catalog.checkpoint
 
     def slow(name):
