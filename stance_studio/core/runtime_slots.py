@@ -185,32 +185,54 @@ class Slot:
                 extra = (h * _per_row(cache["scale"], h.dim())) @ prep["A"]
         for attr, weight, delta in cache["dense"]:
             if attr != "weight":  # a bias
-                part = delta.expand_as(main)
-            elif prep["kind"] == "linear":
-                part = F.linear(x.to(delta.dtype), delta)
-            elif prep["kind"] == "transposed":
-                part = x.to(delta.dtype) @ delta
+                part = _per_row(weight, main.dim()) * delta.expand_as(main)
+            elif weight.shape[0] > 1 and weight.dim() == 1 and not bool(weight.all()):
+                # per-row weights with some rows at 0: only the others multiply
+                index = weight.nonzero().flatten()
+                part = torch.zeros_like(main, dtype=delta.dtype)
+                if len(index):
+                    rows = self._dense_part(prep["kind"], x.index_select(0, index), delta)
+                    part[index] = _per_row(weight[index], rows.dim()) * rows
             else:
-                part = F.embedding(x, delta)
-            part = _per_row(weight, part.dim()) * part
+                part = self._dense_part(prep["kind"], x, delta)
+                part = _per_row(weight, part.dim()) * part
             extra = part if extra is None else extra + part
         return extra
 
+    @staticmethod
+    def _dense_part(kind: str, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """x's output under the dense weight delta alone."""
+        if kind == "linear":
+            return F.linear(x.to(delta.dtype), delta)
+        if kind == "transposed":
+            return x.to(delta.dtype) @ delta
+        return F.embedding(x, delta)
+
     def _rerun(self, module, args, kwargs, cache, main):
-        """Run the module again with W0 + Σ w Δ (per row when the weights differ by row)."""
+        """Run the module again with W0 + Σ w Δ. With per-row weights, rows that share
+        their weights run together (one call per distinct weight vector) and rows whose
+        weights are all 0 keep the base output ``main`` as it is."""
         params = dict(module.named_parameters(recurse=False))
         rows = cache["rows"]
         if rows == 1:
             out = functional_call(module, _combined(params, cache["dense"], 0), args, kwargs)
             return out[0] if isinstance(out, tuple) else out
-        pieces = []
+        groups: dict[tuple[float, ...], list[int]] = {}
         for row in range(rows):
-            override = _combined(params, cache["dense"], row)
-            row_args = tuple(a[row : row + 1] if _batched(a, rows) else a for a in args)
-            row_kwargs = {k: v[row : row + 1] if _batched(v, rows) else v for k, v in kwargs.items()}
+            key = tuple(float(weight[row]) for _, weight, _ in cache["dense"])
+            if any(key):
+                groups.setdefault(key, []).append(row)
+        if not groups:
+            return main
+        result = main.clone()
+        for members in groups.values():
+            index = torch.tensor(members, device=main.device)
+            override = _combined(params, cache["dense"], members[0])
+            row_args = tuple(a.index_select(0, index) if _batched(a, rows) else a for a in args)
+            row_kwargs = {k: v.index_select(0, index) if _batched(v, rows) else v for k, v in kwargs.items()}
             out = functional_call(module, override, row_args, row_kwargs)
-            pieces.append(out[0] if isinstance(out, tuple) else out)
-        return torch.cat(pieces, dim=0)
+            result[index] = (out[0] if isinstance(out, tuple) else out).to(result.dtype)
+        return result
 
 
 def is_transposed_linear(module: torch.nn.Module) -> bool:

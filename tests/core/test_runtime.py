@@ -166,3 +166,19 @@ def test_gpt2_conv1d_takes_low_rank_and_dense_deltas_per_row():
     ]
     for row, want in enumerate(expected):
         torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
+
+
+def test_rows_sharing_a_blend_match_each_row_run_alone(tiny, deltas_factory):
+    """Metrics run one blend on half the rows and the base on the rest; rows that
+    share their weights are computed together and must equal a run of each alone."""
+    dense = make_checkpoint("dense", deltas_factory(tiny, scale=0.3, include_norm=True), tiny)
+    runtime = runtime_for(tiny.model)
+    ids = torch.tensor([[1, 4, 9, 3, 7], [2, 5, 8, 6, 3], [7, 7, 1, 2, 9], [3, 1, 4, 1, 5]])
+    blends = [[(dense, 1.0)], [(dense, 1.0)], [], [(dense, -0.5)]]
+    with runtime.rows(blends):
+        got = tiny.model(ids).logits.detach()
+    for row, blend in enumerate(blends):
+        with runtime.scoped(blend):
+            want = tiny.model(ids[row : row + 1]).logits.detach()[0]
+        torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got[0], got[2], atol=1e-3)  # the stance moved the rows it ran on
