@@ -7,8 +7,10 @@ Jobs submitted as *interactive* (a blend, a generation, a look at one stance) go
 ahead of every queued long job, and also run *between the steps* of a running long
 job that offers it (``cancel.between_steps()``, as training does: it works on a copy
 of the model), so what the user just asked for answers within a step, not after the
-training. Interactive jobs run among themselves in submission order. A job
-submitted with a ``key`` replaces a not-yet-started job with the same key (a slider drag queues at most one pending blend). A job submitted with
+training. Interactive jobs run among themselves in submission order.
+
+A job submitted with a ``key`` replaces a not-yet-started job with the same key (a
+slider drag queues at most one pending blend). A job submitted with
 ``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
 only before it starts; once running it always reports its outcome. A job cancelled
 before it starts ends at once (it leaves the queue); :meth:`JobRunner.cancel_all`
@@ -19,36 +21,22 @@ Progress reports are batched and sent at most every ``PROGRESS_INTERVAL`` second
 a job that reports every token never floods the event loop, and no report is lost.
 Every exception is caught in the worker and turned into a message: user errors
 (:class:`StanceStudioError`) keep theirs, running out of memory gets a clear one, and
-anything else is a bug reported as such (with the traceback on stderr only).
+anything else is a bug reported as such (with the traceback on stderr only). The
+worker-thread side lives in :mod:`.job_executor`.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from collections import deque
-import sys
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from stance_studio.core.errors import Cancelled
-from stance_studio.core.failures import as_user_error, describe
-from stance_studio.core.jobs import CancelFlag, Counter, Progress
+from stance_studio.core.jobs import Counter, Progress
+from stance_studio.qt.job_executor import PROGRESS_INTERVAL, Executor, JobFunction, Task, describe_error
 
-PROGRESS_INTERVAL = 0.08
-JobFunction = Callable[..., Any]
+__all__ = ["PROGRESS_INTERVAL", "Job", "JobRunner", "describe_error", "is_current"]
 _ids = itertools.count(1)
-
-
-def describe_error(exc: BaseException) -> str:
-    """The message shown to the user for ``exc`` (never a traceback); the same words as
-    the command line's."""
-    return describe(exc)
 
 
 def is_current(counter: Counter, job: Optional[QObject]) -> bool:
@@ -57,30 +45,6 @@ def is_current(counter: Counter, job: Optional[QObject]) -> bool:
     it submits (``job.stamp = counter.bump()``), and shows a job's reports only while
     ``is_current(counter, self.sender())``."""
     return counter.current(getattr(job, "stamp", None))
-
-
-@dataclass
-class _Task:
-    """What the worker thread sees of a job: plain Python, no QObject."""
-
-    id: int
-    fn: JobFunction
-    cancellable: bool = True
-    interactive: bool = False
-    cancel: CancelFlag = field(default_factory=CancelFlag)
-    superseded: threading.Event = field(default_factory=threading.Event)
-    yields: bool = False  # set once the job has offered to run others between its steps
-    _claim: threading.Lock = field(default_factory=threading.Lock)
-    _claimed: str = ""
-
-    def claim(self, by: str) -> bool:
-        """Whoever claims first decides the task's fate: the worker ("run") or the
-        GUI dropping it from the queue ("drop")."""
-        with self._claim:
-            if self._claimed:
-                return False
-            self._claimed = by
-            return True
 
 
 class Job(QObject):
@@ -97,7 +61,7 @@ class Job(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, task: _Task, title: str, key: Optional[str], parent: QObject | None = None,
+    def __init__(self, task: Task, title: str, key: Optional[str], parent: QObject | None = None,
                  on_cancel: Optional[Callable[["Job"], None]] = None) -> None:
         super().__init__(parent)
         self._task = task
@@ -149,105 +113,6 @@ class Job(QObject):
             self._on_cancel(self)
 
 
-class _Executor(QObject):
-    """Lives in the worker thread; runs tasks delivered by a queued signal."""
-
-    task_started = Signal(int)
-    task_progressed = Signal(int, list)
-    task_finished = Signal(int, object)
-    task_failed = Signal(int, str)
-    task_cancelled = Signal(int)
-    task_skipped = Signal(int)
-
-    def __init__(self, threads: Optional[int]) -> None:
-        super().__init__()
-        self._threads = threads
-        self._configured = threads is None
-        self.running_id = 0  # the task running now (0: none); read from the GUI thread
-        self._urgent: deque[_Task] = deque()  # interactive tasks not yet run
-        self._lock = threading.Lock()
-
-    def push_interactive(self, task: _Task) -> None:
-        """Called from the GUI thread before the task is delivered: it may then run
-        between the steps of the running job, before its own delivery arrives."""
-        with self._lock:
-            self._urgent.append(task)
-
-    @Slot(object)
-    def run(self, task: _Task) -> None:
-        self.drain()  # interactive work first; an interactive task's own delivery ends here
-        if not task.interactive:
-            self._run(task)
-
-    def drain(self) -> None:
-        """Run every interactive task waiting now, oldest first (worker thread)."""
-        while True:
-            with self._lock:
-                if not self._urgent:
-                    return
-                task = self._urgent.popleft()
-            self._run(task)
-
-    def _between_steps(self, task: _Task) -> None:
-        task.yields = True
-        self.drain()
-
-    def _run(self, task: _Task) -> None:
-        if not task.claim("run"):
-            return  # dropped from the queue by the GUI, which has ended it already
-        if task.superseded.is_set():
-            self.task_skipped.emit(task.id)
-            return
-        if task.cancel.is_set():
-            self.task_cancelled.emit(task.id)
-            return
-        if not self._configured:
-            import torch
-
-            torch.set_num_threads(self._threads or max(1, os.cpu_count() or 1))
-            self._configured = True
-        if not task.interactive:
-            task.cancel.between_steps_hook = lambda: self._between_steps(task)
-        outer, self.running_id = self.running_id, task.id
-        self.task_started.emit(task.id)
-        buffer: list[Progress] = []
-        last = [0.0]
-
-        def progress(report: Progress) -> None:
-            buffer.append(report)
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL:
-                last[0] = now
-                self.task_progressed.emit(task.id, buffer.copy())
-                buffer.clear()
-
-        try:
-            try:
-                result = task.fn(progress=progress, cancel=task.cancel)
-            finally:
-                self.running_id = outer
-                task.cancel.between_steps_hook = None
-        except Cancelled:
-            self._flush(task, buffer)
-            self.task_cancelled.emit(task.id)
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
-            self._flush(task, buffer)
-            if as_user_error(exc) is None:
-                traceback.print_exception(exc, file=sys.stderr)
-            self.task_failed.emit(task.id, describe_error(exc))
-        else:
-            self._flush(task, buffer)
-            if task.cancel.is_set() and task.cancellable:
-                self.task_cancelled.emit(task.id)
-            else:
-                self.task_finished.emit(task.id, result)
-
-    def _flush(self, task: _Task, buffer: list[Progress]) -> None:
-        if buffer:
-            self.task_progressed.emit(task.id, buffer.copy())
-            buffer.clear()
-
-
 class JobRunner(QObject):
     """Submits jobs to the model worker thread and routes their signals."""
 
@@ -263,7 +128,7 @@ class JobRunner(QObject):
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName("stance-studio-model-worker")
-        self._executor = _Executor(threads)
+        self._executor = Executor(threads)
         self._executor.moveToThread(self._thread)
         self._deliver.connect(self._executor.run)
         self._executor.task_started.connect(self._on_started)
@@ -288,7 +153,7 @@ class JobRunner(QObject):
                 if job.key == key and job.state == "pending":
                     job._task.superseded.set()
                     job.state = "superseded"
-        task = _Task(next(_ids), fn, cancellable, interactive)
+        task = Task(next(_ids), fn, cancellable, interactive)
         # No Qt parent: the runner holds the job while it is active, callers as long as
         # they like; Python frees it afterwards.
         job = Job(task, title, key, on_cancel=self._drop_if_pending)

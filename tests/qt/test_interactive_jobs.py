@@ -126,7 +126,7 @@ def test_a_generation_asked_for_during_training_answers_before_the_training_ends
     assert blended.state == "finished" and loaded.blend.applied_weights == {"loud": 0.5}
     assert training.state == "running" and steps[-1] < 5000
     assert panel.result.columns[1].kl_to_base > 0.0  # the stance column really ran with the stance
-    assert seconds < 20, seconds
+    assert seconds < 10, seconds  # within a few training steps, not after 5000 of them
     training.cancel()
     with qtbot.waitSignal(training.ended, timeout=30000):
         pass
