@@ -173,6 +173,8 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
                 loss = model(**batch).loss
             else:
                 loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
+        if run is None:
+            _between_steps(cancel, model)  # also mid-step: a step on a large model takes seconds
         grad_norm = None
         ok = bool(torch.isfinite(loss))
         if run is not None:
@@ -237,9 +239,10 @@ def _train(base, dataset, config: TrainConfig, progress, cancel) -> TrainResult:
 
 
 def _between_steps(cancel: CancelFlag, model: torch.nn.Module) -> None:
-    """Let the caller use the loaded model between two steps (the GUI answers a
-    generation there). Safe because this run trains a copy; its random state is set
-    aside meanwhile, so the run's result is the same whether or not anything ran."""
+    """Let the caller use the loaded model between two steps, and between a step's
+    forward and backward pass (the GUI answers a generation there). Safe because this
+    run trains a copy (its graph holds only the copy's tensors); its random state is
+    set aside meanwhile, so the run's result is the same whether or not anything ran."""
     if cancel.between_steps_hook is None:
         return
     device = _device_of(model)
