@@ -208,11 +208,20 @@ def evaluate(
     for src, _ in blend:
         blender.check(src, allow_mismatch=allow_mismatch)
     runtime = blender.runtime
-    with runtime.scoped([]):
-        base_gens = base_generations or generate_many(base, probes, settings, batch_size, cancel=cancel)
+
+    def answering(what: str, offset: int) -> ProgressCallback:
+        def report(p: Progress) -> None:
+            progress(Progress("evaluate", min(offset + p.done, steps), steps, f"Generating {what} answers {p.done}/{p.total}"))
+        return report
+
+    if not base_generations:
+        with runtime.scoped([]):
+            base_generations = generate_many(base, probes, settings, batch_size, progress=answering("base", done[0]),
+                                             cancel=cancel)
+    base_gens = base_generations
     step(len(probes), "Generated base answers")
     with runtime.scoped(blend):
-        gens = generate_many(base, probes, settings, batch_size, cancel=cancel)
+        gens = generate_many(base, probes, settings, batch_size, progress=answering("variant", done[0]), cancel=cancel)
     step(len(probes), "Generated variant answers")
     kl_of: dict[int, torch.Tensor] = {}
     rows = [i for i, g in enumerate(gens) if g.new_ids]

@@ -122,8 +122,8 @@ def export_peft(ckpt: StanceCheckpoint, outdir: str | os.PathLike, base=None) ->
 
 def _write_adapter(outdir: Path, config: dict, tensors: dict) -> Path:
     """A new folder appears whole (built beside it, then renamed); in an existing
-    adapter folder only the adapter's own files are replaced, each atomically, and
-    nothing else in the folder is touched."""
+    adapter folder only the adapter's own two files are replaced, both written before
+    either is renamed into place, and nothing else in the folder is touched."""
     if outdir.exists() and not outdir.is_dir():
         raise StorageError(f"{outdir} is a file; choose a folder (new, empty, or holding a PEFT adapter).")
     if outdir.is_dir():
@@ -133,14 +133,20 @@ def _write_adapter(outdir: Path, config: dict, tensors: dict) -> Path:
                 f"{outdir} is not empty and holds no PEFT adapter ({len(entries)} other files); "
                 "choose a new or empty folder."
             )
-        for filename, write in _ADAPTER_FILES.items():
-            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=outdir)
-            os.close(fd)
-            try:
-                write(Path(tmp), config, tensors)
+        # both files are written in full before either replaces its old version, so a
+        # failed write (a full disk) leaves the old adapter whole, weights and config
+        temps: dict[str, Path] = {}
+        try:
+            for filename, write in _ADAPTER_FILES.items():
+                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=outdir)
+                os.close(fd)
+                temps[filename] = Path(tmp)
+                write(temps[filename], config, tensors)
+            for filename, tmp in temps.items():
                 os.replace(tmp, outdir / filename)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+        finally:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
         return outdir
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-peft-", dir=outdir.parent))

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from stance_studio.core.checkpoints import make_checkpoint
+from stance_studio.core import peft_export
 from stance_studio.core.errors import StorageError
 from stance_studio.core.peft_export import export_peft
 
@@ -76,3 +77,20 @@ def test_full_disk_during_export_leaves_the_old_adapter_whole(lowrank, tmp_path,
     with pytest.raises(StorageError, match="disk is full"):
         export_peft(lowrank, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_a_failed_config_write_leaves_the_old_weights_too(tiny, deltas_factory, lowrank, tmp_path, monkeypatch):
+    """The adapter's two files are replaced as a pair: when the second cannot be written,
+    the first is not replaced either (new weights never sit beside the old config)."""
+    out = tmp_path / "adapter"
+    export_peft(lowrank, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = make_checkpoint("s", deltas_factory(tiny, rank=2, scale=0.7, kinds=("q_proj",)), tiny)
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(peft_export._ADAPTER_FILES, "adapter_config.json", full)
+    with pytest.raises(StorageError, match="disk is full"):
+        export_peft(other, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -112,3 +112,17 @@ def test_retention_is_one_for_the_full_delta_and_zero_for_nothing(tiny, deltas_f
     assert probe.measure(tiny, blender, deltas) == pytest.approx(1.0, abs=1e-5)
     zero = {n: type(d)(torch.zeros_like(d.tensor)) for n, d in deltas.items()}
     assert probe.measure(tiny, blender, zero) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_evaluate_reports_progress_while_it_generates(tiny, deltas_factory):
+    """A long evaluation is never silent: each generated batch moves the bar, and the
+    bar never goes backwards."""
+    reports = []
+    probes = PROBES * 3
+    evaluate(tiny, Blender(tiny), [(deltas_factory(tiny, scale=0.5), 1.0)], probes, SETTINGS, batch_size=2,
+             progress=reports.append)
+    generating = [r for r in reports if r.message.startswith("Generating")]
+    assert any("base answers" in r.message for r in generating) and any("variant answers" in r.message for r in generating)
+    assert len(generating) >= 2 * -(-len(probes) // 2)  # one report per batch of each
+    done = [r.done for r in reports]
+    assert done == sorted(done) and reports[-1].total == 3 * len(probes)
