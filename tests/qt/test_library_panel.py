@@ -124,7 +124,7 @@ def test_import_runs_off_the_gui_thread_and_refuses_a_pickle(qtbot, loaded, writ
     panel = LibraryPanel(loaded)
     qtbot.addWidget(panel)
     job = panel.import_dialog()
-    assert job.is_active and job in loaded.side_runner.active_jobs()
+    assert job.is_active and job in loaded.host.side_runner.active_jobs()
     with qtbot.waitSignal(job.ended, timeout=10000):
         pass
     assert len(threads) == 2 and threading.main_thread() not in threads
