@@ -272,7 +272,7 @@ class LibraryPanel(QWidget):
             ("Training time", human_seconds(training.get("seconds")) if training.get("seconds") is not None else None),
             ("Non-finite steps", training.get("nonfinite_steps")),
             ("Extraction", extraction.get("policy")),
-            ("Kept modules", len(extraction.get("kept", extraction.get("modules", []))) or None),
+            ("Kept modules", len(extraction.get("kept_modules", extraction.get("kept", extraction.get("modules", [])))) or None),
             ("Stored", human_bytes(entry.bytes)),
             ("Bits per weight", f"{entry.bits_per_weight:.2f}" if entry.bits_per_weight is not None else None),
             ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),

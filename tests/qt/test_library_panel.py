@@ -221,3 +221,18 @@ def test_details_show_how_the_stance_was_made(qtbot, loaded, write_stance):
     text = panel.details.toPlainText()
     assert "curious" in text and "full" in text and "Retention" in text
     assert seen[-1] == ["curious"]
+
+
+def test_details_count_the_modules_extraction_kept(qtbot, loaded, deltas_factory):
+    """The details read the record extraction writes (``kept_modules``)."""
+    from stance_studio.core.checkpoints import make_checkpoint
+
+    deltas = deltas_factory(loaded.base, kinds=("q_proj", "v_proj"))
+    kept = sorted(deltas)[:3]
+    ckpt = make_checkpoint("kept3", {n: deltas[n] for n in kept}, loaded.base,
+                           extraction={"policy": "top:3", "kept_modules": kept})
+    loaded.library.save(ckpt)
+    panel = _panel(qtbot, loaded)
+    panel.select("kept3")
+    lines = [line.replace("\xa0", " ").strip() for line in panel.details.toPlainText().splitlines()]
+    assert lines[lines.index("Kept modules") + 1] == "3"
