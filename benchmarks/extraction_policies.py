@@ -27,6 +27,7 @@ from stance_studio.core.datasets import encode_example, load_probes
 from stance_studio.core.deltas import DenseDelta
 from stance_studio.core.experiments import measure_policies, parse_policies
 from stance_studio.core.extraction import DEFAULT_POLICY
+from stance_studio.core.jobs import MeasuredRow
 from stance_studio.core.models import load_base
 from stance_studio.core.pipeline import validated_dataset
 from stance_studio.core.training import TrainConfig, train
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
     print(f"{'policy':<38} {'modules':>7} {'bytes':>12} {'% of base':>9} {'bits/w':>7} {'retention':>9}")
 
     def show(p) -> None:
-        row = p.info.get("row")
-        if row is None:
+        if not isinstance(p.partial, MeasuredRow):
             return
+        row = p.partial.row
         if row.get("error"):
             print(f"{row['policy']:<38} failed: {row['error']}", flush=True)
             return

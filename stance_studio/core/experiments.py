@@ -8,8 +8,8 @@
 
 Both are jobs (progress callback, cancel flag) that the GUI's experiments window and
 the CLI run unchanged, and both return an
-:class:`~stance_studio.core.experiment_result.ExperimentResult`. Each row is reported as soon as it is measured, in
-``Progress.info["row"]``, so a table can fill in live.
+:class:`~stance_studio.core.experiment_result.ExperimentResult`. Each row is reported as soon as it is
+measured, in a :class:`~stance_studio.core.jobs.MeasuredRow` report, so a table can fill in live.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.errors import PolicyError, TrainingDivergedError
 from stance_studio.core.experiment_result import ExperimentResult
 from stance_studio.core.extraction import DEFAULT_POLICY, extract, parse_policy
-from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.jobs import CancelFlag, MeasuredRow, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import evaluate, retention_probe
 from stance_studio.core.pipeline import validated_dataset
 from stance_studio.core.steering_build import DEFAULT_BAND, SteerConfig, build_steering
@@ -106,14 +106,14 @@ def compare_methods(
     row = {"method": "base", "trainable_params": 0, "seconds": 0.0, "nonfinite_steps": 0, "bytes": 0,
            **metric_fields(base_metrics)}
     rows.append(row)
-    progress(Progress("compare", 1, total, "Measured base", info={"row": row}))
+    progress(Progress("compare", 1, total, "Measured base", partial=MeasuredRow(row)))
     for i, (label, config) in enumerate(methods, start=1):
         cancel.raise_if_set("comparison")
         if isinstance(config, SteerConfig):
             rows.append(_steering_row(base, split.train, label, replace(config, seed=seed), blender, probes,
                                       base_metrics, _labelled(progress, label), cancel,
                                       stance=stance, capability_tokens=capability_tokens))
-            progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": rows[-1]}))
+            progress(Progress("compare", i + 1, total, f"Measured {label}", partial=MeasuredRow(rows[-1])))
             continue
         config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
                          **({"lr": lr} if lr else {}))
@@ -131,7 +131,7 @@ def compare_methods(
                        nonfinite_steps=result.nonfinite_steps, bytes=delta_bytes(result.deltas),
                        final_loss=result.final_loss, **metric_fields(metrics))
         rows.append(row)
-        progress(Progress("compare", i + 1, total, f"Measured {label}", info={"row": row}))
+        progress(Progress("compare", i + 1, total, f"Measured {label}", partial=MeasuredRow(row)))
     return ExperimentResult("methods", rows, runs=[{"seed": seed, "rows": rows}])
 
 
@@ -255,5 +255,5 @@ def measure_policies(
                    "retention": probe.measure(base, blender, kept, cancel=cancel),
                    "default": text == DEFAULT_POLICY}
         rows.append(row)
-        progress(Progress("compare", i + 1, total, f"Measured {text}", info={"row": row}))
+        progress(Progress("compare", i + 1, total, f"Measured {text}", partial=MeasuredRow(row)))
     return {"ll_base": probe.ll_base, "ll_tuned": probe.ll_tuned, "rows": rows}

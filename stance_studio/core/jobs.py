@@ -3,6 +3,10 @@
 A long job is a plain function taking ``progress`` (a callable receiving
 :class:`Progress`) and ``cancel`` (a :class:`CancelFlag`). It calls
 ``cancel.raise_if_set()`` every step; the Qt worker and the CLI only wrap it.
+A loop that holds no state of the loaded model between two of its steps (training
+works on a copy) also calls ``cancel.between_steps()`` there: whoever runs the job
+may install a hook that does short work on the loaded model at that point (the GUI
+answers a generation or a blend asked for during a training run).
 """
 
 from __future__ import annotations
@@ -22,12 +26,36 @@ class ColumnText:
     text: str
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """Partial result of training: one optimiser step (``loss`` and ``grad_norm`` are
+    None when the step was skipped for a non-finite loss or gradient)."""
+
+    step: int
+    loss: Optional[float]
+    grad_norm: Optional[float]
+    seconds: float  # since the first step started
+    nonfinite_steps: int  # skipped so far
+
+    @property
+    def skipped(self) -> bool:
+        return self.loss is None
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """Partial result of an experiment or a sweep: one row of its table, measured."""
+
+    row: dict[str, Any]
+
+
 @dataclass
 class Progress:
     """One progress report: ``done`` of ``total`` units of ``stage``.
 
-    ``partial`` carries a typed partial result (:class:`ColumnText`, …) for live
-    views; ``info`` carries job-specific values (loss, grad norm) for live plots.
+    ``partial`` carries a typed partial result (:class:`ColumnText`,
+    :class:`TrainStep`, :class:`MeasuredRow`) for live views, which read nothing else;
+    ``info`` carries name → value pairs printed on a text progress line (the CLI).
     """
 
     stage: str
@@ -54,6 +82,8 @@ class CancelFlag:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        # Set by whoever runs the job; called (in the job's thread) by between_steps().
+        self.between_steps_hook: Optional[Callable[[], None]] = None
 
     def set(self) -> None:
         self._event.set()
@@ -67,6 +97,13 @@ class CancelFlag:
     def raise_if_set(self, what: str = "job") -> None:
         if self._event.is_set():
             raise Cancelled(f"The {what} was cancelled.")
+
+    def between_steps(self) -> None:
+        """Run the installed hook, if any: the job is at a point where other short work
+        may use the loaded model (see the module docstring)."""
+        hook = self.between_steps_hook
+        if hook is not None:
+            hook()
 
 
 class Counter:

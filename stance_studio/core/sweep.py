@@ -5,7 +5,8 @@ A sweep scales one or two *directions* (a stance, or a blend such as
 each α; a grid measures α·A + β·B for every (α, β), α outer, β inner. Every point
 is measured by the one :func:`~stance_studio.core.metrics.evaluate`, so each row
 carries every key its ``as_json()`` has; base answers are generated once and reused
-(they never change). Rows are reported as measured, in ``Progress.info["row"]``.
+(they never change). Rows are reported as measured, each in a
+:class:`~stance_studio.core.jobs.MeasuredRow` report.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Optional, Sequence
 from stance_studio.core.checkpoints import StanceCheckpoint
 from stance_studio.core.errors import SweepRangeError
 from stance_studio.core.generation import generate_many
-from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.jobs import CancelFlag, MeasuredRow, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
 from stance_studio.core.stance_reference import own_stance
 from stance_studio.core.variants import MAX_WEIGHT, check_weight
@@ -148,7 +149,7 @@ def run_sweep(
                                **options)
             row = {**dict(zip(axes, point)), "variant": _spec(blend), **_row_metrics(metrics.as_json())}
             rows.append(row)
-            progress(Progress("sweep", i + 1, total, f"Measured {where}", info={"row": row}))
+            progress(Progress("sweep", i + 1, total, f"Measured {where}", partial=MeasuredRow(row)))
     return {"axes": list(axes), "directions": [direction_label(d) for d in directions],
             "weights": [list(w) for w in weights], "probes": len(probes), "rows": rows}
 

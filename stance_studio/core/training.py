@@ -21,7 +21,7 @@ from stance_studio.core import devices, distributed
 from stance_studio.core.datasets import StanceDataset, collate
 from stance_studio.core.deltas import Delta, LowRankDelta, dense_deltas, is_finite
 from stance_studio.core.errors import StanceStudioError, TrainingDivergedError
-from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
+from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, TrainStep, ensure_flag, no_progress
 from stance_studio.core.modules import is_transposed_linear, select_linear_modules, select_parameters
 from stance_studio.core.runtime import base_copy, base_tensor
 
@@ -164,6 +164,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel, keep_model: boo
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
         if run is None:
+            _between_steps(cancel, model)
             cancel.raise_if_set("training")
         else:
             run.check_cancel(cancel, "training")
@@ -178,6 +179,8 @@ def _train(base, dataset, config: TrainConfig, progress, cancel, keep_model: boo
                 loss = model(**batch).loss
             else:
                 loss = _shard_loss(run, model, base.tokenizer, [examples[i] for i in batch_idx], config.batch_size)
+        if run is None:
+            _between_steps(cancel, model)  # also mid-step: a step on a large model takes seconds
         grad_norm = None
         ok = bool(torch.isfinite(loss))
         if run is not None:
@@ -207,6 +210,7 @@ def _train(base, dataset, config: TrainConfig, progress, cancel, keep_model: boo
             f"Step {step}/{config.steps}" + (" skipped: non-finite loss or gradient" if not ok else f" loss {loss_value:.4f}"),
             info={"loss": loss_value if ok else None, "grad_norm": grad_norm if ok else None,
                   "seconds": elapsed, "skipped": not ok, "nonfinite_steps": skipped},
+            partial=TrainStep(step, loss_value if ok else None, grad_norm if ok else None, elapsed, skipped),
         ))
         if consecutive >= config.max_consecutive_nonfinite:
             raise TrainingDivergedError(
@@ -250,6 +254,19 @@ def _tuned_model(model, config: TrainConfig, dtype: torch.dtype) -> torch.nn.Mod
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(dtype).eval()
+
+
+def _between_steps(cancel: CancelFlag, model: torch.nn.Module) -> None:
+    """Let the caller use the loaded model between two steps, and between a step's
+    forward and backward pass (the GUI answers a generation there). Safe because this
+    run trains a copy (its graph holds only the copy's tensors); its random state is
+    set aside meanwhile, so the run's result is the same whether or not anything ran."""
+    if cancel.between_steps_hook is None:
+        return
+    device = _device_of(model)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        cancel.between_steps()
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -35,7 +35,7 @@ def create_window(model_spec: Optional[str] = None, library: Optional[str] = Non
         spec = model_spec or settings.get("model/last") or "bundled"
         if spec != "bundled":
             window.model_panel.set_spec(spec)
-        session.load_model(spec)
+        session.host.load_model(spec)
     return window
 
 

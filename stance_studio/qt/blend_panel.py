@@ -140,11 +140,11 @@ class BlendPanel(QWidget):
         layout.addLayout(vrow)
         layout.addWidget(self.variants)
 
-        session.library_changed.connect(self.rebuild)
-        session.blend_changed.connect(self._show_weights)
-        session.blend_applied.connect(self._on_applied)
-        session.variants_changed.connect(self._fill_variants)
-        session.model_changed.connect(self._on_model_changed)
+        session.catalog.changed.connect(self.rebuild)
+        session.blend.changed.connect(self._show_weights)
+        session.blend.applied.connect(self._on_applied)
+        session.saved.changed.connect(self._fill_variants)
+        session.host.model_changed.connect(self._on_model_changed)
         self.rebuild()
         self._fill_variants()
 
@@ -163,9 +163,9 @@ class BlendPanel(QWidget):
                 row.changed.connect(self._on_slider)
                 self.rows[name] = row
             self.rows_layout.insertWidget(index, row)
-            ok, reason = self.session.compatibility(name)
+            ok, reason = self.session.catalog.compatibility(name)
             row.set_compatible(bool(ok), reason)
-            row.set_value(self.session.blend_weights.get(name, 0.0))
+            row.set_value(self.session.blend.weights.get(name, 0.0))
         self.empty.setVisible(not names)
 
     @Slot(object)
@@ -182,16 +182,16 @@ class BlendPanel(QWidget):
     def _apply_pending(self) -> None:
         if not self._pending:
             return
-        weights = dict(self.session.blend_weights)
+        weights = dict(self.session.blend.weights)
         weights.update(self._pending)
         self._pending.clear()
         if self.session.base is None:
             self.status.setText("Load a model to apply stances.")
             return
         busy = self.session.runner.current
-        if busy is not None and busy.key != "blend":
+        if busy is not None and busy.key != "blend" and not busy.yields:
             self.status.setText(f"Will apply after: {busy.title} …")
-        self.session.set_blend(weights)
+        self.session.blend.set_blend(weights)
 
     def flush(self) -> None:
         """Apply a pending slider change now (tests, before a generation)."""
@@ -206,7 +206,7 @@ class BlendPanel(QWidget):
 
     @Slot(dict, float)
     def _on_applied(self, weights: dict, seconds: float) -> None:
-        if weights != self.session.blend_weights:
+        if weights != self.session.blend.weights:
             return  # a newer request is on its way
         if not weights:
             self.status.setText("Base model (no stance applied).")
@@ -218,7 +218,7 @@ class BlendPanel(QWidget):
     def reset(self) -> None:
         self._throttle.cancel()
         self._pending.clear()
-        self.session.set_blend({})
+        self.session.blend.set_blend({})
 
     def set_weight(self, name: str, alpha: float) -> None:
         row = self.rows.get(name)
@@ -255,41 +255,41 @@ class BlendPanel(QWidget):
     @Slot()
     def _fill_variants(self) -> None:
         self.variants.clear()
-        for variant in self.session.variants():
+        for variant in self.session.saved.all():
             item = QListWidgetItem(f"{variant.label}    ({variant.spec})")
             item.setData(Qt.ItemDataRole.UserRole, variant.label)
             self.variants.addItem(item)
 
     @Slot()
     def save_dialog(self) -> None:
-        if not self.session.blend_weights:
+        if not self.session.blend.weights:
             QMessageBox.information(self, "Save blend", "Move at least one slider away from 0 first.")
             return
         label, ok = QInputDialog.getText(self, "Save blend", "Name for this blend:")
         if ok:
             try:
-                self.session.save_variant(label)
+                self.session.saved.save(label, self.session.blend.weights)
             except StanceStudioError as exc:
                 QMessageBox.warning(self, "Could not save the blend", str(exc))
 
     def _selected_variant(self):
         item = self.variants.currentItem()
         label = item.data(Qt.ItemDataRole.UserRole) if item else None
-        return next((v for v in self.session.variants() if v.label == label), None)
+        return next((v for v in self.session.saved.all() if v.label == label), None)
 
     @Slot()
     def apply_selected_variant(self) -> None:
         variant = self._selected_variant()
         if variant is None:
             return
-        missing = [n for n, _ in variant.weights if not self.session.compatibility(n)[0]]
+        missing = [n for n, _ in variant.weights if not self.session.catalog.compatibility(n)[0]]
         if missing:
             QMessageBox.warning(self, "Cannot apply blend",
                                 f"{variant.label} uses stances that are missing or do not fit the loaded model: "
                                 + ", ".join(missing))
             return
         self._pending.clear()
-        self.session.set_blend(dict(variant.weights))
+        self.session.blend.set_blend(dict(variant.weights))
 
     @Slot(QListWidgetItem)
     def _apply_variant_item(self, _item) -> None:
@@ -299,4 +299,4 @@ class BlendPanel(QWidget):
     def delete_selected_variant(self) -> None:
         variant = self._selected_variant()
         if variant is not None:
-            self.session.delete_variant(variant.label)
+            self.session.saved.delete(variant.label)

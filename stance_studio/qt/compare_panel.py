@@ -35,7 +35,7 @@ from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT
 from stance_studio.qt.compare_export import ShownComparison
 from stance_studio.qt.compare_knobs import DecodingKnobs
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job
+from stance_studio.qt.workers import Job, is_current
 
 
 class ComparePanel(QWidget):
@@ -104,17 +104,17 @@ class ComparePanel(QWidget):
 
         for spec in settings.get_json("compare/columns") or [BASE]:
             self.add_column(str(spec))
-        session.library_changed.connect(self._refresh_choices)
-        session.variants_changed.connect(self._refresh_choices)
-        session.blend_changed.connect(self._on_blend_changed)
-        session.model_changed.connect(self._on_model_changed)
+        session.catalog.changed.connect(self._refresh_choices)
+        session.saved.changed.connect(self._refresh_choices)
+        session.blend.changed.connect(self._on_blend_changed)
+        session.host.model_changed.connect(self._on_model_changed)
 
     # Columns -----------------------------------------------------------------------------
 
     def choices(self) -> list[tuple[str, str]]:
         out = [("Base model", BASE), ("Current blend", CURRENT_BLEND)]
-        out += [(name, STANCE + name) for name in self.session.compatible_names()]
-        out += [(f"Saved: {v.label}", VARIANT + v.label) for v in self.session.variants()]
+        out += [(name, STANCE + name) for name in self.session.catalog.compatible_names()]
+        out += [(f"Saved: {v.label}", VARIANT + v.label) for v in self.session.saved.all()]
         return out
 
     def add_column(self, spec: str = BASE) -> CompareColumn:
@@ -156,7 +156,7 @@ class ComparePanel(QWidget):
         choices = self.choices()
         for column in self.columns:
             column.set_choices(choices)
-        self._on_blend_changed(self.session.blend_weights)
+        self._on_blend_changed(self.session.blend.weights)
 
     @Slot()
     def _on_variant_changed(self) -> None:
@@ -173,8 +173,8 @@ class ComparePanel(QWidget):
     def weights_for(self, spec: str) -> Optional[tuple[tuple[str, float], ...]]:
         """The blend weights a column spec stands for now (None if it is unknown)."""
         session = self.session
-        return column_weights(spec, session.blend_weights, session.variants(),
-                              lambda name: bool(session.compatibility(name)[0]))
+        return column_weights(spec, session.blend.weights, session.saved.all(),
+                              lambda name: bool(session.catalog.compatibility(name)[0]))
 
     @Slot(dict)
     def _on_blend_changed(self, _weights: dict) -> None:
@@ -218,21 +218,21 @@ class ComparePanel(QWidget):
         self.knobs.remember()
         if self._job is not None:
             self._job.cancel()
-        run_id = self._runs.bump()
+        stamp = self._runs.bump()
         self._run_columns = [(column, column.begin(weights)) for column, weights in plan]
         self._update_export()  # the columns no longer show the last run
         session, settings = self.session, self.generation_settings()
-        base, blender = session.base, session.blender
+        base, blender = session.base, session.blend.blender
         labels = [(c.label(), _spec_text(w)) for c, w in plan]
         weights_list = [w for _, w in plan]
 
         def job(progress, cancel):
-            columns = [VariantColumn(label, spec, [(session.checkpoint(n), a) for n, a in w])
+            columns = [VariantColumn(label, spec, [(session.catalog.checkpoint(n), a) for n, a in w])
                        for (label, spec), w in zip(labels, weights_list)]
             return compare(base, blender, columns, prompt, settings, progress, cancel, allow_mismatch=True)
 
-        self._job = job_ = session.runner.submit(job, "Generating side by side")
-        job_.run_id = run_id
+        self._job = job_ = session.runner.submit(job, "Generating side by side", interactive=True)
+        job_.stamp = stamp
         job_.progressed.connect(self._on_progress)
         job_.finished.connect(self._on_finished)
         job_.failed.connect(self._on_failed)
@@ -240,11 +240,12 @@ class ComparePanel(QWidget):
         job_.ended.connect(self._on_ended)
         self.run_button.setText("Run again")
         self.stop_button.setEnabled(True)
-        self.status.setText("Waiting for the model …" if session.runner.current else "Generating …")
+        busy = session.runner.current
+        self.status.setText("Waiting for the model …" if busy is not None and not busy.yields else "Generating …")
         return job_
 
     def _current(self) -> bool:
-        return self._runs.current(getattr(self.sender(), "run_id", None))
+        return is_current(self._runs, self.sender())
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:

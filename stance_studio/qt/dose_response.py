@@ -35,12 +35,13 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core import sweep_tables
 from stance_studio.core.errors import StanceStudioError, SweepRangeError
 from stance_studio.core.generation import GenerationSettings
+from stance_studio.core.jobs import Counter, MeasuredRow
 from stance_studio.core.metrics import EVAL_SETTINGS
 from stance_studio.core.sweep import DEFAULT_ALPHAS, DEFAULT_GRID, parse_range
 from stance_studio.qt.dose_plots import DoseHeatMap, DoseLines
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job
+from stance_studio.qt.workers import Job, is_current
 
 ONE_DIRECTION = "none: sweep one direction"
 NOTE = ("Each point applies α × the direction (a stance, or a blend such as a=1,b=-0.5) and measures it on the "
@@ -53,6 +54,7 @@ class DoseResponseView(QWidget):
         super().__init__(parent)
         self.session = session
         self.job: Optional[Job] = None
+        self._runs = Counter()  # a new run makes the reports of older ones stale
         self.rows: list[dict] = []
         self.axes: list[str] = ["alpha"]
         self.names: tuple[str, ...] = ()
@@ -118,8 +120,8 @@ class DoseResponseView(QWidget):
         layout.addLayout(controls)
         layout.addWidget(splitter, 1)
         layout.addLayout(bottom)
-        session.library_changed.connect(self.refresh_stances)
-        session.model_changed.connect(self.refresh_stances)
+        session.catalog.changed.connect(self.refresh_stances)
+        session.host.model_changed.connect(self.refresh_stances)
         self.refresh_stances()
         self._on_mode_changed()
 
@@ -127,7 +129,7 @@ class DoseResponseView(QWidget):
 
     @Slot()
     def refresh_stances(self, *_) -> None:
-        names = self.session.compatible_names() if self.session.base is not None else []
+        names = self.session.catalog.compatible_names() if self.session.base is not None else []
         text, second = self.direction.currentText(), self.second.currentText()
         self.direction.clear()
         self.direction.addItems(names)
@@ -168,7 +170,7 @@ class DoseResponseView(QWidget):
                 raise SweepRangeError("A grid sweeps two stances: choose one stance as the direction and one as the second.")
             named.append([(self.second.currentText(), 1.0)])
             weights.append(parse_range(self.betas.text()) if self.betas.text().strip() else alphas)
-        known = set(self.session.compatible_names())
+        known = set(self.session.catalog.compatible_names())
         for terms in named:
             for name, _ in terms:
                 if name not in known:
@@ -194,17 +196,18 @@ class DoseResponseView(QWidget):
         except StanceStudioError as exc:
             QMessageBox.warning(self, "Cannot run the sweep", str(exc))
             return None
-        base, blender, session = self.session.base, self.session.blender, self.session
+        base, blender, session = self.session.base, self.session.blend.blender, self.session
         settings = GenerationSettings(max_new_tokens=self.max_tokens.value())
 
         def job(progress, cancel):
-            directions = [[(session.checkpoint(name), w) for name, w in terms] for terms in named]
+            directions = [[(session.catalog.checkpoint(name), w) for name, w in terms] for terms in named]
             return run_sweep(base, blender, directions, weights, probes, settings, progress=progress, cancel=cancel)
 
         self.axes = ["alpha", "beta"][: len(named)]
         self.names = tuple(",".join(n if w == 1.0 else f"{n}={w:g}" for n, w in terms) for terms in named)
         self._set_rows([])
-        self.job = self.session.run_on_model(job, "Experiment: dose–response")
+        self.job = self.session.host.run_on_model(job, "Experiment: dose–response")
+        self.job.stamp = self._runs.bump()
         self.job.report_to(self)
         self._set_running(True)
         self.status.setText("Waiting for the model worker…")
@@ -225,13 +228,13 @@ class DoseResponseView(QWidget):
             self.progress.setRange(0, 0)
 
     def _mine(self) -> bool:
-        return self.sender() is self.job
+        return is_current(self._runs, self.sender())
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:
         if not self._mine():
             return
-        new = [r.info["row"] for r in reports if r.info.get("row") is not None]
+        new = [r.partial.row for r in reports if isinstance(r.partial, MeasuredRow)]
         if new:
             self._set_rows(self.rows + new)
         last = reports[-1]

@@ -38,13 +38,14 @@ from PySide6.QtWidgets import (
 
 from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
+from stance_studio.core.jobs import Counter, MeasuredRow
 from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
 from stance_studio.qt.layer_sweep_plot import plot_layer_sweep, sweep_job
 from stance_studio.qt.dose_response import DoseResponseView
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job
+from stance_studio.qt.workers import Job, is_current
 
 EXPERIMENTS = {
     "methods": "Training methods: the report's comparison table",
@@ -73,6 +74,7 @@ class ExperimentsWindow(QDialog):
         self.setWindowTitle("Experiments")
         self.resize(1000, 640)
         self.job: Optional[Job] = None
+        self._runs = Counter()  # a new run makes the reports of older ones stale
         self.kind = "methods"
         self.rows: list[dict] = []
 
@@ -246,7 +248,7 @@ class ExperimentsWindow(QDialog):
         kind, dataset, steps, seed = self.kind, self.dataset(), self.steps.value() or None, self.seed.value()
         lr = self.lr.value() or None
         n_seeds = self.seeds.value()
-        blender = self.session.blender
+        blender = self.session.blend.blender
         base = self.session.base
         sweep = None
         try:
@@ -275,7 +277,8 @@ class ExperimentsWindow(QDialog):
                                                cancel=cancel, blender=blender)
 
         self._set_rows([])
-        self.job = self.session.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
+        self.job = self.session.host.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
+        self.job.stamp = self._runs.bump()
         self.job.report_to(self)
         self._set_running(True)
         self.status.setText("Waiting for the model worker…")
@@ -299,16 +302,15 @@ class ExperimentsWindow(QDialog):
             self.progress.setRange(0, 0)
 
     def _mine(self) -> bool:
-        return self.sender() is self.job
+        return is_current(self._runs, self.sender())
 
     @Slot(list)
     def _on_progress(self, reports: list) -> None:
         if not self._mine():
             return
-        for report in reports:
-            row = report.info.get("row")
-            if row is not None:
-                self._set_rows(self.rows + [row])
+        new = [r.partial.row for r in reports if isinstance(r.partial, MeasuredRow)]
+        if new:
+            self._set_rows(self.rows + new)
         last = reports[-1]
         if last.total:
             self.progress.setRange(0, last.total)

@@ -151,7 +151,7 @@ def install_shipped(session: Session, names: list[str]) -> Job:
     from stance_studio.core import shipped
 
     base, library = session.base, session.library
-    job = session.run_on_model(
+    job = session.host.run_on_model(
         lambda progress, cancel: shipped.install(base, library, names=names, progress=progress, cancel=cancel),
         "Adding the built-in stances")
     job.report_to(_InstallFollower(session, job))

@@ -10,10 +10,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from stance_studio.core.jobs import Counter
 from stance_studio.qt import theme
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job
+from stance_studio.qt.workers import Job, is_current
 
 HINT = "Select two stances in the library to see how their deltas overlap, layer by layer."
 
@@ -29,6 +30,7 @@ class InterferenceView(QWidget):
         self.pair: tuple[str, ...] = ()
         self.result = None
         self.job: Optional[Job] = None
+        self._pairs = Counter()  # the selection moved on: older results are stale
         self.title = QLabel(HINT, wordWrap=True)
         self.title.setProperty("role", "muted")
         self.graphics = pg.GraphicsLayoutWidget()
@@ -76,17 +78,18 @@ class InterferenceView(QWidget):
         def job(progress, cancel):
             from stance_studio.core.interference import interference
 
-            a, b = session.checkpoint(pair[0]), session.checkpoint(pair[1])
-            return pair, interference(a.deltas, b.deltas, names=pair, progress=progress, cancel=cancel)
+            a, b = session.catalog.checkpoint(pair[0]), session.catalog.checkpoint(pair[1])
+            return interference(a.deltas, b.deltas, names=pair, progress=progress, cancel=cancel)
 
-        self.job = session.side_runner.submit(job, f"Interference of {pair[0]} and {pair[1]}", key="interference")
+        self.job = session.host.side_runner.submit(job, f"Interference of {pair[0]} and {pair[1]}", key="interference")
+        self.job.stamp = self._pairs.bump()
         self.job.report_to(self)
 
     @Slot(object)
-    def _on_finished(self, outcome) -> None:
-        pair, result = outcome
-        if pair != self.pair:  # the selection moved on: a stale result never paints
+    def _on_finished(self, result) -> None:
+        if not is_current(self._pairs, self.sender()):
             return
+        pair = self.pair
         self.result = result
         self._draw(result)
         o = result.overall
@@ -96,7 +99,7 @@ class InterferenceView(QWidget):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
-        if self.sender() is self.job:
+        if is_current(self._pairs, self.sender()):
             self.title.setText(f"Could not compare {' and '.join(self.pair)}: {message}")
 
     def _draw(self, result) -> None:

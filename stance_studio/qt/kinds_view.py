@@ -10,9 +10,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from stance_studio.core.jobs import Counter
 from stance_studio.core.stance_kinds import paired_stance, steering_effect_by_layer, weight_change_by_layer
 from stance_studio.qt import theme
 from stance_studio.qt.session import Session
+from stance_studio.qt.workers import is_current
 
 KINDS_KEY = "kinds-view"
 
@@ -38,7 +40,7 @@ class KindsView(QWidget):
         self.steering_name: Optional[str] = None
         self.weight_values: list[float] = []
         self.steering_values: list[float] = []
-        self._request = 0  # results of an older selection are dropped
+        self._selections = Counter()  # results of an older selection are dropped
         self.note = QLabel("Select a stance: its weight changes and its steering vectors, layer by layer.",
                            wordWrap=True)
         self.note.setProperty("role", "muted")
@@ -60,7 +62,7 @@ class KindsView(QWidget):
         entry = self.session.entry(names[0])
         if entry is None:
             return
-        self._request += 1
+        stamp = self._selections.bump()
         pair = paired_stance(entries, entry.name)
         activation = entry.metadata.get("kind") == "activation"
         self.steering_name, self.weights_name = (entry.name, pair) if activation else (pair, entry.name)
@@ -71,21 +73,21 @@ class KindsView(QWidget):
         self.weight_values = []
         self._draw()
         if self.weights_name:
-            self._analyse(self.weights_name, layers, self._request)
+            self._analyse(self.weights_name, layers, stamp)
 
-    def _analyse(self, name: str, layers: int, request: int) -> None:
+    def _analyse(self, name: str, layers: int, stamp: int) -> None:
         session = self.session
 
         def job(progress, cancel):
-            return request, weight_change_by_layer(session.checkpoint(name).deltas, layers)
+            return weight_change_by_layer(session.catalog.checkpoint(name).deltas, layers)
 
-        self._job = session.runner.submit(job, f"Per-layer change of {name}", key=KINDS_KEY)
+        self._job = session.runner.submit(job, f"Per-layer change of {name}", key=KINDS_KEY, interactive=True)
+        self._job.stamp = stamp
         self._job.finished.connect(self._on_analysed)
 
     @Slot(object)
-    def _on_analysed(self, result) -> None:
-        request, values = result
-        if request == self._request:
+    def _on_analysed(self, values) -> None:
+        if is_current(self._selections, self.sender()):
             self.weight_values = values
             self._draw()
 

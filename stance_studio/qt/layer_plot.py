@@ -185,8 +185,8 @@ class LayerChangeView(QWidget):
         layout.addWidget(split, 1)
         layout.addWidget(self.note)
 
-        session.library_changed.connect(self._fill_stances)
-        session.model_changed.connect(self._on_model_changed)
+        session.catalog.changed.connect(self._fill_stances)
+        session.host.model_changed.connect(self._on_model_changed)
         self._fill_stances()
 
     @property
@@ -198,7 +198,7 @@ class LayerChangeView(QWidget):
 
     @Slot()
     def _fill_stances(self) -> None:
-        names = self.session.compatible_names()
+        names = self.session.catalog.compatible_names()
         self.stances_menu.clear()
         for name in names:
             action = self.stances_menu.addAction(name)
@@ -222,7 +222,7 @@ class LayerChangeView(QWidget):
     def show_stances(self, names: list) -> None:
         """Show the stances selected in the library (those that fit the loaded model);
         an empty selection keeps what is shown."""
-        fits = [n for n in names if self.session.compatibility(n)[0]]
+        fits = [n for n in names if self.session.catalog.compatibility(n)[0]]
         if fits:
             self._set_stances(fits)
         elif names and self.session.base is not None:
@@ -252,7 +252,7 @@ class LayerChangeView(QWidget):
             self.changes = {}
             self.redraw()
             self.note.setText("Load a model and train or import a stance to see where it changes the weights."
-                              if session.base is None or not session.compatible_names()
+                              if session.base is None or not session.catalog.compatible_names()
                               else "Select stances in the library (or under Stances) to see where they change the weights.")
             return
         keys = {n: self._key(n) for n in names}
@@ -263,7 +263,7 @@ class LayerChangeView(QWidget):
         self.note.setText(f"Analysing {', '.join(missing)} …")
         if self._analysis is not None and self._analysis.is_active and {keys[n] for n in missing} <= self._analysis_keys:
             return  # already on its way
-        base, blender = session.base, session.blender
+        base, blender = session.base, session.blend.blender
 
         def job(progress, cancel):
             from stance_studio.core.analysis import analyse
@@ -272,12 +272,13 @@ class LayerChangeView(QWidget):
             out = {}
             for name in missing:
                 cancel.raise_if_set("analysis")
-                ckpt = session.checkpoint(name)
+                ckpt = session.catalog.checkpoint(name)
                 cheap = all(isinstance(d, LowRankDelta) for d in ckpt.deltas.values())
                 out[keys[name]] = analyse(ckpt.deltas, base, original=blender.original, spectra=cheap)
             return out
 
-        self._analysis = session.runner.submit(job, f"Analysing {', '.join(missing)}", key=ANALYSIS_KEY)
+        self._analysis = session.runner.submit(job, f"Analysing {', '.join(missing)}", key=ANALYSIS_KEY,
+                                              interactive=True)
         self._analysis_keys = {keys[n] for n in missing}
         self._analysis.finished.connect(self._on_analysed)
         self._analysis.failed.connect(self._on_failed)

@@ -20,10 +20,10 @@ def sweep_job(session, name: str, every: int, limit: int):
         raise StanceStudioError("The library holds no steering stance; build one with the training method steer.")
     probes = load_probes()
     probes = probes[:limit] if limit else probes
-    base, blender = session.base, session.blender
+    base, blender = session.base, session.blend.blender
 
     def sweep(progress, cancel):
-        ckpt = session.checkpoint(name)
+        ckpt = session.catalog.checkpoint(name)
         return sweep_layers(base, ckpt, probes, sorted(ckpt.directions)[::every], blender=blender,
                             progress=progress, cancel=cancel)
 

@@ -137,7 +137,7 @@ class LibraryPanel(QWidget):
         layout.addWidget(split, 1)
         layout.addWidget(self.problems)
         layout.addWidget(self.folder_label)
-        session.library_changed.connect(self.refresh)
+        session.catalog.changed.connect(self.refresh)
         self.refresh()
 
     # Listing ------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class LibraryPanel(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.session.entries))
         for row, entry in enumerate(self.session.entries):
-            ok, reason = self.session.compatibility(entry.name)
+            ok, reason = self.session.catalog.compatibility(entry.name)
             mark = QTableWidgetItem("✓" if ok else ("✗" if ok is False else "·"))
             mark.setForeground(QColor(c["muted"] if ok is None else c["good"] if ok else c["bad"]))
             tip = "Fits the loaded model." if ok else (reason or "Load a model to check compatibility.")
@@ -174,11 +174,11 @@ class LibraryPanel(QWidget):
         self._select_rows(selected)
         self.table.blockSignals(False)
         self._fit_columns()
-        n = len(self.session.problems)
+        n = len(self.session.catalog.problems)
         self.problems.setVisible(bool(n))
         if n:
             self.problems.setText(f"⚠ {n} file{'s' if n > 1 else ''} in the library could not be opened (hover for details).")
-            self.problems.setToolTip("\n\n".join(f"{p.path.name}: {p.message}" for p in self.session.problems))
+            self.problems.setToolTip("\n\n".join(f"{p.path.name}: {p.message}" for p in self.session.catalog.problems))
         folder = html.escape(str(self.session.library.folder))
         self.folder_label.setText(f'Library: <a href="reveal">{folder}</a>')
         self.folder_label.setToolTip("Open the library folder")
@@ -262,7 +262,7 @@ class LibraryPanel(QWidget):
             return ""
         meta = entry.metadata
         training, extraction, metrics, stance = (meta.get(k, {}) for k in ("training", "extraction", "metrics", "stance"))
-        ok, reason = self.session.compatibility(name)
+        ok, reason = self.session.catalog.compatibility(name)
         rows = [
             ("Description", stance.get("description")),
             ("Dataset", stance.get("dataset") or stance.get("dataset_path")),
@@ -272,7 +272,7 @@ class LibraryPanel(QWidget):
             ("Training time", human_seconds(training.get("seconds")) if training.get("seconds") is not None else None),
             ("Non-finite steps", training.get("nonfinite_steps")),
             ("Extraction", extraction.get("policy")),
-            ("Kept modules", len(extraction.get("kept", extraction.get("modules", []))) or None),
+            ("Kept modules", len(extraction.get("kept_modules", extraction.get("kept", extraction.get("modules", [])))) or None),
             ("Stored", human_bytes(entry.bytes)),
             ("Bits per weight", f"{entry.bits_per_weight:.2f}" if entry.bits_per_weight is not None else None),
             ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),
@@ -294,7 +294,7 @@ class LibraryPanel(QWidget):
             return
         menu = QMenu(self)
         name = names[0]
-        fits = bool(self.session.compatibility(name)[0])
+        fits = bool(self.session.catalog.compatibility(name)[0])
         menu.addAction("Add to blend", lambda: self.add_to_blend.emit(name)).setEnabled(fits)
         menu.addAction("Add column to side by side", lambda: self.add_to_compare.emit(name)).setEnabled(fits)
         menu.addAction("Show layer changes", lambda: self.show_changes.emit(name)).setEnabled(fits)
@@ -307,7 +307,7 @@ class LibraryPanel(QWidget):
     @Slot(QTableWidgetItem)
     def _on_double_click(self, item: QTableWidgetItem) -> None:
         name = self.table.item(item.row(), 1).text()
-        if self.session.compatibility(name)[0]:
+        if self.session.catalog.compatibility(name)[0]:
             self.add_to_blend.emit(name)
 
     @Slot()
@@ -317,7 +317,7 @@ class LibraryPanel(QWidget):
             return
         new, ok = QInputDialog.getText(self, "Rename stance", f"New name for {names[0]}:", text=names[0])
         if ok and new.strip() and new.strip() != names[0]:
-            self._guard(lambda: self.session.rename(names[0], new.strip()), "Could not rename")
+            self._guard(lambda: self.session.catalog.rename(names[0], new.strip()), "Could not rename")
 
     @Slot()
     def delete_selected(self) -> None:
@@ -333,7 +333,7 @@ class LibraryPanel(QWidget):
         )
         if answer == QMessageBox.StandardButton.Yes:
             for name in names:
-                if not self._guard(lambda n=name: self.session.delete(n), "Could not delete"):
+                if not self._guard(lambda n=name: self.session.catalog.delete(n), "Could not delete"):
                     break
 
     @Slot()
@@ -361,7 +361,7 @@ class LibraryPanel(QWidget):
 
         what = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
         self.session.message.emit(f"Importing {what} …")
-        job_ = self.session.side_runner.submit(job, f"Importing {what}")
+        job_ = self.session.host.side_runner.submit(job, f"Importing {what}")
         job_.finished.connect(self._on_imported)
         job_.failed.connect(self._on_import_failed)
         return job_

@@ -14,6 +14,7 @@ from stance_studio.qt import theme
 from stance_studio.qt.blend_panel import BlendPanel
 from stance_studio.qt.compare_panel import ComparePanel
 from stance_studio.qt.job_status import JobStatus
+from stance_studio.qt.jobs_panel import JobsPanel
 from stance_studio.qt.library_panel import LibraryPanel
 from stance_studio.qt.model_panel import ModelPanel
 from stance_studio.qt.plots_panel import PlotsPanel
@@ -57,6 +58,11 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["model"], self.docks["library"]], [230, 600], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["model"], self.docks["blend"]], [430, 340], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["plots"]], [360], Qt.Orientation.Vertical)
+        self.jobs_panel = JobsPanel([session.runner, session.host.side_runner])
+        self.docks["jobs"] = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["plots"], self.docks["jobs"])
+        self.docks["jobs"].hide()  # shown from the status bar, Generate ▸ Show jobs (Ctrl+J) or View
+        self.jobs_panel.cancel_all_requested.connect(self.cancel_all_jobs)
 
         self.library_panel.add_to_blend.connect(self.blend_panel.add_stance)
         self.library_panel.add_to_compare.connect(self.compare.add_stance_column)
@@ -65,10 +71,12 @@ class MainWindow(QMainWindow):
         self.library_panel.selection_changed.connect(self.plots.show_stances)
 
         self.job_status = JobStatus(session.runner)
+        self.job_status.show_jobs.connect(self.show_jobs)
+        self.job_status.cancel_all_requested.connect(self.cancel_all_jobs)
         self.statusBar().addPermanentWidget(self.job_status)
         session.message.connect(self._show_message)
         session.error.connect(self.show_error)
-        session.model_changed.connect(self._on_model_changed)
+        session.host.model_changed.connect(self._on_model_changed)
         self._build_menus()
         self._default_state = self.saveState(LAYOUT_VERSION)
         self.statusBar().showMessage("Welcome to Stance Studio.", 5000)
@@ -109,6 +117,9 @@ class MainWindow(QMainWindow):
         run.addAction(self.compare.run_action)  # Ctrl+Return and Ctrl+Enter, bound once
         self._action(run, "S&top", self.compare.stop, "Esc")
         self._action(run, "&Copy comparison as Markdown", self.compare.copy_markdown, "Ctrl+Shift+C")
+        run.addSeparator()
+        self._action(run, "Show &jobs", self.show_jobs, "Ctrl+J")
+        self.cancel_all_action = self._action(run, "Cancel &all jobs", self.cancel_all_jobs, "Shift+Esc")
 
         view = bar.addMenu("&View")
         for dock in self.docks.values():
@@ -146,7 +157,32 @@ class MainWindow(QMainWindow):
     def choose_library_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the stance library folder", str(self.session.library.folder))
         if folder:
-            self.session.set_library_folder(folder)
+            self.session.catalog.set_folder(folder)
+
+    @Slot()
+    def show_jobs(self) -> None:
+        self.docks["jobs"].show()
+        self.docks["jobs"].raise_()
+
+    @Slot()
+    def cancel_all_jobs(self) -> int:
+        """Cancel every running and queued job (asked first when that loses a training
+        or an experiment); returns how many were cancelled."""
+        runners = (self.session.runner, self.session.host.side_runner)
+        jobs = [j for r in runners for j in r.active_jobs()]
+        if not jobs:
+            self.statusBar().showMessage("No job to cancel.", 4000)
+            return 0
+        long = [j for j in jobs if not j.interactive and j.state == "running"]
+        if long:
+            answer = QMessageBox.question(self, "Cancel all jobs",
+                                          f"Cancel {len(jobs)} job{'s' if len(jobs) != 1 else ''}, "
+                                          f"{long[0].title} among them? Its work so far is lost.")
+            if answer != QMessageBox.StandardButton.Yes:
+                return 0
+        count = sum(r.cancel_all() for r in runners)
+        self.statusBar().showMessage(f"Cancelled {count} job{'s' if count != 1 else ''}.", 6000)
+        return count
 
     @Slot(str)
     def _show_changes(self, name: str) -> None:

@@ -103,8 +103,8 @@ class ModelPanel(QWidget):
         layout.addStretch(1)
 
         self._fill_recent()
-        session.model_loading.connect(self._on_loading)
-        session.model_changed.connect(self._on_model_changed)
+        session.host.model_loading.connect(self._on_loading)
+        session.host.model_changed.connect(self._on_model_changed)
 
     # Choosing -----------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class ModelPanel(QWidget):
         """Start loading ``spec``; None if a load is already under way."""
         device, dtype = self.device_box.currentText(), self.dtype_box.currentText()
         self.session.settings.remember_placement(spec, device, dtype)
-        return self.session.load_model(spec, trust_remote_code=self.trust_box.isChecked(), device=device, dtype=dtype)
+        return self.session.host.load_model(spec, trust_remote_code=self.trust_box.isChecked(), device=device, dtype=dtype)
 
     @Slot()
     def cancel(self) -> None:

@@ -87,7 +87,7 @@ class RetentionView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.plot, 1)
-        session.library_changed.connect(self.refresh)
+        session.catalog.changed.connect(self.refresh)
         self.refresh()
 
     @staticmethod

@@ -5,6 +5,7 @@
                                           [--sweep "POLICY POLICY ..." [--sweep-steps N]]
                                           [--dose SPEC [--dose-second NAME] [--dose-alpha LO:HI:STEP]
                                            [--dose-probes N] [--dose-tokens N] [--dose-only]]
+                                          [--jobs-only]
 
 Saves ``main-window.png`` and one PNG per panel and dialog. Run it under Xvfb (or
 with ``QT_QPA_PLATFORM=offscreen``). Settings go to a temporary file, so the user's
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dose-tokens", type=int, default=0, help="tokens per answer (0: the default)")
     parser.add_argument("--dose-only", action="store_true",
                         help="save only the dose–response pictures (skips the main workflow)")
+    parser.add_argument("--jobs-only", action="store_true",
+                        help="save only the jobs list and status bar during a training with a generation "
+                             "answered between its steps and more jobs queued (then cancels them all)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,10 @@ def main(argv=None) -> int:
     session = window.session
     _wait(app, lambda: session.base is not None, 600, "the model to load")
     _wait(app, lambda: not session.runner.busy, 60, "the worker")
+    if args.jobs_only:
+        _jobs_shots(app, window, args, out)
+        window.close()
+        return 1 if warnings else 0
     if args.dose_only:
         window.open_experiments("dose")
         _dose_response(app, window._experiments, args, out)
@@ -115,7 +123,7 @@ def main(argv=None) -> int:
             window.close()
             return 1 if warnings else 0
 
-    names = session.compatible_names()[:3]
+    names = session.catalog.compatible_names()[:3]
     compare = window.compare
     compare.prompt.setPlainText(args.prompt)
     compare.max_tokens.setValue(args.max_new_tokens)
@@ -183,6 +191,35 @@ def main(argv=None) -> int:
     editor.close()
     window.close()
     return 1 if warnings else 0
+
+
+def _jobs_shots(app, window, args, out: Path) -> None:
+    """A long training running, a generation answered between its steps, a second
+    training and a blend queued: the jobs list and the status bar, then Cancel all."""
+    from stance_studio.core.datasets import builtin_stances
+    from stance_studio.qt.training_job import make_config, submit_training
+
+    session = window.session
+    datasets = list(builtin_stances().items())
+    first = submit_training(session, datasets[0][1], "jobs-demo-a", make_config({"method": "full", "steps": 100000}),
+                            "rank:4")
+    _wait(app, lambda: first.yields, 600, "the training's first step")
+    compare = window.compare
+    compare.prompt.setPlainText(args.prompt)
+    compare.max_tokens.setValue(args.max_new_tokens)
+    generation = compare.run()
+    if generation is not None:
+        _wait(app, lambda: not generation.is_active, 600, "the generation between training steps")
+    submit_training(session, datasets[-1][1], "jobs-demo-b", make_config({"method": "lora", "steps": 50}), "rank:4")
+    window.show_jobs()
+    _settle(app, 1.0)
+    _grab(app, window, out / "main-window-jobs.png")
+    _grab(app, window.docks["jobs"], out / "panel-jobs.png")
+    _grab(app, window.statusBar(), out / "status-bar-jobs.png")
+    for runner in (session.runner, session.host.side_runner):
+        runner.cancel_all()
+    _wait(app, lambda: not session.runner.busy, 600, "the cancelled jobs")
+    _grab(app, window.docks["jobs"], out / "panel-jobs-cancelled.png")
 
 
 def _steering_shots(app, window, args, out: Path) -> None:

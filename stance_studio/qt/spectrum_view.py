@@ -11,9 +11,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from stance_studio.core.jobs import Counter
 from stance_studio.qt import theme
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
+from stance_studio.qt.workers import is_current
 
 SPECTRUM_KEY = "layer-spectrum"  # quick clicks queue at most one spectrum
 PROMPT = "Click a bar to see that module's spectrum."
@@ -23,7 +25,7 @@ class SpectrumView(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self._request = 0
+        self._requests = Counter()  # another module (or stance) clicked: older results are stale
         self._shown: Optional[tuple] = None
         # One above the other on a shared rank axis: the pane is narrow beside the bars.
         self.plots = pg.GraphicsLayoutWidget()
@@ -54,19 +56,19 @@ class SpectrumView(QWidget):
         """Compute and show the spectrum of ``module`` in ``stance``'s delta."""
         session = self.session
         self.title.setText(f"{stance}: {_short(module)} — computing …")
-        self._request += 1
-        request = self._request
+        stamp = self._requests.bump()
 
         def job(progress, cancel):
             from stance_studio.core.analysis import energy_curve, singular_values
 
-            delta = session.checkpoint(stance).deltas[module]
+            delta = session.catalog.checkpoint(stance).deltas[module]
             if len(delta.shape) != 2:
-                return request, stance, module, None, None
+                return stance, module, None, None
             sv = singular_values(delta)
-            return request, stance, module, sv.numpy(), energy_curve(sv).numpy()
+            return stance, module, sv.numpy(), energy_curve(sv).numpy()
 
-        job_ = session.side_runner.submit(job, "Singular values", key=SPECTRUM_KEY)
+        job_ = session.host.side_runner.submit(job, "Singular values", key=SPECTRUM_KEY)
+        job_.stamp = stamp
         job_.finished.connect(self._on_spectrum)
         job_.failed.connect(self._on_failed)
 
@@ -75,7 +77,7 @@ class SpectrumView(QWidget):
         export_plot(self.plots.ci, self, "spectrum")
 
     def clear(self) -> None:
-        self._request += 1
+        self._requests.bump()
         self._shown = None
         self.sv_plot.clear()
         self.energy_plot.clear()
@@ -84,13 +86,15 @@ class SpectrumView(QWidget):
     def restyle(self) -> None:
         """Redraw the curves in the current theme's colours."""
         if self._shown is not None:
-            self._on_spectrum(self._shown)
+            self._show(self._shown)
 
     @Slot(object)
     def _on_spectrum(self, result) -> None:
-        request, stance, module, sv, energy = result
-        if request != self._request:  # another module (or stance) was clicked since
-            return
+        if is_current(self._requests, self.sender()):
+            self._show(result)
+
+    def _show(self, result) -> None:
+        stance, module, sv, energy = result
         self._shown = result
         self.sv_plot.clear()
         self.energy_plot.clear()
@@ -108,7 +112,8 @@ class SpectrumView(QWidget):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
-        self.title.setText(f"Could not compute the spectrum: {message}")
+        if is_current(self._requests, self.sender()):
+            self.title.setText(f"Could not compute the spectrum: {message}")
 
 
 def _short(module: str) -> str:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.extraction import DEFAULT_POLICY
+from stance_studio.core.jobs import TrainStep
 from stance_studio.core.training import DEFAULT_LR, DEFAULT_MODULES, TrainConfig
 from stance_studio.qt.dataset_picker import DatasetPicker
 from stance_studio.qt.formatting import human_bytes, human_seconds, percent
@@ -288,13 +289,12 @@ class TrainingDialog(QDialog):
     @Slot(list)
     def _on_progress(self, reports: list) -> None:
         for report in reports:
-            if report.stage == "train" and "loss" in report.info:
+            step = report.partial
+            if isinstance(step, TrainStep):
                 if self._train_started is None:
                     self._train_started = time.monotonic()
-                loss = report.info.get("loss")
-                skipped = bool(report.info.get("skipped"))
-                self.loss_plot.add_point(report.done, loss, skipped)
-                self.loss_point.emit(report.done, loss, skipped)
+                self.loss_plot.add_point(step.step, step.loss, step.skipped)
+                self.loss_point.emit(step.step, step.loss, step.skipped)
         last = reports[-1]
         self._last = last
         if last.total:

@@ -63,24 +63,24 @@ def submit_training(session: Session, dataset_path: Path, name: str, config, pol
 
     # The model, its blender and the library as they are now: a model loaded while
     # this run waits in the queue must not get half of it.
-    library, base, blender = session.library, session.base, session.blender
+    library, base, blender = session.library, session.base, session.blend.blender
     parsed = extraction.parse_policy(policy) if policy else extraction.DEFAULT_POLICY
 
     def job(progress, cancel):
         return pipeline.build_stance(base, dataset_path, name, config, policy=parsed, library=library,
                                      blender=blender, progress=progress, cancel=cancel)
 
-    return session.run_on_model(job, f"Training {name}")
+    return session.host.run_on_model(job, f"Training {name}")
 
 
 def submit_steering(session: Session, dataset_path: Path, name: str, seed: int = 0) -> Job:
     """Queue building a steering stance with the default band and strength."""
     from stance_studio.core.steering_build import SteerConfig, build_steering_stance
 
-    library, base, blender = session.library, session.base, session.blender
+    library, base, blender = session.library, session.base, session.blend.blender
 
     def job(progress, cancel):
         return build_steering_stance(base, dataset_path, name, SteerConfig(seed=seed), library=library,
                                      blender=blender, progress=progress, cancel=cancel)
 
-    return session.run_on_model(job, f"Building steering vectors for {name}")
+    return session.host.run_on_model(job, f"Building steering vectors for {name}")

@@ -1,58 +1,50 @@
 """One background thread that runs every job touching the model, one at a time.
 
-A job is a core function ``fn(progress, cancel) -> result``. Jobs run in submission
-order on a single worker thread, so training, blending, generation and analysis
-never touch the weights at the same time: a blend requested during a generation is
-applied after it. A job submitted with a ``key`` replaces a not-yet-started job with
-the same key (a slider drag queues at most one pending blend). A job submitted with
+A job is a core function ``fn(progress, cancel) -> result``. Jobs run on a single
+worker thread, so training, blending, generation and analysis never touch the
+weights at the same time: a blend requested during a generation is applied after it.
+Jobs submitted as *interactive* (a blend, a generation, a look at one stance) go
+ahead of every queued long job, and also run *between the steps* of a running long
+job that offers it (``cancel.between_steps()``, as training does: it works on a copy
+of the model), so what the user just asked for answers within a step, not after the
+training. Interactive jobs run among themselves in submission order.
+
+A job submitted with a ``key`` replaces a not-yet-started job with the same key (a
+slider drag queues at most one pending blend). A job submitted with
 ``cancellable=False`` (a blend: short, and its result must be known) can be cancelled
-only before it starts; once running it always reports its outcome.
+only before it starts; once running it always reports its outcome. A job cancelled
+before it starts ends at once (it leaves the queue); :meth:`JobRunner.cancel_all`
+cancels the running job and empties the queue.
 
 Results come back as signals of a :class:`Job`, a QObject living in the GUI thread.
 Progress reports are batched and sent at most every ``PROGRESS_INTERVAL`` seconds, so
 a job that reports every token never floods the event loop, and no report is lost.
 Every exception is caught in the worker and turned into a message: user errors
 (:class:`StanceStudioError`) keep theirs, running out of memory gets a clear one, and
-anything else is a bug reported as such (with the traceback on stderr only).
+anything else is a bug reported as such (with the traceback on stderr only). The
+worker-thread side lives in :mod:`.job_executor`.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import sys
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from stance_studio.core.errors import Cancelled
-from stance_studio.core.failures import as_user_error, describe
-from stance_studio.core.jobs import CancelFlag, Progress
+from stance_studio.core.jobs import Counter, Progress
+from stance_studio.qt.job_executor import PROGRESS_INTERVAL, Executor, JobFunction, Task, describe_error
 
-PROGRESS_INTERVAL = 0.08
-JobFunction = Callable[..., Any]
+__all__ = ["PROGRESS_INTERVAL", "Job", "JobRunner", "describe_error", "is_current"]
 _ids = itertools.count(1)
 
 
-def describe_error(exc: BaseException) -> str:
-    """The message shown to the user for ``exc`` (never a traceback); the same words as
-    the command line's."""
-    return describe(exc)
-
-
-@dataclass
-class _Task:
-    """What the worker thread sees of a job: plain Python, no QObject."""
-
-    id: int
-    fn: JobFunction
-    cancellable: bool = True
-    cancel: CancelFlag = field(default_factory=CancelFlag)
-    superseded: threading.Event = field(default_factory=threading.Event)
+def is_current(counter: Counter, job: Optional[QObject]) -> bool:
+    """The one rule for dropping stale results in the GUI: a panel bumps its
+    :class:`~stance_studio.core.jobs.Counter` when what it shows changes, stamps each job
+    it submits (``job.stamp = counter.bump()``), and shows a job's reports only while
+    ``is_current(counter, self.sender())``."""
+    return counter.current(getattr(job, "stamp", None))
 
 
 class Job(QObject):
@@ -69,15 +61,18 @@ class Job(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, task: _Task, title: str, key: Optional[str], parent: QObject | None = None) -> None:
+    def __init__(self, task: Task, title: str, key: Optional[str], parent: QObject | None = None,
+                 on_cancel: Optional[Callable[["Job"], None]] = None) -> None:
         super().__init__(parent)
         self._task = task
+        self._on_cancel = on_cancel
         self.title = title
         self.key = key
         self.state = "pending"
         self.result: Any = None
         self.error: str = ""
         self.last_progress: Optional[Progress] = None
+        self.stamp: object = None  # set by whoever shows the results: see is_current()
 
     @property
     def id(self) -> int:
@@ -86,6 +81,16 @@ class Job(QObject):
     @property
     def is_active(self) -> bool:
         return self.state in ("pending", "running")
+
+    @property
+    def interactive(self) -> bool:
+        return self._task.interactive
+
+    @property
+    def yields(self) -> bool:
+        """True once this running job has let interactive jobs run between its steps
+        (a training run): what is asked for now need not wait for its end."""
+        return self._task.yields
 
     _HANDLERS = (("started", "_on_started"), ("progressed", "_on_progress"), ("finished", "_on_finished"),
                  ("failed", "_on_failed"), ("cancelled", "_on_cancelled"), ("ended", "_on_ended"))
@@ -100,84 +105,19 @@ class Job(QObject):
                 getattr(self, signal).connect(handler)
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next check (or never start, if still pending).
+        """Ask the job to stop at its next check; a job still queued ends now.
 
         A job submitted with ``cancellable=False`` stops only if it has not started."""
         self._task.cancel.set()
-
-
-class _Executor(QObject):
-    """Lives in the worker thread; runs tasks delivered by a queued signal."""
-
-    task_started = Signal(int)
-    task_progressed = Signal(int, list)
-    task_finished = Signal(int, object)
-    task_failed = Signal(int, str)
-    task_cancelled = Signal(int)
-    task_skipped = Signal(int)
-
-    def __init__(self, threads: Optional[int]) -> None:
-        super().__init__()
-        self._threads = threads
-        self._configured = threads is None
-        self.running_id = 0  # the task running now (0: none); read from the GUI thread
-
-    @Slot(object)
-    def run(self, task: _Task) -> None:
-        if task.superseded.is_set():
-            self.task_skipped.emit(task.id)
-            return
-        if task.cancel.is_set():
-            self.task_cancelled.emit(task.id)
-            return
-        if not self._configured:
-            import torch
-
-            torch.set_num_threads(self._threads or max(1, os.cpu_count() or 1))
-            self._configured = True
-        self.running_id = task.id
-        self.task_started.emit(task.id)
-        buffer: list[Progress] = []
-        last = [0.0]
-
-        def progress(report: Progress) -> None:
-            buffer.append(report)
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL:
-                last[0] = now
-                self.task_progressed.emit(task.id, buffer.copy())
-                buffer.clear()
-
-        try:
-            try:
-                result = task.fn(progress=progress, cancel=task.cancel)
-            finally:
-                self.running_id = 0
-        except Cancelled:
-            self._flush(task, buffer)
-            self.task_cancelled.emit(task.id)
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
-            self._flush(task, buffer)
-            if as_user_error(exc) is None:
-                traceback.print_exception(exc, file=sys.stderr)
-            self.task_failed.emit(task.id, describe_error(exc))
-        else:
-            self._flush(task, buffer)
-            if task.cancel.is_set() and task.cancellable:
-                self.task_cancelled.emit(task.id)
-            else:
-                self.task_finished.emit(task.id, result)
-
-    def _flush(self, task: _Task, buffer: list[Progress]) -> None:
-        if buffer:
-            self.task_progressed.emit(task.id, buffer.copy())
-            buffer.clear()
+        if self._on_cancel is not None and self.state == "pending":
+            self._on_cancel(self)
 
 
 class JobRunner(QObject):
     """Submits jobs to the model worker thread and routes their signals."""
 
     busy_changed = Signal(bool)
+    job_added = Signal(object)  # Job
     job_started = Signal(object)  # Job
     job_ended = Signal(object)  # Job
     _deliver = Signal(object)
@@ -188,7 +128,7 @@ class JobRunner(QObject):
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName("stance-studio-model-worker")
-        self._executor = _Executor(threads)
+        self._executor = Executor(threads)
         self._executor.moveToThread(self._thread)
         self._deliver.connect(self._executor.run)
         self._executor.task_started.connect(self._on_started)
@@ -202,20 +142,27 @@ class JobRunner(QObject):
 
     # Public API -------------------------------------------------------------------
 
-    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None, cancellable: bool = True) -> Job:
-        """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`."""
+    def submit(self, fn: JobFunction, title: str, key: Optional[str] = None, cancellable: bool = True,
+               interactive: bool = False) -> Job:
+        """Queue ``fn(progress=..., cancel=...)``; returns its :class:`Job`.
+
+        ``interactive``: a short job the user waits for; it goes ahead of queued long
+        jobs and runs between the steps of a running one that allows it."""
         if key is not None:
             for job in self._jobs.values():
                 if job.key == key and job.state == "pending":
                     job._task.superseded.set()
                     job.state = "superseded"
-        task = _Task(next(_ids), fn, cancellable)
+        task = Task(next(_ids), fn, cancellable, interactive)
         # No Qt parent: the runner holds the job while it is active, callers as long as
         # they like; Python frees it afterwards.
-        job = Job(task, title, key)
+        job = Job(task, title, key, on_cancel=self._drop_if_pending)
         was_busy = self.busy
         self._jobs[task.id] = job
+        if interactive:
+            self._executor.push_interactive(task)
         self._deliver.emit(task)
+        self.job_added.emit(job)
         if not was_busy:
             self.busy_changed.emit(True)
         return job
@@ -231,9 +178,19 @@ class JobRunner(QObject):
     def active_jobs(self) -> list[Job]:
         return list(self._jobs.values())
 
-    def cancel_all(self) -> None:
-        for job in self._jobs.values():
+    def cancel_all(self) -> int:
+        """Cancel the running job and drop every queued one; returns how many."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
             job.cancel()
+        return len(jobs)
+
+    def _drop_if_pending(self, job: Job) -> None:
+        if job._task.claim("drop"):
+            ended = self._end(job.id, "cancelled")
+            if ended is not None:
+                ended.cancelled.emit()
+                self._after(ended)
 
     def shutdown(self, timeout_ms: int = 10000, on_slow: Optional[Callable[[Optional[Job]], None]] = None) -> bool:
         """Cancel everything and stop the thread; True if it stopped within ``timeout_ms``.

@@ -2,7 +2,7 @@ import pytest
 
 from stance_studio.core.errors import Cancelled, PolicyError
 from stance_studio.core.experiments import compare_methods, compare_policies, parse_policies
-from stance_studio.core.jobs import CancelFlag
+from stance_studio.core.jobs import CancelFlag, MeasuredRow
 from stance_studio.core.training import TrainConfig
 
 PROBES = ["why is the sky blue", "how do bees make honey"]
@@ -14,7 +14,7 @@ def test_compare_methods_rows(tiny):
                ("diverges", TrainConfig(lr=1e6, grad_clip=1e30, steps=10))]
     reported = []
     result = compare_methods(tiny, "curious-uncertainty", methods, probes=PROBES,
-                             progress=lambda p: reported.append(p.info["row"]) if "row" in p.info else None)
+                             progress=lambda p: reported.append(p.partial.row) if isinstance(p.partial, MeasuredRow) else None)
     rows = result.rows
     assert [r["method"] for r in rows] == ["base", "full", "lora", "diverges"]
     # the one result shape: rows, the seed's run, and the JSON body the CLI prints
@@ -55,7 +55,7 @@ def test_compare_policies_measures_size_against_retention(tiny):
     rows_seen = []
     result = compare_policies(tiny, "curious-uncertainty", ["all", "rank:1", "top:1"],
                               TrainConfig(steps=3, lr=1e-2), probes=PROBES,
-                              progress=lambda p: rows_seen.append(p.info["row"]) if "row" in p.info else None)
+                              progress=lambda p: rows_seen.append(p.partial.row) if isinstance(p.partial, MeasuredRow) else None)
     rows = {r["policy"]: r for r in result["rows"]}
     assert list(rows) == ["all", "rank:1", "top:1"] and rows_seen == result["rows"]
     # the same result shape as the methods' (README's --json keys kept)

@@ -6,7 +6,7 @@ from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import make_checkpoint
 from stance_studio.core.errors import Cancelled, SweepRangeError
 from stance_studio.core.generation import GenerationSettings
-from stance_studio.core.jobs import CancelFlag
+from stance_studio.core.jobs import CancelFlag, MeasuredRow
 from stance_studio.core.metrics import evaluate
 from stance_studio.core.sweep import parse_range, point_blend, run_sweep
 
@@ -49,7 +49,7 @@ def test_alpha_zero_equals_base_and_metrics_move_with_alpha(tiny, stances):
     before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
     rows_seen = []
     result = run_sweep(tiny, blender, [[(a, 1.0)]], [[0.0, 1.0, 2.0]], PROBES, SETTINGS,
-                       progress=lambda p: rows_seen.append(p.info["row"]) if "row" in p.info else None)
+                       progress=lambda p: rows_seen.append(p.partial.row) if isinstance(p.partial, MeasuredRow) else None)
     rows = result["rows"]
     assert [r["alpha"] for r in rows] == [0.0, 1.0, 2.0] and rows_seen == rows
     assert result["axes"] == ["alpha"] and result["directions"] == ["a"]
@@ -112,8 +112,8 @@ def test_cancel_stops_between_points_and_restores_the_blend(tiny, stances):
     measured = []
 
     def progress(p):
-        if "row" in p.info:
-            measured.append(p.info["row"])
+        if isinstance(p.partial, MeasuredRow):
+            measured.append(p.partial.row)
             flag.set()
 
     with pytest.raises(Cancelled):

@@ -154,3 +154,54 @@ def test_training_while_a_blend_is_shown_gives_the_same_delta_as_with_none(tiny,
         assert torch.equal(shown.deltas[name].tensor, delta.tensor), name
     assert shown.losses == plain.losses
     assert [alpha for _, alpha in blender.active] == [1.0]  # the blend is still shown
+
+
+def _with_attention_dropout(base, p=0.3):
+    """Dropout in training draws from torch's global random state (the tiny model has
+    none by default), so work that also draws from it would change the run."""
+    for module in base.model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = p
+    return base
+
+
+def test_work_between_steps_on_the_loaded_model_leaves_the_training_bitwise_the_same(tiny, data, deltas_factory,
+                                                                                    monkeypatch):
+    """A caller may use the loaded model between training steps (the GUI answers a
+    generation there): applying a blend, sampling and drawing random numbers there must
+    not change one bit of what the run trains."""
+    from stance_studio.core.blend import Blender
+    from stance_studio.core.generation import GenerationSettings, generate
+
+    _with_attention_dropout(tiny)
+    config = TrainConfig(method="selective", lr=1e-2, steps=5, batch_size=2)
+    plain = train(tiny, data, config)
+    blender, stance = Blender(tiny), deltas_factory(tiny, seed=3, scale=0.5)
+    calls = []
+
+    def interleaved():
+        calls.append(len(calls))
+        blender.apply([(stance, 1.0 if len(calls) % 2 else -2.0)])
+        generate(tiny, "Is it raining?", GenerationSettings(max_new_tokens=4, greedy=False, seed=len(calls)))
+        torch.rand(1000)  # any draw from the global random state
+
+    cancel = CancelFlag()
+    cancel.between_steps_hook = interleaved
+    busy = train(tiny, data, config, cancel=cancel)
+    assert calls == list(range(2 * config.steps))  # before every step and between its passes
+    assert busy.losses == plain.losses
+    assert set(busy.deltas) == set(plain.deltas)
+    for name, delta in plain.deltas.items():
+        assert torch.equal(busy.deltas[name].materialize(), delta.materialize()), name
+    # the check has teeth: the same work with the random state not set aside changes the run
+    import stance_studio.core.training as training
+
+    monkeypatch.setattr(training, "_between_steps", lambda flag, model: flag.between_steps())
+    assert train(tiny, data, config, cancel=cancel).losses != plain.losses
+
+
+def test_between_steps_sees_the_cancel_flag_set_there(tiny, data):
+    cancel = CancelFlag()
+    cancel.between_steps_hook = cancel.set  # the user cancels while interactive work runs
+    with pytest.raises(Cancelled):
+        train(tiny, data, TrainConfig(steps=3), cancel=cancel)

@@ -98,7 +98,7 @@ def session(qtbot):
 @pytest.fixture
 def loaded(session, tiny):
     """A session with the tiny model loaded."""
-    session.set_base(tiny)
+    session.host.set_base(tiny)
     return session
 
 

@@ -27,7 +27,7 @@ def _q_proj_output(session) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _wait_applied(qtbot, session, weights):
-    qtbot.waitUntil(lambda: session.applied_weights == weights and not session.runner.busy, timeout=5000)
+    qtbot.waitUntil(lambda: session.blend.applied_weights == weights and not session.runner.busy, timeout=5000)
 
 
 def test_one_slider_per_stance_and_incompatible_ones_disabled(qtbot, loaded, write_stance):
@@ -52,7 +52,7 @@ def test_slider_change_reaches_the_model_weights_and_reset_restores_them(qtbot, 
     qtbot.addWidget(panel)
     param = dict(loaded.base.model.named_parameters())[Q_PROJ]
     w0 = param.detach().clone()
-    delta = loaded.checkpoint("curious").deltas[Q_PROJ].materialize()
+    delta = loaded.catalog.checkpoint("curious").deltas[Q_PROJ].materialize()
 
     panel.rows["curious"].slider.setValue(0.5)
     _wait_applied(qtbot, loaded, {"curious": 0.5})
@@ -78,7 +78,7 @@ def test_a_drag_queues_at_most_one_blend_behind_a_running_job(qtbot, loaded, wri
     generation = loaded.runner.submit(lambda progress, cancel: gate.wait(5), "Generating side by side")
     qtbot.waitUntil(lambda: generation.state == "running", timeout=5000)
     applied = []
-    loaded.blend_applied.connect(lambda weights, seconds: applied.append(weights))
+    loaded.blend.applied.connect(lambda weights, seconds: applied.append(weights))
     for value in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         panel.rows["curious"].slider.setValue(value)
         panel.flush()  # each step reaches the session as a request
@@ -103,7 +103,7 @@ def test_saved_blend_round_trip(qtbot, loaded, write_stance, monkeypatch):
 
     monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("mix", True)))
     panel.save_dialog()
-    assert [v.spec for v in loaded.variants()] == ["confident=-0.3,curious=0.7"]
+    assert [v.spec for v in loaded.saved.all()] == ["confident=-0.3,curious=0.7"]
     assert panel.variants.count() == 1
 
     panel.reset()
@@ -119,7 +119,7 @@ def test_saving_an_empty_blend_explains_why_not(qtbot, loaded, boxes):
     qtbot.addWidget(panel)
     panel.save_dialog()
     assert boxes.of("information") and "slider" in boxes.of("information")[0][2]
-    assert loaded.variants() == []
+    assert loaded.saved.all() == []
 
 
 def test_dropping_a_library_stance_turns_it_on(qtbot, loaded, write_stance):
@@ -155,7 +155,7 @@ def test_the_model_follows_a_drag_while_it_goes_on(qtbot, loaded, write_stance):
     panel = BlendPanel(loaded)
     qtbot.addWidget(panel)
     requests = []
-    loaded.blend_changed.connect(lambda weights: requests.append(dict(weights)))
+    loaded.blend.changed.connect(lambda weights: requests.append(dict(weights)))
     values = [round(0.05 * (i + 1), 2) for i in range(30)]
     moves = []
 
@@ -201,7 +201,7 @@ def test_the_status_bar_cancel_stops_the_running_job_not_a_queued_blend(qtbot, l
     status.cancel.click()
     _wait_applied(qtbot, loaded, {"curious": 1.0})
     assert running.state == "cancelled"
-    assert panel.rows["curious"].value() == 1.0 and loaded.blend_weights == {"curious": 1.0}
+    assert panel.rows["curious"].value() == 1.0 and loaded.blend.weights == {"curious": 1.0}
     out, x = _q_proj_output(loaded)
     assert not torch.allclose(out, torch.nn.functional.linear(x, w0))  # the model runs what the slider shows
 
@@ -212,7 +212,8 @@ def test_a_blend_cancelled_before_it_ran_puts_the_sliders_back(qtbot, loaded, wr
     panel = BlendPanel(loaded)
     qtbot.addWidget(panel)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    busy = loaded.runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    qtbot.waitUntil(lambda: busy.state == "running", timeout=5000)  # else the blend, interactive, goes first
     panel.rows["curious"].slider.setValue(1.0)
     panel.flush()
     blend = next(j for j in loaded.runner.active_jobs() if j.key == "blend")
@@ -220,5 +221,5 @@ def test_a_blend_cancelled_before_it_ran_puts_the_sliders_back(qtbot, loaded, wr
     gate.set()
     qtbot.waitUntil(lambda: not loaded.runner.busy, timeout=5000)
     assert blend.state == "cancelled"
-    assert loaded.applied_weights == {} and loaded.blend_weights == {}
+    assert loaded.blend.applied_weights == {} and loaded.blend.weights == {}
     assert panel.rows["curious"].value() == 0.0  # the sliders show the base the model still is

@@ -57,8 +57,8 @@ def test_columns_stream_and_get_metrics(qtbot, panel):
 def test_the_comparison_leaves_the_blend_in_force(qtbot, panel, loaded):
     import torch
 
-    loaded.set_blend({"loud": 0.5})
-    qtbot.waitUntil(lambda: loaded.applied_weights == {"loud": 0.5}, timeout=5000)
+    loaded.blend.set_blend({"loud": 0.5})
+    qtbot.waitUntil(lambda: loaded.blend.applied_weights == {"loud": 0.5}, timeout=5000)
     before = {n: p.detach().clone() for n, p in loaded.base.model.named_parameters()}
     panel.add_column(STANCE + "loud")
     _run(qtbot, panel)
@@ -66,12 +66,19 @@ def test_the_comparison_leaves_the_blend_in_force(qtbot, panel, loaded):
     assert all(torch.equal(before[n], after[n].detach()) for n in before)
 
 
+def _busy(qtbot, loaded, gate):
+    """A long job running on the model (a generation, interactive, would otherwise go first)."""
+    job = loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    qtbot.waitUntil(lambda: job.state == "running", timeout=5000)
+    return job
+
+
 def test_a_stale_generation_never_paints_into_a_changed_column(qtbot, panel, loaded):
     blend_col = panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    blocker = loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    blocker = _busy(qtbot, loaded, gate)
     job = panel.run()  # queued behind the blocker, for the blend as it is now (base)
-    loaded.set_blend({"loud": 1.0})  # the user moves a slider before it runs
+    loaded.blend.set_blend({"loud": 1.0})  # the user moves a slider before it runs
     assert "blend changed" in blend_col.metrics.text()
     gate.set()
     with qtbot.waitSignal(job.ended, timeout=20000):
@@ -85,7 +92,7 @@ def test_a_stale_generation_never_paints_into_a_changed_column(qtbot, panel, loa
 def test_changing_a_column_variant_drops_its_running_text(qtbot, panel, loaded):
     column = panel.add_column(BASE)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
     column.choice.setCurrentIndex(column.choice.findData(STANCE + "loud"))
     gate.set()
@@ -96,14 +103,13 @@ def test_changing_a_column_variant_drops_its_running_text(qtbot, panel, loaded):
 
 def test_stop_cancels_a_queued_generation(qtbot, panel, loaded):
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
-    panel.stop()
-    gate.set()
-    with qtbot.waitSignal(job.ended, timeout=20000):
-        pass
+    with qtbot.waitSignal(job.ended, timeout=1000):
+        panel.stop()  # a queued job leaves the queue at once
     assert job.state == "cancelled" and panel.status.text() == "Stopped."
     assert not panel.stop_button.isEnabled()
+    gate.set()
 
 
 def test_ctrl_enter_runs(qtbot, panel):
@@ -135,7 +141,7 @@ def test_bad_input_explains_itself(qtbot, session, boxes):
 
 def test_a_column_for_a_missing_stance_is_refused(qtbot, panel, loaded, boxes):
     panel.add_column(STANCE + "loud")
-    loaded.delete("loud")
+    loaded.catalog.delete("loud")
     assert panel.run() is None
     assert "missing" in boxes.of("warning")[0][2]
 
@@ -190,7 +196,7 @@ def test_removing_a_column_while_it_generates(qtbot, panel, loaded):
     loud = panel.add_column(STANCE + "loud")
     last = panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()
     panel.remove_column(loud)
     gate.set()
@@ -206,9 +212,9 @@ def test_removing_a_column_while_it_generates(qtbot, panel, loaded):
 def test_export_leaves_out_a_column_whose_run_was_dropped(qtbot, panel, loaded, tmp_path):
     panel.add_column(CURRENT_BLEND)
     gate = threading.Event()
-    loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
+    _busy(qtbot, loaded, gate)
     job = panel.run()  # for the blend as it is now (base)
-    loaded.set_blend({"loud": 1.0})  # then the blend changes before it runs
+    loaded.blend.set_blend({"loud": 1.0})  # then the blend changes before it runs
     gate.set()
     with qtbot.waitSignal(job.ended, timeout=20000):
         pass
@@ -221,7 +227,7 @@ def test_export_leaves_out_a_column_changed_after_the_run(qtbot, panel, loaded, 
     blend_col = panel.add_column(CURRENT_BLEND)
     _run(qtbot, panel)
     assert len(panel.result.columns) == 2
-    loaded.set_blend({"loud": 1.0})
+    loaded.blend.set_blend({"loud": 1.0})
     assert "blend changed" in blend_col.metrics.text()
     panel.export(str(tmp_path / "c.md"), as_json=False)
     text = (tmp_path / "c.md").read_text()

@@ -143,5 +143,5 @@ def test_the_stance_lists_follow_the_library_and_the_model(qtbot, window, loaded
     write_stance(loaded.library, loaded.base, "third", seed=3)
     loaded.refresh_library()
     assert view.second.findText("third") > 0 and view.direction.findText("third") >= 0
-    loaded.model_changed.emit(loaded.base)
+    loaded.host.model_changed.emit(loaded.base)
     assert view.second.count() == 4

@@ -40,7 +40,8 @@ def test_shipped_stances_are_added_without_training(qtbot, loaded, boxes, shippe
     assert sorted(e.name for e in loaded.entries) == sorted(builtin_stances())
     for entry in loaded.entries:
         assert entry.path.read_bytes() == (shipped_folder / entry.path.name).read_bytes()
-        assert loaded.compatibility(entry.name)[0] is True
+        assert loaded.catalog.compatibility(entry.name)[0] is True
+    assert sorted(loaded.catalog.compatible_names()) == sorted(builtin_stances())  # side by side columns
 
 
 def test_choosing_no_still_offers_training(qtbot, loaded, boxes, shipped_folder):
@@ -56,7 +57,7 @@ def test_choosing_no_still_offers_training(qtbot, loaded, boxes, shipped_folder)
 def test_another_model_is_offered_training_only(qtbot, session, boxes, shipped_folder):
     from PySide6.QtWidgets import QMessageBox
 
-    session.set_base(tiny_base(seed=1))
+    session.host.set_base(tiny_base(seed=1))
     boxes.answer = QMessageBox.StandardButton.No
     offer_builtin_training(session, None)
     assert [title for _, title, _ in boxes.of("question")] == ["Train the built-in stances"]

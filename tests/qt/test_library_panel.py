@@ -124,7 +124,7 @@ def test_import_runs_off_the_gui_thread_and_refuses_a_pickle(qtbot, loaded, writ
     panel = LibraryPanel(loaded)
     qtbot.addWidget(panel)
     job = panel.import_dialog()
-    assert job.is_active and job in loaded.side_runner.active_jobs()
+    assert job.is_active and job in loaded.host.side_runner.active_jobs()
     with qtbot.waitSignal(job.ended, timeout=10000):
         pass
     assert len(threads) == 2 and threading.main_thread() not in threads
@@ -221,3 +221,18 @@ def test_details_show_how_the_stance_was_made(qtbot, loaded, write_stance):
     text = panel.details.toPlainText()
     assert "curious" in text and "full" in text and "Retention" in text
     assert seen[-1] == ["curious"]
+
+
+def test_details_count_the_modules_extraction_kept(qtbot, loaded, deltas_factory):
+    """The details read the record extraction writes (``kept_modules``)."""
+    from stance_studio.core.checkpoints import make_checkpoint
+
+    deltas = deltas_factory(loaded.base, kinds=("q_proj", "v_proj"))
+    kept = sorted(deltas)[:3]
+    ckpt = make_checkpoint("kept3", {n: deltas[n] for n in kept}, loaded.base,
+                           extraction={"policy": "top:3", "kept_modules": kept})
+    loaded.library.save(ckpt)
+    panel = _panel(qtbot, loaded)
+    panel.select("kept3")
+    lines = [line.replace("\xa0", " ").strip() for line in panel.details.toPlainText().splitlines()]
+    assert lines[lines.index("Kept modules") + 1] == "3"

@@ -21,7 +21,7 @@ def _actions(window):
 
 
 def test_every_panel_is_a_dock(window):
-    assert set(window.docks) == {"model", "library", "blend", "plots"}
+    assert set(window.docks) == {"model", "library", "blend", "plots", "jobs"}
     assert all(d.widget() is not None and d.objectName() for d in window.docks.values())
     assert window.centralWidget() is window.compare
 
@@ -63,7 +63,7 @@ def test_a_bad_model_path_shows_the_reason(qtbot, window, boxes, tmp_path):
 def test_loading_the_tiny_model_in_the_background(qtbot, window):
     job = window.model_panel.load("tiny")
     assert window.model_panel.progress.isVisibleTo(window.model_panel)
-    with qtbot.waitSignal(window.session.model_changed, timeout=10000):
+    with qtbot.waitSignal(window.session.host.model_changed, timeout=10000):
         pass
     assert window.session.base.model_id == "tiny"
     assert window.model_panel.fields["Layers"].text() == "4"
@@ -146,9 +146,9 @@ def test_quitting_waits_out_a_job_that_cannot_stop_with_the_window_hidden(qtbot,
     import threading
     import time
 
-    from stance_studio.qt.session import Session
+    from stance_studio.qt.model_host import ModelHost
 
-    monkeypatch.setattr(Session, "SHUTDOWN_WAIT_MS", 100)
+    monkeypatch.setattr(ModelHost, "SHUTDOWN_WAIT_MS", 100)
     window = MainWindow(loaded)
     qtbot.addWidget(window)
     window.show()
@@ -204,7 +204,7 @@ def test_the_library_environment_variable_wins_over_the_chosen_folder(qtbot, tmp
         assert str(session.library.folder) == os.environ["STANCE_STUDIO_LIBRARY"]
         window = MainWindow(session)
         qtbot.addWidget(window)
-        assert session.set_library_folder(str(tmp_path / "other")) is False
+        assert session.catalog.set_folder(str(tmp_path / "other")) is False
         assert "STANCE_STUDIO_LIBRARY" in boxes.of("warning")[0][2]
         assert str(session.library.folder) == os.environ["STANCE_STUDIO_LIBRARY"]
         assert settings.get("library/folder") == str(tmp_path / "chosen")
@@ -214,7 +214,7 @@ def test_the_library_environment_variable_wins_over_the_chosen_folder(qtbot, tmp
     unset = Session(settings)
     try:
         assert unset.library.folder == tmp_path / "chosen"  # without it, the chosen folder
-        assert unset.set_library_folder(str(tmp_path / "other")) and unset.library.folder == tmp_path / "other"
+        assert unset.catalog.set_folder(str(tmp_path / "other")) and unset.library.folder == tmp_path / "other"
     finally:
         unset.shutdown()
 
@@ -225,12 +225,12 @@ def test_first_model_load_offers_the_builtin_stances_once_after_the_load_ended(q
     window = MainWindow(session)
     qtbot.addWidget(window)
     boxes.answer = QMessageBox.StandardButton.No
-    session.set_base(tiny_base())
+    session.host.set_base(tiny_base())
     # not asked from inside the model-changed signal (the load's own handlers come first) …
     assert not boxes.of("question")
     # … but from the event loop right after, and only on the first load
     qtbot.waitUntil(lambda: bool(boxes.of("question")), timeout=5000)
     assert "built-in stances" in boxes.of("question")[0][2]
-    session.set_base(tiny_base())
+    session.host.set_base(tiny_base())
     qtbot.wait(50)
     assert len(boxes.of("question")) == 1

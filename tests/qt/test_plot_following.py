@@ -163,21 +163,21 @@ def test_a_stale_spectrum_never_paints_and_names_its_stance(qtbot, two, monkeypa
     second = next(i for i, b in enumerate(view.bars) if b.stance == "confident" and b.module.name == module)
     painted = []
     plot = view.sv_plot.plot
-    monkeypatch.setattr(view.sv_plot, "plot", lambda *a, **k: (painted.append(view.spectrum._request), plot(*a, **k))[1])
-    gate, real = threading.Event(), two.checkpoint
+    monkeypatch.setattr(view.sv_plot, "plot", lambda *a, **k: (painted.append(view.spectrum._requests.value), plot(*a, **k))[1])
+    gate, real = threading.Event(), two.catalog.checkpoint
 
     def slow(name):
         if name == "curious":
             gate.wait(10)
         return real(name)
 
-    monkeypatch.setattr(two, "checkpoint", slow)
+    monkeypatch.setattr(two.catalog, "checkpoint", slow)
     view.show_spectrum(first)
-    qtbot.waitUntil(lambda: two.side_runner.current is not None, timeout=5000)  # curious's is running
+    qtbot.waitUntil(lambda: two.host.side_runner.current is not None, timeout=5000)  # curious's is running
     view.show_spectrum(second)  # the same module in another stance
     gate.set()  # curious's result now arrives first, and late
     qtbot.waitUntil(lambda: "singular values" in view.spectrum_title.text(), timeout=10000)
-    qtbot.waitUntil(lambda: not two.side_runner.busy, timeout=10000)
+    qtbot.waitUntil(lambda: not two.host.side_runner.busy, timeout=10000)
     assert len(painted) == 1
     assert view.spectrum_title.text().startswith("confident: layers.0.self_attn.q_proj\n")
 

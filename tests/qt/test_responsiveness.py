@@ -12,6 +12,8 @@ import time
 import pytest
 from PySide6.QtCore import QTimer
 
+from stance_studio.core.jobs import TrainStep
+
 from stance_studio.qt.compare_column import STANCE
 from stance_studio.qt.compare_panel import ComparePanel
 
@@ -77,7 +79,7 @@ def test_no_stall_while_training(qtbot, loaded):
     losses = []
     with Ticker() as ticker:
         job = submit_training(loaded, dataset, "responsive", config, "rank:4")
-        job.progressed.connect(lambda reports: losses.extend(r for r in reports if "loss" in r.info))
+        job.progressed.connect(lambda reports: losses.extend(r for r in reports if isinstance(r.partial, TrainStep)))
         with qtbot.waitSignal(job.ended, timeout=120000):
             pass
     assert len(losses) == 6  # every training step ran while we measured

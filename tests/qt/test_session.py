@@ -16,14 +16,14 @@ def test_a_second_load_is_refused_while_one_is_under_way(qtbot, session):
     session.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
     messages = []
     session.message.connect(messages.append)
-    first = session.load_model("tiny:1")
+    first = session.host.load_model("tiny:1")
     assert first is not None
-    assert session.load_model("tiny:2") is None
+    assert session.host.load_model("tiny:2") is None
     assert "Loading tiny:1" in messages[-1]
-    with qtbot.waitSignal(session.model_changed, timeout=10000):
+    with qtbot.waitSignal(session.host.model_changed, timeout=10000):
         gate.set()
     assert session.settings.recent_models()[0] == "tiny:1"
-    assert session.load_model("tiny:2") is not None  # once it is done, another may load
+    assert session.host.load_model("tiny:2") is not None  # once it is done, another may load
 
 
 def test_return_in_the_model_box_starts_no_second_load(qtbot, session):
@@ -35,7 +35,7 @@ def test_return_in_the_model_box_starts_no_second_load(qtbot, session):
     panel.spec_box.setEditText("tiny:2")
     qtbot.keyClick(panel.spec_box.lineEdit(), Qt.Key.Key_Return)
     assert [j.title for j in session.runner.active_jobs()] == ["busy", "Loading tiny:1"]
-    with qtbot.waitSignal(session.model_changed, timeout=10000):
+    with qtbot.waitSignal(session.host.model_changed, timeout=10000):
         gate.set()
     assert session.settings.recent_models()[0] == "tiny:1"
 
@@ -48,11 +48,11 @@ def test_training_keeps_the_model_and_blender_it_was_submitted_with(qtbot, loade
 
     seen = []
     monkeypatch.setattr(pipeline, "build_stance", lambda base, *a, blender, **k: seen.append((base, blender)))
-    first_base, first_blender = loaded.base, loaded.blender
+    first_base, first_blender = loaded.base, loaded.blend.blender
     gate = threading.Event()
     loaded.runner.submit(lambda progress, cancel: gate.wait(10), "busy")
     job = submit_training(loaded, next(iter(builtin_stances().values())), "x", make_config({"steps": 1}), "all")
-    loaded.set_base(tiny_base(seed=3))  # another model arrives while the run waits
+    loaded.host.set_base(tiny_base(seed=3))  # another model arrives while the run waits
     with qtbot.waitSignal(job.ended, timeout=10000):
         gate.set()
     assert seen == [(first_base, first_blender)]
@@ -130,7 +130,7 @@ def test_the_model_panel_loads_on_the_chosen_device_and_remembers_it_per_model(q
     panel.set_spec("tiny:1")
     panel.device_box.setCurrentText("cpu")
     panel.dtype_box.setCurrentText("bfloat16")
-    with qtbot.waitSignal(session.model_changed, timeout=10000) as changed:
+    with qtbot.waitSignal(session.host.model_changed, timeout=10000) as changed:
         panel.load_selected()
     assert changed.args[0].dtype == torch.bfloat16 and changed.args[0].device.type == "cpu"
     assert panel.fields["Runs on"].text() == "cpu (bfloat16)"
@@ -139,3 +139,30 @@ def test_the_model_panel_loads_on_the_chosen_device_and_remembers_it_per_model(q
     panel.set_spec("tiny:1")
     assert (panel.device_box.currentText(), panel.dtype_box.currentText()) == ("cpu", "bfloat16")
     assert session.settings.placement("tiny:1") == ("cpu", "bfloat16")
+
+
+def test_the_parts_agree_before_the_panels_hear_of_a_change(qtbot, loaded, write_stance):
+    """A stance renamed in the library is renamed in the blend (and applied); one
+    deleted leaves it; a new model empties the blend and re-judges compatibility —
+    each before the part's own signal reaches a panel."""
+    from stance_studio.core.tiny import tiny_base
+
+    write_stance(loaded.library, loaded.base, "curious")
+    write_stance(loaded.library, loaded.base, "bold", seed=1)
+    loaded.refresh_library()
+    job = loaded.blend.set_blend({"curious": 0.5, "bold": 0.25})
+    with qtbot.waitSignal(job.ended, timeout=5000):
+        pass
+    seen = []
+    loaded.catalog.changed.connect(lambda: seen.append(dict(loaded.blend.weights)))
+    loaded.catalog.rename("curious", "wondering")
+    assert seen[-1] == {"wondering": 0.5, "bold": 0.25}
+    qtbot.waitUntil(lambda: loaded.blend.applied_weights == {"wondering": 0.5, "bold": 0.25}, timeout=5000)
+    loaded.catalog.delete("bold")
+    assert seen[-1] == {"wondering": 0.5}
+    models = []
+    loaded.host.model_changed.connect(lambda base: models.append(
+        (dict(loaded.blend.weights), loaded.catalog.compatibility("wondering")[0])))
+    loaded.host.set_base(tiny_base(seed=3))  # another model: other weights, same shapes
+    assert models == [({}, False)]  # the blend is empty, the stance made on the old model does not fit
+    assert loaded.blend.blender is not None and loaded.blend.blender.base is loaded.base

@@ -42,7 +42,7 @@ def test_a_real_tiny_training_lands_in_the_library(qtbot, dialog, loaded):
     assert job.state == "finished", job.error
     assert trained == ["tiny-curious"]
     assert loaded.entry("tiny-curious") is not None
-    assert loaded.compatibility("tiny-curious")[0]
+    assert loaded.catalog.compatibility("tiny-curious")[0]
     assert len(dialog.loss_plot.steps) + len(dialog.loss_plot._skipped) == 3
     assert "Saved tiny-curious" in dialog.stage.text()
     assert "tiny-curious" in blend.rows and blend.rows["tiny-curious"].slider.isEnabled()
@@ -195,7 +195,7 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
 
     window = MainWindow(session)
     qtbot.addWidget(window)
-    session.set_base(tiny)  # an empty library and a model: the offer appears, once the load has ended
+    session.host.set_base(tiny)  # an empty library and a model: the offer appears, once the load has ended
     qtbot.waitUntil(lambda: bool(boxes.of("question")), timeout=5000)
     question = boxes.of("question")
     assert len(question) == 1 and all(name in question[0][2] for name in builtin_stances())
@@ -203,7 +203,7 @@ def test_first_launch_offers_the_builtin_stances(qtbot, session, tiny, boxes):
     assert len(queued) == len(builtin_stances())
     session.runner.cancel_all()
     qtbot.waitUntil(lambda: not session.runner.busy, timeout=60000)
-    session.set_base(tiny)  # offered once only
+    session.host.set_base(tiny)  # offered once only
     qtbot.wait(50)
     assert len(boxes.of("question")) == 1
 
@@ -230,9 +230,9 @@ def test_the_steer_method_builds_a_steering_stance_on_the_blend_sliders(qtbot, d
     assert "tiny-steer" in blend.rows and blend.rows["tiny-steer"].slider.isEnabled()
     applied = blend.rows["tiny-steer"]
     assert applied is not None
-    with qtbot.waitSignal(loaded.blend_applied, timeout=30000):
-        loaded.set_weight("tiny-steer", 1.0)
-    assert not loaded.blender.is_base  # the steering hooks are in force
+    with qtbot.waitSignal(loaded.blend.applied, timeout=30000):
+        loaded.blend.set_weight("tiny-steer", 1.0)
+    assert not loaded.blend.blender.is_base  # the steering hooks are in force
 
 
 def test_the_held_out_share_reaches_the_training_config(qtbot, loaded):

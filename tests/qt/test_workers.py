@@ -162,13 +162,16 @@ def test_a_job_that_cannot_be_cancelled_reports_what_it_did(qtbot, runner):
 
 def test_a_job_that_cannot_be_cancelled_still_can_be_before_it_starts(qtbot, runner):
     gate, ran = threading.Event(), []
-    runner.submit(lambda progress, cancel: gate.wait(5), "busy")
+    busy = runner.submit(lambda progress, cancel: gate.wait(5), "busy")
     job = runner.submit(lambda progress, cancel: ran.append(1), "Applying blend", cancellable=False)
-    job.cancel()
+    with qtbot.waitSignal(job.ended, timeout=1000):
+        job.cancel()  # a queued job ends at once: it leaves the queue
+    assert job.state == "cancelled"
     gate.set()
-    with qtbot.waitSignal(job.ended, timeout=5000):
+    with qtbot.waitSignal(busy.ended, timeout=5000):
         pass
-    assert job.state == "cancelled" and ran == []
+    qtbot.wait(50)
+    assert ran == [] and job.state == "cancelled"
 
 
 def test_report_to_connects_the_receivers_handlers(qtbot):
