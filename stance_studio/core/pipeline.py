@@ -92,6 +92,7 @@ def build_stance(
     kept, info = extract(result.deltas, base, policy, progress=progress, cancel=cancel, calibration=calibration,
                          reserve_bytes=reserve)
     extracted_at = time.perf_counter()
+    cancel.between_steps()  # interactive work waits at most one phase, as between training steps
     tuned_model, result.model = result.model, None  # measuring alone holds the trained copy
     measured = measure_training(base, blender, result.deltas, kept, probes, split.held_out, split.train.examples,
                                 tuned_model=tuned_model, progress=progress, cancel=cancel)

@@ -46,8 +46,10 @@ def measure_training(base, blender, tuned_deltas, kept, probes: Sequence[str], h
     clock = time.perf_counter()
     probe = retention_probe(base, blender, tuned_deltas, probes, cancel=cancel, tuned_model=tuned_model,
                             progress=_timed(progress, seconds, clock))
+    cancel.between_steps()  # between phases, no stance scope is open: other short work may run
     progress(Progress("retention", 1, 2, "Scoring the tuned model's answers under the kept checkpoint"))
     retention = probe.measure(base, blender, kept, cancel=cancel)
+    cancel.between_steps()
     progress(Progress("retention", 2, 2, "Retention undefined: the tuned model is no closer to its answers than base"
                       if retention is None else f"Retention {retention:.3f}"))
     now = time.perf_counter()
@@ -58,6 +60,7 @@ def measure_training(base, blender, tuned_deltas, kept, probes: Sequence[str], h
     fit = fit_train = None
     if examples:
         base_ll = base_logliks(base, blender, examples, cancel=cancel)
+        cancel.between_steps()
         with blender.runtime.scoped([(kept, 1.0)]):
             kept_ll = response_logliks(base, examples, cancel=cancel)
         h = len(held_out)

@@ -93,3 +93,20 @@ def test_timings_split_the_whole_run(tiny, library_path):
     assert sum(phases[k] for k in parts) == pytest.approx(total, rel=1e-6)
     detail = sum(phases[k] for k in ("measuring_answers", "measuring_retention", "measuring_fit"))
     assert detail <= phases["measuring"] + 1e-6
+
+
+def test_interactive_work_gets_a_turn_between_every_phase_outside_any_stance_scope(tiny, library_path):
+    """Other short work may use the loaded model at each training step and between the
+    phases after it (extract, answers, retention, fit), and always finds no per-row or
+    scoped stance weights in force on its thread."""
+    from stance_studio.core.runtime import runtime_for
+
+    runtime = runtime_for(tiny.model)
+    cancel = CancelFlag()
+    seen: list[object] = []
+    cancel.between_steps_hook = lambda: seen.append(getattr(runtime._local, "state", None))
+    build_stance(tiny, "curious-uncertainty", "turns", TrainConfig(steps=3, lr=3e-3), policy="rank:1",
+                 library=Library(library_path), cancel=cancel, probes=PROBES)
+    during_training = 2 * 3  # before each step and between its forward and backward pass
+    assert len(seen) == during_training + 4  # after extraction, answers, retention and the base's fit
+    assert all(state is None for state in seen)
