@@ -135,6 +135,8 @@ class ExperimentsWindow(QDialog):
         self.plot.setLabel("bottom", "stored size (% of the base model)")
         self.plot.setLabel("left", "retention")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
+        for side in ("bottom", "left"):  # fractions and scores: a "(x0.001)" rescaling misleads
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.getPlotItem().setMenuEnabled(False)
         self.scatter = pg.ScatterPlotItem(size=10, hoverable=True, tip=lambda x, y, data: data)
         self.plot.addItem(self.scatter)

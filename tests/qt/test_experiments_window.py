@@ -159,5 +159,7 @@ def test_layer_sweep_of_a_steering_stance_plots_score_against_depth(qtbot, windo
     assert job.state == "finished"
     assert [window.table.item(r, 0).text() for r in range(window.table.rowCount())] == ["base", "0", "2"]
     assert [round(float(x), 3) for x in window.scatter.data["x"]] == [0.125, 0.625]
+    # depth fractions read as fractions: no "(x0.001)" rescaling of the axis
+    assert window.plot.getAxis("bottom").autoSIPrefix is False
     assert loaded.blend.blender.is_base
     assert "steer" in window.title()

@@ -136,6 +136,7 @@ def test_quick_selection_changes_queue_one_analysis(qtbot, two, monkeypatch):
     view._analysed.clear()
     release = threading.Event()
     blocker = two.runner.submit(lambda progress, cancel: release.wait(10), "Training (stand-in)")
+    qtbot.waitUntil(lambda: blocker.state == "running", timeout=5000)  # else the analysis, interactive, goes first
     for names in (["curious"], ["confident"], ["curious", "confident"], ["confident"]):
         view.show_stances(names)
     pending = [j for j in two.runner.active_jobs() if j.key == ANALYSIS_KEY and j.state == "pending"]
