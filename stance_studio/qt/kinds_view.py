@@ -24,6 +24,7 @@ def _bar_plot(title: str, left: str) -> tuple[pg.PlotWidget, pg.BarGraphItem]:
     plot.setLabel("bottom", "layer")
     plot.setLabel("left", left)
     plot.showGrid(y=True, alpha=0.2)
+    plot.getAxis("left").enableAutoSIPrefix(False)  # norms and ratios as they are, not "(x0.001)"
     plot.getPlotItem().setMenuEnabled(False)
     bars = pg.BarGraphItem(x=[], height=[], width=0.8)
     plot.addItem(bars)

@@ -41,6 +41,9 @@ def test_either_kind_selected_shows_both_side_by_side(qtbot, loaded, deltas_fact
     assert heights[2] > 0 and heights[0] == heights[1] == heights[3] == 0
     assert list(view.steering_bars.opts["height"]) == pytest.approx(view.steering_values)
     assert "same dataset" in view.note.text()
+    # the bars read in their own units: no "(x0.001)" rescaling of the value axis
+    assert view.weights_plot.getAxis("left").autoSIPrefix is False
+    assert view.steering_plot.getAxis("left").autoSIPrefix is False
 
 
 def test_a_stance_without_a_pair_says_how_to_get_one(qtbot, loaded, write_stance):
