@@ -153,3 +153,17 @@ def emit(args, document: Any, text: str) -> None:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+def eval_settings(args):
+    """The evaluation's generation settings, with ``--max-new-tokens`` when given
+    (``evaluate``, ``sweep``, ``sweep-layers``)."""
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.generation import GenerationSettings
+    from stance_studio.core.metrics import EVAL_SETTINGS
+
+    if args.max_new_tokens is None:
+        return EVAL_SETTINGS
+    if args.max_new_tokens < 1:
+        raise StanceStudioError("--max-new-tokens must be at least 1.")
+    return GenerationSettings(max_new_tokens=args.max_new_tokens)

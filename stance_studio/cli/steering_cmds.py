@@ -3,7 +3,16 @@ the command line."""
 
 from __future__ import annotations
 
-from stance_studio.cli.common import add_common, emit, human_bytes, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import (
+    add_common,
+    emit,
+    eval_settings,
+    human_bytes,
+    load_model,
+    open_library,
+    progress_bar,
+    sigint_cancel,
+)
 
 
 def add_steer_options(p) -> None:
@@ -85,9 +94,7 @@ def _layer_list(args, ckpt) -> list[int]:
 def cmd_sweep_layers(args) -> int:
     from stance_studio.core.datasets import load_probes
     from stance_studio.core.errors import StanceStudioError
-    from stance_studio.core.generation import GenerationSettings
     from stance_studio.core.layer_sweep import sweep_layers, sweep_table
-    from stance_studio.core.metrics import EVAL_SETTINGS
 
     ckpt = open_library(args).load(args.checkpoint)
     layers = _layer_list(args, ckpt)
@@ -96,11 +103,7 @@ def cmd_sweep_layers(args) -> int:
         if args.limit < 1:
             raise StanceStudioError("--limit must be at least 1.")
         probes = probes[: args.limit]
-    settings = EVAL_SETTINGS
-    if args.max_new_tokens is not None:
-        if args.max_new_tokens < 1:
-            raise StanceStudioError("--max-new-tokens must be at least 1.")
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = eval_settings(args)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     rows = sweep_layers(base, ckpt, probes, layers, args.strength, settings, progress=progress_bar("sweep-layers"),

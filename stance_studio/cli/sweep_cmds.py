@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from stance_studio.cli.common import add_common, emit, load_model, open_library, progress_bar, sigint_cancel
+from stance_studio.cli.common import add_common, emit, eval_settings, load_model, open_library, progress_bar, sigint_cancel
 
 
 def register(sub) -> None:
@@ -62,10 +62,7 @@ def sweep_plan(spec: str, grid: bool, alpha: str | None, beta: str | None):
 def cmd_sweep(args) -> int:
     from stance_studio.core.blend import Blender
     from stance_studio.core.datasets import load_probes
-    from stance_studio.core.errors import StanceStudioError
     from stance_studio.core.experiment_tables import to_text
-    from stance_studio.core.generation import GenerationSettings
-    from stance_studio.core.metrics import EVAL_SETTINGS
     from stance_studio.core.sweep import run_sweep
     from stance_studio.core.sweep_tables import columns, grid_matrix, label, plotted
 
@@ -78,11 +75,7 @@ def cmd_sweep(args) -> int:
 
         options["stance"] = resolve_stance(args.stance, library)
     probes = load_probes(args.prompts)
-    settings = EVAL_SETTINGS
-    if args.max_new_tokens is not None:
-        if args.max_new_tokens < 1:
-            raise StanceStudioError("--max-new-tokens must be at least 1.")
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = eval_settings(args)
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     result = run_sweep(base, Blender(base), directions, weights, probes, settings, progress=progress_bar("sweep"),

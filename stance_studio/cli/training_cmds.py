@@ -7,6 +7,7 @@ from stance_studio.cli.common import (
     add_common,
     add_map_layers,
     emit,
+    eval_settings,
     human_bytes,
     load_model,
     map_layers,
@@ -193,8 +194,7 @@ def cmd_evaluate(args) -> int:
     from stance_studio.core.blend import Blender
     from stance_studio.core.capability import DEFAULT_TOKENS
     from stance_studio.core.errors import StanceStudioError
-    from stance_studio.core.generation import GenerationSettings
-    from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
+    from stance_studio.core.metrics import evaluate
     from stance_studio.core.probes import load_probe_set
     from stance_studio.core.stance_reference import own_stance, resolve_stance
     from stance_studio.core.variants import parse_variant, resolve_variant
@@ -203,11 +203,7 @@ def cmd_evaluate(args) -> int:
     library = open_library(args)
     blend = resolve_variant(variant, library)
     probes = load_probe_set(args.prompts)
-    settings = EVAL_SETTINGS
-    if args.max_new_tokens is not None:
-        if args.max_new_tokens < 1:
-            raise StanceStudioError("--max-new-tokens must be at least 1.")
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = eval_settings(args)
     tokens = DEFAULT_TOKENS if args.capability_tokens is None else args.capability_tokens
     if tokens < 0 or tokens == 1:
         raise StanceStudioError("--capability-tokens must be 0 (skip) or at least 2.")
