@@ -29,16 +29,13 @@ def add_steer_options(p) -> None:
 
 def cmd_train_steer(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.errors import LibraryError
     from stance_studio.core.steering_build import SteerConfig, build_steering_stance
 
     config = SteerConfig(mode=args.steer_mode, band=args.steer_band, strength=args.strength, seed=args.seed)
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     library = open_library(args)
-    if library.path_for(args.name).exists() and not args.overwrite:
-        raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
-                           "choose another name or pass --overwrite.")
+    library.check_new_name(args.name, args.overwrite, hint=" or pass --overwrite")
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     ckpt = build_steering_stance(base, dataset, args.name, config, library=library, probes=probes,

@@ -118,7 +118,6 @@ def cmd_train(args) -> int:
     from stance_studio.core import distributed
     from stance_studio.core.jobs import no_progress
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.errors import LibraryError
     from stance_studio.core.extraction import parse_policy
     from stance_studio.core.pipeline import build_stance
 
@@ -132,9 +131,7 @@ def cmd_train(args) -> int:
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     library = open_library(args)
-    if library.path_for(args.name).exists() and not args.overwrite:
-        raise LibraryError(f"A stance named {args.name!r} already exists in {library.folder}; "
-                           "choose another name or pass --overwrite.")
+    library.check_new_name(args.name, args.overwrite, hint=" or pass --overwrite")
     library.check_writable()
     cancel = sigint_cancel()
     main_rank = distributed.is_main()

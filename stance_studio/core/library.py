@@ -173,11 +173,16 @@ class Library:
             ckpt.name = ckpt.path.name[: -len(SUFFIX)]
         return ckpt
 
+    def check_new_name(self, name: str, overwrite: bool = False, hint: str = "") -> None:
+        """Refuse ``name`` when a stance of that name exists (unless ``overwrite``);
+        ``hint`` adds how else to go on (the command line's "or pass --overwrite")."""
+        if not overwrite and self.path_for(name).exists():
+            raise LibraryError(f"A stance named {name!r} already exists in {self.folder}; "
+                               f"choose another name{hint}.")
+
     def save(self, ckpt: StanceCheckpoint, overwrite: bool = False) -> Path:
-        path = self.path_for(ckpt.name)
-        if path.exists() and not overwrite:
-            raise LibraryError(f"A stance named {ckpt.name!r} already exists in {self.folder}; choose another name.")
-        return save_checkpoint(ckpt, path)
+        self.check_new_name(ckpt.name, overwrite)
+        return save_checkpoint(ckpt, self.path_for(ckpt.name))
 
     def rename(self, name: str, new_name: str) -> Path:
         src = self.resolve(name)

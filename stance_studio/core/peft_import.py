@@ -127,10 +127,8 @@ def read_adapter(folder: str | os.PathLike, base) -> tuple[dict[str, LowRankDelt
 
 def import_peft(folder: str | os.PathLike, name: str, base, library) -> StanceCheckpoint:
     """Read, check and save a PEFT adapter in ``library`` as stance ``name``."""
-    from stance_studio.core.errors import LibraryError
 
-    if library.path_for(name).exists():
-        raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
+    library.check_new_name(name)
     deltas, config = read_adapter(folder, base)
     keep = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "target_modules",
             "base_model_name_or_path")

@@ -12,7 +12,6 @@ from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
 from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, model_context
 from stance_studio.core.deltas import delta_bytes
-from stance_studio.core.errors import LibraryError
 from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, extract, parse_policy
 from stance_studio.core.holdout import split_dataset
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
@@ -57,9 +56,7 @@ def build_stance(
     cancel = ensure_flag(cancel)
     library = library or Library()
     policy = parse_policy(policy)
-    target = library.path_for(name)
-    if target.exists() and not overwrite:
-        raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
+    library.check_new_name(name, overwrite)
     library.check_writable()  # a read-only library fails now, not after the training
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else retention_probes()

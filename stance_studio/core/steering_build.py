@@ -191,15 +191,13 @@ def build_steering_stance(
     """
     from stance_studio.core.blend import Blender
     from stance_studio.core.datasets import load_probes
-    from stance_studio.core.errors import LibraryError
     from stance_studio.core.library import Library
     from stance_studio.core.metrics import EVAL_SETTINGS, evaluate
     from stance_studio.core.pipeline import validated_dataset
 
     cancel = ensure_flag(cancel)
     library = library or Library()
-    if library.path_for(name).exists() and not overwrite:
-        raise LibraryError(f"A stance named {name!r} already exists in {library.folder}; choose another name.")
+    library.check_new_name(name, overwrite)
     data = validated_dataset(base, dataset)
     probes = list(probes) if probes is not None else load_probes()
     blender = blender or Blender(base)
