@@ -136,10 +136,12 @@ def cmd_train(args) -> int:
     cancel = sigint_cancel()
     main_rank = distributed.is_main()
     base = load_model(args, cancel)
-    ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
-                        progress=progress_bar("train") if main_rank else no_progress, cancel=cancel,
-                        overwrite=args.overwrite)
-    distributed.finish()
+    try:
+        ckpt = build_stance(base, dataset, args.name, config, policy, library=library, probes=probes,
+                            progress=progress_bar("train") if main_rank else no_progress, cancel=cancel,
+                            overwrite=args.overwrite)
+    finally:
+        distributed.finish()
     if ckpt is None:  # another rank than 0 of a torchrun/accelerate run: rank 0 reports
         return 0
     size = ckpt.path.stat().st_size

@@ -11,6 +11,7 @@ Only rank 0 extracts, measures and writes (:func:`is_main`).
 
 from __future__ import annotations
 
+import atexit
 import os
 from contextlib import contextmanager, nullcontext
 from typing import Iterator, Optional, Sequence
@@ -126,6 +127,9 @@ def current(device: Optional[torch.device] = None, fsdp: bool = False) -> Option
         return None
     if _RUN is None:
         _RUN = DistributedRun(device=device, fsdp=fsdp)
+        # A process that exits with the group still joined (a cancel, an error, a script
+        # that never calls finish) can abort in gloo's teardown; leave it on the way out.
+        atexit.register(finish)
     return _RUN
 
 
