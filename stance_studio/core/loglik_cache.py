@@ -91,7 +91,7 @@ def base_logliks(base, blender, examples: Sequence[Example], cancel: Optional[Ca
     if missing:
         todo = [examples[i] for i in missing]
         with blender.runtime.scoped([]):
-            values = response_logliks(base, todo, cancel=cancel)
+            values = response_logliks(base, todo, cancel=cancel, share_prefix=True)
         computed = {keys[i]: v for i, v in zip(missing, values)}
         if not use_cache:
             return [computed[k] for k in keys]

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from stance_studio.core.batching import pad_batch
+from stance_studio.core.batching import tail_logits
 from stance_studio.core.capability import DEFAULT_TOKENS, Capability, capability_cost
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
@@ -96,21 +96,20 @@ def pooled_rates(texts: Sequence[str]) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def continuation_logprobs(base, gens: Sequence[Generation]) -> list[torch.Tensor]:
+def continuation_logprobs(base, gens: Sequence[Generation], share_prefix: bool = False) -> list[torch.Tensor]:
     """Log-softmax over the vocabulary at each continuation token of each generation
-    (teacher-forced through the model's current weights): one [n_new, vocab] each."""
+    (teacher-forced through the model's current weights): one [n_new, vocab] each.
+    The output head runs on the continuation positions only; ``share_prefix``: see
+    :func:`~stance_studio.core.batching.tail_logits` (not under per-row weights)."""
     gens = [g for g in gens]
     if not gens:
         return []
-    pad = base.tokenizer.pad_token_id or 0
-    ids, mask = pad_batch([g.prompt_ids + g.new_ids for g in gens], pad,
-                          device=next(base.model.parameters()).device)
-    logits = base.model(input_ids=ids, attention_mask=mask).logits.float()
-    out = []
-    for row, g in enumerate(gens):
-        start = len(g.prompt_ids) - 1
-        out.append(torch.log_softmax(logits[row, start : start + len(g.new_ids)], dim=-1))
-    return out
+    needs = [len(g.new_ids) + 1 for g in gens]
+    logits = tail_logits(base.model, [g.prompt_ids + g.new_ids for g in gens], needs, base.tokenizer.pad_token_id or 0,
+                         share_prefix=share_prefix)
+    tail = max(needs)
+    # position -1 follows the last token, so the n new tokens are predicted at -(n+1) … -2
+    return [torch.log_softmax(logits[row, tail - len(g.new_ids) - 1 : tail - 1], dim=-1) for row, g in enumerate(gens)]
 
 
 def token_loglik(logprobs: torch.Tensor, gen: Generation) -> torch.Tensor:
@@ -174,6 +173,12 @@ class VariantMetrics:
 def _batches(items, size):
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _by_length(gens: Sequence[Generation]) -> list[Generation]:
+    """The generations with continuations, longest first: a batch of similar lengths
+    pads little (for sums over all of them, where the order does not matter)."""
+    return sorted((g for g in gens if g.new_ids), key=lambda g: -(len(g.prompt_ids) + len(g.new_ids)))
 
 
 def evaluate(
@@ -263,13 +268,15 @@ def evaluate(
                           per_probe, list(categories) if categories is not None else None, stance_metrics, capability)
 
 
-def mean_loglik(base, gens: Sequence[Generation], batch_size: int = 8, cancel: Optional[CancelFlag] = None) -> float:
-    """Mean token log-likelihood of ``gens``' continuations under the current weights."""
+def mean_loglik(base, gens: Sequence[Generation], batch_size: int = 8, cancel: Optional[CancelFlag] = None,
+                share_prefix: bool = False) -> float:
+    """Mean token log-likelihood of ``gens``' continuations under the current weights
+    (``share_prefix``: see :func:`continuation_logprobs`)."""
     cancel = ensure_flag(cancel)
     total, count = 0.0, 0
-    for chunk in _batches([g for g in gens if g.new_ids], batch_size):
+    for chunk in _batches(_by_length(gens), batch_size):
         cancel.raise_if_set("retention measurement")
-        for logp, g in zip(continuation_logprobs(base, chunk), chunk):
+        for logp, g in zip(continuation_logprobs(base, chunk, share_prefix), chunk):
             ll = token_loglik(logp, g)
             total += float(ll.sum())
             count += ll.numel()
@@ -308,8 +315,11 @@ class RetentionProbe:
         if retention(self.ll_tuned, self.ll_base, self.ll_tuned) is None:
             return None
         with blender.runtime.scoped([(deltas, 1.0)]):
-            ll = mean_loglik(base, self.generations, batch_size, cancel)
-        return retention(ll, self.ll_base, self.ll_tuned)
+            return self.retention_of(mean_loglik(base, self.generations, batch_size, cancel, share_prefix=True))
+
+    def retention_of(self, ll_ckpt: float) -> Optional[float]:
+        """Retention of a checkpoint whose mean log-likelihood of the answers is ``ll_ckpt``."""
+        return retention(ll_ckpt, self.ll_base, self.ll_tuned)
 
     @property
     def tuned_rates(self) -> tuple[float, float]:
@@ -349,17 +359,17 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
         gens = generate_many(view, probes, settings, ANSWER_BATCH, cancel=cancel, with_logprobs=True)
         unscored = [g for g in gens if g.new_ids and g.logprobs is None]
         for chunk in _batches(unscored, batch_size):
-            for logp, g in zip(continuation_logprobs(view, chunk), chunk):
+            for logp, g in zip(continuation_logprobs(view, chunk, share_prefix=True), chunk):
                 g.logprobs = logp
     progress(Progress("answers", 1, 1, f"Generated {len(gens)} answers"))
     progress(Progress("retention", 0, 2, "Scoring the tuned model's answers under base"))
     ll_t = ll_b = 0.0
     count = 0
     kls: list[torch.Tensor] = []
-    for chunk in _batches([g for g in gens if g.new_ids], batch_size):
+    for chunk in _batches(_by_length(gens), batch_size):
         cancel.raise_if_set("retention measurement")
         with blender.runtime.scoped([]):
-            logp_b = continuation_logprobs(base, chunk)
+            logp_b = continuation_logprobs(base, chunk, share_prefix=True)
         for b, g in zip(logp_b, chunk):
             t = g.logprobs.to(b.device)
             ll_t += float(token_loglik(t, g).sum())

@@ -52,6 +52,30 @@ def test_the_trained_copy_measures_as_the_runtime_delta(tiny):
     assert train(tiny, data, TrainConfig(steps=1, holdout=0)).model is None  # only when asked
 
 
+def test_the_kept_checkpoint_written_into_the_copy_measures_as_at_runtime(tiny):
+    from stance_studio.core.extraction import extract
+    from stance_studio.core.holdout import split_dataset
+    from stance_studio.core.train_measure import measure_training
+
+    data = load_dataset("curious-uncertainty", tiny.tokenizer)
+    split = split_dataset(data, 0.25, 0)
+    config = TrainConfig(steps=3, lr=3e-3)
+    blender = Blender(tiny)
+    before = {n: p.clone() for n, p in tiny.model.named_parameters()}
+    runs = []
+    for keep_model in (True, False):
+        result = train(tiny, split.train, config, keep_model=keep_model)
+        kept, _ = extract(result.deltas, tiny, "rank:2")  # lossy: retention is neither 0 nor 1
+        runs.append(measure_training(tiny, blender, result.deltas, kept, PROBES, split.held_out,
+                                     split.train.examples, tuned_model=result.model))
+    with_copy, at_runtime = runs
+    assert 0.05 < at_runtime.retention < 0.999
+    assert with_copy.retention == pytest.approx(at_runtime.retention, abs=2e-3)
+    assert with_copy.fit.nats == pytest.approx(at_runtime.fit.nats, abs=1e-4)
+    assert with_copy.fit_train.nats == pytest.approx(at_runtime.fit_train.nats, abs=1e-4)
+    assert all(torch.equal(p, before[n]) for n, p in tiny.model.named_parameters())
+
+
 def test_base_logliks_are_computed_once_per_model_and_example(tiny, monkeypatch):
     data = load_dataset("curious-uncertainty", tiny.tokenizer)
     blender = Blender(tiny)
