@@ -4,6 +4,7 @@ teacher forcing and calibration runs share."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -24,6 +25,52 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad: int, left: bool = False,
     return torch.tensor(rows, device=device), torch.tensor(masks, device=device)
 
 
+@dataclass
+class SharedPrefix:
+    """A batch whose rows all start with the same ``length`` tokens: those ran once,
+    in a batch of one, and ``cache`` holds them for every row. ``rest``/``rest_mask``:
+    each row's remaining tokens, left-padded; ``ids``/``mask``: prefix and rest side
+    by side (what ``generate`` takes with the cache); ``positions``: the rest's
+    positions, counted from each row's first token."""
+
+    length: int
+    rest: torch.Tensor
+    rest_mask: torch.Tensor
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    cache_kwargs: dict
+
+
+@torch.no_grad()
+def shared_prefix(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad: int,
+                  keep: Optional[Sequence[int]] = None, grow: int = 0) -> Optional[SharedPrefix]:
+    """Run the tokens every row of ``seqs`` starts with once, or None where too few
+    are shared (:data:`MIN_SHARED_PREFIX`) or a sliding window is narrower than the
+    batch (the padding between prefix and rest would shift its edge). Row ``i``
+    keeps at least its last ``keep[i]`` tokens (default 1) out of the prefix; ``grow``:
+    how many tokens generation will add (the window must cover those too). Only
+    where every row runs with the same weights (not under per-row stance weights)."""
+    seqs = [list(s) for s in seqs]
+    keep = list(keep) if keep is not None else [1] * len(seqs)
+    length = min(_common_prefix(seqs), *(len(s) - k for s, k in zip(seqs, keep)))
+    if length < MIN_SHARED_PREFIX:
+        return None
+    device = next(model.parameters()).device
+    rest, rest_mask = pad_batch([s[length:] for s in seqs], pad, left=True, device=device)
+    if not _windows_cover(model, length + rest.shape[1] + grow):
+        return None
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    prefix = torch.tensor([seqs[0][:length]], device=device)
+    first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+    cache = first.get("cache", None) or first.get("past_key_values")
+    cache.batch_repeat_interleave(len(seqs))
+    ones = torch.ones(len(seqs), length, dtype=rest_mask.dtype, device=device)
+    return SharedPrefix(length, rest, rest_mask, torch.cat([prefix.expand(len(seqs), -1), rest], dim=1),
+                        torch.cat([ones, rest_mask], dim=1), length + (rest_mask.cumsum(-1) - 1).clamp(min=0),
+                        {name: cache})
+
+
 def tail_logits(model: torch.nn.Module, seqs: Sequence[Sequence[int]], needs: Sequence[int], pad: int,
                 share_prefix: bool = False) -> torch.Tensor:
     """Teacher-forced logits at the last positions of each of ``seqs``, row ``i``
@@ -34,33 +81,19 @@ def tail_logits(model: torch.nn.Module, seqs: Sequence[Sequence[int]], needs: Se
     alone: a prompt's positions cost no vocabulary-wide projection.
 
     ``share_prefix``: the tokens every row starts with (a chat template's system
-    prompt) run once, in a batch of one, and the rows continue from that cache. Only
-    where every row runs with the same weights (not under per-row stance weights)."""
-    seqs = [list(s) for s in seqs]
-    device = next(model.parameters()).device
+    prompt) run once (:func:`shared_prefix`); not under per-row stance weights."""
     tail = max(needs)
     if not all(1 <= need <= len(s) for s, need in zip(seqs, needs)):
         raise ValueError("each row needs between 1 and all of its positions")
-    shared = min(_common_prefix(seqs), *(len(s) - need for s, need in zip(seqs, needs))) if share_prefix else 0
-    if shared < MIN_SHARED_PREFIX:
-        ids, mask = pad_batch(seqs, pad, left=True, device=device)
+    shared = shared_prefix(model, seqs, pad, keep=needs) if share_prefix else None
+    if shared is None:
+        ids, mask = pad_batch(seqs, pad, left=True, device=next(model.parameters()).device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=tail)
-        return out.logits[:, -tail:].float()
-    ids, mask = pad_batch([s[shared:] for s in seqs], pad, left=True, device=device)
-    if not _windows_cover(model, shared + ids.shape[1]):
-        # the padding between prefix and rows would shift a sliding window's edge
-        return tail_logits(model, seqs, needs, pad, share_prefix=False)
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    with torch.no_grad():
-        prefix = torch.tensor([seqs[0][:shared]], device=device)
-        first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-        cache = first.get("cache", None) or first.get("past_key_values")
-        cache.batch_repeat_interleave(len(seqs))
-        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
-        full_mask = torch.cat([torch.ones(len(seqs), shared, dtype=mask.dtype, device=device), mask], dim=1)
-        out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=tail, **{name: cache})
+    else:
+        with torch.no_grad():
+            out = model(input_ids=shared.rest, attention_mask=shared.mask, position_ids=shared.positions,
+                        use_cache=True, logits_to_keep=tail, **shared.cache_kwargs)
     return out.logits[:, -tail:].float()
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from stance_studio.core.batching import pad_batch
+from stance_studio.core.batching import pad_batch, shared_prefix
 from stance_studio.core.errors import Cancelled, SettingsError, TextError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
@@ -256,11 +256,15 @@ def generate_many(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     with_logprobs: bool = False,
+    share_prefix: bool = False,
 ) -> list[Generation]:
     """Generate for many prompts in left-padded batches (same settings for all).
 
     ``with_logprobs`` keeps each new token's log-softmax (:attr:`Generation.logprobs`),
-    so the model's likelihood of its own answers needs no second pass."""
+    so the model's likelihood of its own answers needs no second pass.
+    ``share_prefix``: the tokens every prompt of a batch starts with (the system
+    prompt) run once (:func:`~stance_studio.core.batching.shared_prefix`); not under
+    per-row stance weights."""
     cancel = ensure_flag(cancel)
     tok = base.tokenizer
     encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
@@ -270,7 +274,12 @@ def generate_many(
     for start in range(0, len(prompts), batch_size):
         cancel.raise_if_set("generation")
         chunk = encoded[start : start + batch_size]
-        input_ids, mask = pad_batch(chunk, pad, left=True, device=_device(base))
+        shared = shared_prefix(base.model, chunk, pad, grow=settings.max_new_tokens) if share_prefix else None
+        if shared is None:
+            input_ids, mask = pad_batch(chunk, pad, left=True, device=_device(base))
+            extra = {}
+        else:
+            input_ids, mask, extra = shared.ids, shared.mask, shared.cache_kwargs
         width = input_ids.shape[1]
         out = base.model.generate(
             input_ids=input_ids,
@@ -278,6 +287,7 @@ def generate_many(
             generation_config=_config(base, settings, with_logits=with_logprobs),
             logits_processor=_processors(settings, len(chunk)),
             stopping_criteria=_stopper(cancel),
+            **extra,
         )
         cancel.raise_if_set("generation")
         sequences = out.sequences if with_logprobs else out

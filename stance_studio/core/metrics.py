@@ -356,7 +356,8 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
     view, scope = _tuned_view(base, blender, tuned_deltas, tuned_model)
     progress(Progress("answers", 0, 1, f"Generating the tuned model's answers to {len(probes)} probe prompts"))
     with scope:
-        gens = generate_many(view, probes, settings, ANSWER_BATCH, cancel=cancel, with_logprobs=True)
+        gens = generate_many(view, probes, settings, ANSWER_BATCH, cancel=cancel, with_logprobs=True,
+                             share_prefix=True)
         unscored = [g for g in gens if g.new_ids and g.logprobs is None]
         for chunk in _batches(unscored, batch_size):
             for logp, g in zip(continuation_logprobs(view, chunk, share_prefix=True), chunk):

@@ -96,3 +96,25 @@ def _counting(forward, calls):
         return forward(*args, **kwargs)
 
     return wrapped
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_generation_with_a_shared_prefix_gives_the_same_answers_and_scores(arch, monkeypatch):
+    base = tiny_base(arch=arch)
+    monkeypatch.setattr(batching, "MIN_SHARED_PREFIX", 2)  # the tiny template shares 4 tokens
+    settings = GenerationSettings(max_new_tokens=6, system_prompt=SYSTEM)
+    prompts = ["why is the sky blue", "a", "how do bees make honey from the nectar of flowers"]
+    plain = generate_many(base, prompts, settings, batch_size=3, with_logprobs=True)
+    calls = []
+    monkeypatch.setattr(base.model, "forward", _counting(base.model.forward, calls))
+    shared = generate_many(base, prompts, settings, batch_size=3, with_logprobs=True, share_prefix=True)
+    window = getattr(base.model.config, "sliding_window", None) or 10**9
+    if max(len(g.prompt_ids) for g in plain) + settings.max_new_tokens > window:  # gemma2: never across its window
+        assert arch == "gemma2" and all(rows == 3 for rows, _ in calls)
+    else:
+        assert calls[0][0] == 1 and calls[1][0] == 3  # the system prompt alone, then the rows
+        assert calls[1][1] < max(len(g.prompt_ids) for g in plain)  # the rows' first pass skips the prefix
+    for a, b in zip(plain, shared):
+        assert a.new_ids == b.new_ids and a.text == b.text and a.prompt_ids == b.prompt_ids
+        if a.logprobs is not None:
+            assert torch.allclose(a.logprobs, b.logprobs, atol=1e-4)
