@@ -53,7 +53,7 @@ def cmd_train_steer(args) -> int:
         f"  steering vectors ({config.mode}) at {len(ckpt.directions)} layers in {ckpt.training['seconds']:.0f} s, "
         f"{human_bytes(size)}; applied at layers {layers[0]}-{layers[-1]} (depth {config.band}), "
         f"strength {config.strength:g}\n"
-        f"  on the probes: stance score {m['stance_score']:+.2f} (base {m['stance_score_base']:+.2f}), "
+        f"  on the probes: marker score {m['stance_score']:+.2f} (base {m['stance_score_base']:+.2f}), "
         f"KL to base {m['kl_to_base']:.3f}, identical to base {m['identical_fraction']:.0%}"
     )
     emit(args, doc, text)

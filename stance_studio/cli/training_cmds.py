@@ -168,7 +168,7 @@ def cmd_train(args) -> int:
         f"({100 * size / ckpt.metrics['base_model_bytes']:.2f} % of the base model, "
         f"{ckpt.bits_per_weight:.2f} bits per touched weight), "
         f"retention {_retention(ckpt.metrics['retention'])}\n"
-        f"  tuned model on the probes: stance score {ckpt.metrics['tuned_stance_score']:+.2f}, "
+        f"  tuned model on the probes: marker score {ckpt.metrics['tuned_stance_score']:+.2f}, "
         f"KL to base {ckpt.metrics['tuned_kl_to_base']:.3f}\n"
         f"  stance fit {_fit(ckpt.metrics.get('stance_fit_nats'), ckpt.metrics.get('stance_fit_ci95'))} nats/token on "
         f"{len(doc['holdout'])} held-out examples, {_fit(ckpt.metrics.get('stance_fit_train_nats'), None)} on the "

@@ -4,7 +4,7 @@ each column measured against the base model.
 The GUI's side-by-side panel, ``generate`` and its ``--json`` all run this one job.
 Batch row ``j`` runs with column ``j``'s stance weights (no weight is written); the
 metrics come from their single definitions in :mod:`stance_studio.core.metrics`:
-marker rates and stance score, KL to base (every column and the base teacher-forced
+marker rates and marker score, KL to base (every column and the base teacher-forced
 in one batch, again with per-row weights) and identical-to-base.
 """
 
@@ -124,7 +124,7 @@ def to_markdown(result: CompareResult) -> str:
     s = result.settings
     decoding = "greedy" if s.greedy else f"sampling (temperature {s.temperature}, top-p {s.top_p}, seed {s.seed})"
     lines = [f"## Prompt\n\n{result.prompt}\n", f"*{decoding}, at most {s.max_new_tokens} new tokens*\n",
-             "| variant | stance score | KL to base | identical to base |", "| --- | ---: | ---: | :---: |"]
+             "| variant | marker score | KL to base | identical to base |", "| --- | ---: | ---: | :---: |"]
     for c in result.columns:
         lines.append(f"| {c.label} | {c.stance_score:+.2f} | {c.kl_to_base:.4f} | {'yes' if c.identical_to_base else 'no'} |")
     lines.append("")

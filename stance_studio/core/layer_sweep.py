@@ -60,7 +60,7 @@ def sweep_layers(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
 ) -> list[dict]:
-    """One row per layer (plus the base model first): stance score, hedges and
+    """One row per layer (plus the base model first): marker score, hedges and
     boosters per 100 words, KL to base and the share of answers identical to base."""
     if not is_steering(ckpt):
         raise StanceStudioError(f"{ckpt.name!r} is not a steering stance; sweep-layers needs one (train --method steer).")

@@ -2,7 +2,7 @@
 (DESIGN.md, "Metrics"). On the probe prompts, greedy decoding, fixed length:
 
 - marker rates: hedges and boosters per 100 words of generated text (lexicons in
-  ``resources/lexicons``); stance score = hedges − boosters;
+  ``resources/lexicons``); marker score = hedges − boosters;
 - KL to base: mean per-token KL(p_variant ‖ p_base) over the variant's own greedy
   continuation, teacher-forced through both;
 - identical fraction: share of probes whose greedy output equals base's;

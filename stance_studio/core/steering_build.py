@@ -184,7 +184,7 @@ def build_steering_stance(
     cancel: Optional[CancelFlag] = None,
     overwrite: bool = False,
 ) -> StanceCheckpoint:
-    """Build → measure on the probes (stance score and KL against base) → save.
+    """Build → measure on the probes (marker score and KL against base) → save.
 
     The model is read with its base weights (a blend in force is set aside and put
     back); nothing is written on cancel.
@@ -218,7 +218,7 @@ def build_steering_stance(
         "base_model_bytes": base.parameter_bytes(),
         "seconds_total": time.perf_counter() - started,
     }
-    progress(Progress("measure", 1, 1, f"Stance score {measured.stance_score:+.2f} "
+    progress(Progress("measure", 1, 1, f"Marker score {measured.stance_score:+.2f} "
                       f"(base {base_hedges - base_boosters:+.2f})"))
     library.save(ckpt, overwrite=overwrite)
     return ckpt

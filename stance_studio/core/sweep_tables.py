@@ -17,7 +17,7 @@ from stance_studio.core.experiment_tables import UNCERTAIN, Column, _num, value_
 # the fallback used (and labelled as such) when the evaluation does not report it.
 PLOTS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("stance_rate", "stance rate (share of answers in the stance)"),
-     ("stance_score", "stance score (hedges − boosters per 100 words)")),
+     ("stance_score", "marker score (hedges − boosters per 100 words)")),
     (("stance_fit_nats", "stance fit (nats per token over base)"),),
     (("capability.change", "capability cost (perplexity change over base)"),
      ("kl_to_base", "KL to base (nats per token)")),
@@ -29,7 +29,7 @@ _FORMATS = {
 }
 _LABELS = {
     "stance_rate": "stance rate", "classifier_accuracy": "classifier accuracy", "stance_fit_nats": "stance fit (nats)",
-    "stance_score": "stance score", "hedges_per_100w": "hedges /100w", "boosters_per_100w": "boosters /100w",
+    "stance_score": "marker score", "hedges_per_100w": "hedges /100w", "boosters_per_100w": "boosters /100w",
     "kl_to_base": "KL to base", "identical_fraction": "identical to base", "capability.change": "capability change",
 }
 _FIRST = ("stance_rate", "stance_fit_nats", "capability.change", "stance_score", "kl_to_base", "identical_fraction")

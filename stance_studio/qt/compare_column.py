@@ -120,10 +120,12 @@ class CompareColumn(QFrame):
         self.text.setPlainText(result.text)
         identical = "identical to base" if result.identical_to_base else "differs from base"
         self.metrics.setText(
-            f"stance score {result.stance_score:+.2f}  (hedges {result.hedges:.1f}, boosters {result.boosters:.1f} "
+            f"marker score {result.stance_score:+.2f}  (hedges {result.hedges:.1f}, boosters {result.boosters:.1f} "
             f"/100 w)\nKL to base {result.kl_to_base:.4f} · {identical} · {result.new_tokens} tokens"
         )
-        self.metrics.setToolTip("Stance score = hedges − boosters per 100 words. KL to base: mean per-token "
+        self.metrics.setToolTip("Marker score = hedges − boosters per 100 words: it sees hedging alone. For any "
+                                "stance, its stance rate over many prompts comes from `stance-studio evaluate SPEC` "
+                                "or the experiments window's dose–response. KL to base: mean per-token "
                                 "KL(variant ‖ base) over this column's text.")
         return True
 

@@ -60,7 +60,7 @@ NOTES = {
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
     "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
-              "the probes' stance score, KL to base and identical answers, against depth fraction. Build a steering "
+              "the probes' marker score, KL to base and identical answers, against depth fraction. Build a steering "
               "stance first: Train ▸ New stance with method steer, or `stance-studio train DATASET --method steer`.",
 }
 
@@ -219,7 +219,7 @@ class ExperimentsWindow(QDialog):
         self.plot.setLogMode(x=not layers)
         self.plot.setLabel("bottom", "depth fraction of the layer steered" if layers
                            else "stored size (% of the base model)")
-        self.plot.setLabel("left", "stance score (hedges − boosters per 100 words)" if layers else "retention")
+        self.plot.setLabel("left", "marker score (hedges − boosters per 100 words)" if layers else "retention")
 
     @Slot(int)
     def _on_dataset_chosen(self, index: int) -> None:

@@ -1,5 +1,5 @@
 """The experiments window's steering layer sweep: the model-worker job and the plot
-of stance score against depth fraction (the base model as a dashed line)."""
+of marker score against depth fraction (the base model as a dashed line)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
     dashed reference. Returns the items added besides ``scatter`` (to remove later)."""
     points = [r for r in rows if r.get("layer") is not None]
     scatter.setData([{"pos": (r["depth"], r["stance_score"]),
-                      "data": f"layer {r['layer']} (depth {r['depth']:.2f})\nstance score {r['stance_score']:+.2f}, "
+                      "data": f"layer {r['layer']} (depth {r['depth']:.2f})\nmarker score {r['stance_score']:+.2f}, "
                               f"KL {r['kl_to_base']:.3f}, identical {r['identical_fraction']:.0%}",
                       "brush": pg.mkBrush(theme.series_color(0))} for r in points])
     added = []

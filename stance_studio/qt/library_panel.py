@@ -276,7 +276,7 @@ class LibraryPanel(QWidget):
             ("Stored", human_bytes(entry.bytes)),
             ("Bits per weight", f"{entry.bits_per_weight:.2f}" if entry.bits_per_weight is not None else None),
             ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),
-            ("Stance score", _fmt(metrics.get("stance_score"))),
+            ("Marker score", _fmt(metrics.get("stance_score"))),
             ("KL to base", _fmt(metrics.get("kl_to_base"))),
             ("Base model", entry.base_model),
             ("Created", short_date(entry.created)),

@@ -27,7 +27,7 @@ engaged difficulty, …) into a language model, storing each as a small checkpoi
 and blending and comparing them.</p>
 <p>Train a stance from a handful of examples, see where it changes the weights,
 blend stances with sliders and compare the variants side by side with
-measured stance scores and KL to the base model.</p>
+measured marker scores and KL to the base model.</p>
 <p>Library: <code>{library}</code></p>"""
 
 

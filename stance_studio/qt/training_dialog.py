@@ -317,7 +317,7 @@ class TrainingDialog(QDialog):
         retention = ckpt.metrics.get("retention") if hasattr(ckpt, "metrics") else None
         text = f"Saved {ckpt.name}: {human_bytes(ckpt.nbytes)}, retention {percent(retention)}."
         if getattr(ckpt, "kind", "") == "activation":
-            text = (f"Saved {ckpt.name}: steering vectors, {human_bytes(ckpt.nbytes)}; stance score on the probes "
+            text = (f"Saved {ckpt.name}: steering vectors, {human_bytes(ckpt.nbytes)}; marker score on the probes "
                     f"{ckpt.metrics['stance_score']:+.2f} (base {ckpt.metrics['stance_score_base']:+.2f}).")
         self.stage.setText(text)
         self.session.refresh_library()

@@ -46,7 +46,7 @@ def test_sweep_of_a_blend_and_the_readable_table(lib, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("a=1,b=-0.5 on 2 probe prompts") and "2 points" in lines[0]
     assert "α" in lines[1] and "KL to base" in lines[1]
-    assert "a=2,b=-1" in out and "stance score (hedges − boosters per 100 words)" in out
+    assert "a=2,b=-1" in out and "marker score (hedges − boosters per 100 words)" in out
 
 
 def test_grid_json_shape_order_and_matrix(lib, capsys):

@@ -50,7 +50,7 @@ def test_columns_stream_and_get_metrics(qtbot, panel):
     assert base_result.text and _squash(base_col.text.toPlainText()) == _squash(base_result.text)
     assert base_result.kl_to_base == 0.0 and base_result.identical_to_base
     assert loud_result.kl_to_base > 0.0
-    assert "KL to base" in loud_col.metrics.text() and "stance score" in loud_col.metrics.text()
+    assert "KL to base" in loud_col.metrics.text() and "marker score" in loud_col.metrics.text()
     assert panel.copy_button.isEnabled() and panel.export_button.isEnabled()
 
 

@@ -56,13 +56,13 @@ def test_one_direction_fills_lines_and_table_as_measured_and_exports(qtbot, wind
     assert [view.table.item(r, 0).text() for r in range(3)] == ["+0", "+1", "+2"]
     assert filled and filled[-1] == 3  # rows arrive with the progress reports, not only with the result
     # stances with no recorded dataset have no stance rate: the plots fall back to the
-    # stance score, labelled as such, beside the capability cost
+    # marker score, labelled as such, beside the capability cost
     assert view.lines.keys == ["stance_score", "capability.change"]
     x, y = view.lines.lines["capability.change"].curve.getData()
     assert list(x) == [0.0, 1.0, 2.0] and y[0] == pytest.approx(0.0, abs=1e-6) and y[1] != 0 and y[2] != 0
     assert len(view.lines.lines["capability.change"].low.getData()[0]) == 3  # its interval band
     titles = [p.titleLabel.text for p in view.lines.plot_items()]
-    assert titles[0].startswith("stance score (hedges") and titles[1].startswith("capability cost")
+    assert titles[0].startswith("marker score (hedges") and titles[1].startswith("capability cost")
     assert view.lines.plot_items()[0].viewRange()[0][0] < 0 < 2 < view.lines.plot_items()[1].viewRange()[0][1]
     kl = [r["kl_to_base"] for r in view.rows]
     assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0 and kl[2] > 0
