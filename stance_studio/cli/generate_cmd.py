@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--allow-mismatch", action="store_true",
                    help="apply checkpoints made on another base model (transfer experiments)")
+    p.add_argument("--no-stances", action="store_true",
+                   help="skip reading each answer with the columns' stance classifiers (each is built once per "
+                        "stance and model, from base's answers to the stance's prompts)")
     add_map_layers(p)
     p.set_defaults(func=cmd_generate)
 
@@ -79,11 +82,24 @@ def cmd_generate(args) -> int:
     columns = [VariantColumn(v.label, v.spec, blend) for v, blend in zip(variants, resolved)]  # as typed
     bar = progress_bar("generate")
     result = compare(base, Blender(base), columns, args.prompt, settings, cancel=cancel,
-                     progress=lambda p: None if p.partial is not None else bar(p), allow_mismatch=args.allow_mismatch)
+                     progress=lambda p: None if p.partial is not None else bar(p), allow_mismatch=args.allow_mismatch,
+                     measure_stances=not args.no_stances)
     columns = [c.as_json() for c in result.columns]
-    doc = {"prompt": args.prompt, "model": base.model_id, "settings": settings.__dict__, "columns": columns}
-    emit(args, doc, render_columns(columns))
+    doc = {"prompt": args.prompt, "model": base.model_id, "settings": settings.__dict__, "columns": columns,
+           "stances": [s.as_json() for s in result.stances], "notes": list(result.notes)}
+    emit(args, doc, render_columns(columns) + render_stances(result))
     return 0
+
+
+def render_stances(result) -> str:
+    """One line per stance: the probability that each column's answer reads as it."""
+    lines = []
+    for stance in result.stances:
+        reads = " · ".join(f"{c.label} {c.stance_probability[stance.name]:.2f}" for c in result.columns)
+        flag = "" if stance.reliable else " (unreliable classifier: accuracy below 0.8)"
+        lines.append(f"reads as {stance.name}{flag}: {reads}")
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def render_columns(columns: list[dict]) -> str:

@@ -5,7 +5,11 @@ The GUI's side-by-side panel, ``generate`` and its ``--json`` all run this one j
 Batch row ``j`` runs with column ``j``'s stance weights (no weight is written); the
 metrics come from their single definitions in :mod:`stance_studio.core.metrics`:
 marker rates and marker score, KL to base (every column and the base teacher-forced
-in one batch, again with per-row weights) and identical-to-base.
+in one batch, again with per-row weights) and identical-to-base. With
+``measure_stances``, each stance a column runs with (a checkpoint that records its
+dataset) also gets its classifier's verdict on every column's answer: the
+probability that the answer reads as that stance (the classifier of the stance rate,
+:mod:`~stance_studio.core.stance_classifier`; built once per stance and model).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import Generation, GenerationSettings, side_by_side
 from stance_studio.core.jobs import CancelFlag, ColumnText, Progress, ProgressCallback, ensure_flag, no_progress
-from stance_studio.core.metrics import kl_per_token, marker_rates, variant_and_base_logprobs
+from stance_studio.core.metrics import EVAL_SETTINGS, kl_per_token, marker_rates, variant_and_base_logprobs
+from stance_studio.core.stance_classifier import stance_classifier
+from stance_studio.core.stance_reference import reference_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class ColumnResult:
     boosters: float
     kl_to_base: float
     identical_to_base: bool
+    # stance name → probability that this column's answer reads as that stance
+    stance_probability: dict = field(default_factory=dict)
 
     @property
     def stance_score(self) -> float:
@@ -49,8 +58,21 @@ class ColumnResult:
             "variant": self.label, "spec": self.spec, "text": self.text, "new_tokens": self.new_tokens,
             "hedges_per_100w": self.hedges, "boosters_per_100w": self.boosters,
             "stance_score": self.stance_score, "kl_to_base": self.kl_to_base,
-            "identical_to_base": self.identical_to_base,
+            "identical_to_base": self.identical_to_base, "stance_probability": dict(self.stance_probability),
         }
+
+
+@dataclass
+class StanceCheck:
+    """One stance whose classifier read every column: how well it tells the stance
+    from base (cross-validated accuracy) and whether that is enough to trust it."""
+
+    name: str
+    accuracy: Optional[float]
+    reliable: bool
+
+    def as_json(self) -> dict:
+        return {"stance": self.name, "classifier_accuracy": self.accuracy, "reliable": self.reliable}
 
 
 @dataclass
@@ -58,6 +80,8 @@ class CompareResult:
     prompt: str
     settings: GenerationSettings
     columns: list[ColumnResult] = field(default_factory=list)
+    stances: list[StanceCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # stances that could not be read, and why
 
 
 def compare(
@@ -69,6 +93,7 @@ def compare(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     allow_mismatch: bool = False,
+    measure_stances: bool = True,
 ) -> CompareResult:
     """Generate ``prompt`` for every column in one batch and measure each column.
 
@@ -100,8 +125,38 @@ def compare(
             hedges=float(hedges), boosters=float(boosters), kl_to_base=kl,
             identical_to_base=gen.new_ids == base_ids,
         ))
+    if measure_stances:
+        _read_stances(base, blender, blends, result, progress, cancel)
     progress(Progress("metrics", visible, visible, "Done"))
     return result
+
+
+def _read_stances(base, blender, blends, result: CompareResult, progress: ProgressCallback,
+                  cancel: CancelFlag) -> None:
+    """Each stance of the columns' blends reads every column's answer."""
+    sources = {}
+    for blend in blends:
+        for src, weight in blend:
+            if weight != 0 and getattr(src, "stance", None) is not None:
+                sources.setdefault(src.name, src)
+    texts = [c.text for c in result.columns]
+    for name, src in sources.items():
+        cancel.raise_if_set("comparison")
+        if not (src.stance or {}).get("dataset"):
+            result.notes.append(f"{name} records no stance dataset (made or imported without one), so no "
+                                "classifier reads the answers for it.")
+            continue
+        try:
+            reference = reference_from_checkpoint(src)
+        except StanceStudioError as exc:
+            result.notes.append(f"{name}: {exc}")
+            continue
+        progress(Progress("metrics", 0, len(texts), f"Reading the answers with {name}'s stance classifier "
+                          "(built once per stance and model)"))
+        classifier = stance_classifier(base, blender, reference, EVAL_SETTINGS, cancel=cancel)
+        result.stances.append(StanceCheck(name, classifier.accuracy, classifier.reliable))
+        for column, p in zip(result.columns, classifier.probability(texts)):
+            column.stance_probability[name] = float(p)
 
 
 @torch.no_grad()
@@ -128,6 +183,14 @@ def to_markdown(result: CompareResult) -> str:
     for c in result.columns:
         lines.append(f"| {c.label} | {c.stance_score:+.2f} | {c.kl_to_base:.4f} | {'yes' if c.identical_to_base else 'no'} |")
     lines.append("")
+    if result.stances:
+        lines += ["Probability that each answer reads as a stance (its stance classifier):", "",
+                  "| variant | " + " | ".join(s.name + ("" if s.reliable else " (unreliable)") for s in result.stances)
+                  + " |", "| --- |" + " ---: |" * len(result.stances)]
+        for c in result.columns:
+            lines.append(f"| {c.label} | " + " | ".join(f"{c.stance_probability[s.name]:.2f}" for s in result.stances)
+                         + " |")
+        lines.append("")
     for c in result.columns:
         quoted = "\n".join("> " + line for line in (c.text or "(no text)").splitlines())
         lines.append(f"### {c.label}\n\n`{c.spec}`\n\n{quoted}\n")
@@ -142,4 +205,6 @@ def to_json(result: CompareResult) -> dict:
                      "top_p": s.top_p, "seed": s.seed, "min_new_tokens": s.min_new_tokens,
                      "system_prompt": s.system_prompt},
         "columns": [c.as_json() for c in result.columns],
+        "stances": [s.as_json() for s in result.stances],
+        "notes": list(result.notes),
     }

@@ -45,6 +45,14 @@ class StanceClassifier:
     def reliable(self) -> bool:
         return self.accuracy is not None and self.accuracy >= RELIABLE_ACCURACY
 
+    def probability(self, texts: Sequence[str]) -> np.ndarray:
+        """The probability that each text reads as the stance (0 to 1)."""
+        if not texts:
+            return np.zeros(0)
+        if hasattr(self.pipeline, "predict_proba"):
+            return np.asarray(self.pipeline.predict_proba(list(texts)))[:, 1]
+        return self.predict(texts).astype(float)
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """1 where a text reads as the stance, 0 where it reads as base."""
         if not texts:

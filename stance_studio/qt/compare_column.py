@@ -119,13 +119,16 @@ class CompareColumn(QFrame):
             return False
         self.text.setPlainText(result.text)
         identical = "identical to base" if result.identical_to_base else "differs from base"
+        reads = " · ".join(f"{name} {p:.2f}" for name, p in result.stance_probability.items())
         self.metrics.setText(
-            f"marker score {result.stance_score:+.2f}  (hedges {result.hedges:.1f}, boosters {result.boosters:.1f} "
+            (f"reads as: {reads}\n" if reads else "")
+            + f"marker score {result.stance_score:+.2f}  (hedges {result.hedges:.1f}, boosters {result.boosters:.1f} "
             f"/100 w)\nKL to base {result.kl_to_base:.4f} · {identical} · {result.new_tokens} tokens"
         )
-        self.metrics.setToolTip("Marker score = hedges − boosters per 100 words: it sees hedging alone. For any "
-                                "stance, its stance rate over many prompts comes from `stance-studio evaluate SPEC` "
-                                "or the experiments window's dose–response. KL to base: mean per-token "
+        self.metrics.setToolTip("Reads as: the probability, from each stance's classifier (the one behind the "
+                                "stance rate), that this answer is in that stance; one answer, so a hint, not a rate "
+                                "(stance-studio evaluate SPEC measures the rate over many prompts). Marker score = "
+                                "hedges − boosters per 100 words: it sees hedging alone. KL to base: mean per-token "
                                 "KL(variant ‖ base) over this column's text.")
         return True
 

@@ -274,7 +274,10 @@ class ComparePanel(QWidget):
                 self._shown.add(entry[0], entry[1], col_result)
         self._update_export()
         n = len(self._shown.rows)
-        self.status.setText(f"Done: {n} column{'s' if n != 1 else ''}.")
+        unreliable = [s.name for s in result.stances if not s.reliable]
+        extra = "".join([f" Unreliable classifier (accuracy below 0.8): {', '.join(unreliable)}." if unreliable else "",
+                         *(f" {note}" for note in result.notes)])
+        self.status.setText(f"Done: {n} column{'s' if n != 1 else ''}.{extra}")
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

@@ -34,3 +34,24 @@ def test_json_columns_carry_the_side_by_side_metrics(library_path, deltas_factor
                 "identical_to_base", "new_tokens"} <= set(column)
     assert plain["kl_to_base"] == 0.0 and plain["identical_to_base"] is True
     assert stance["kl_to_base"] > 0.0 and stance["identical_to_base"] is False
+
+
+def test_each_stance_reads_the_answers_unless_told_not_to(library_path, deltas_factory, capsys):
+    from stance_studio.core.datasets import builtin_stances, load_dataset
+
+    base = tiny_base()
+    path = builtin_stances()["confident-expertise"]
+    data = load_dataset(path)
+    Library(library_path).save(make_checkpoint("ce", deltas_factory(base, scale=0.5), base, stance={
+        "dataset": str(path), "dataset_name": data.name, "dataset_hash": data.sha256}))
+    argv = ["generate", "--prompt", data.examples[0].prompt, "--model", "tiny", "--library", str(library_path),
+            "--variant", "base", "--variant", "ce"]
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["stance"] for s in doc["stances"]] == ["ce"] and doc["notes"] == []
+    assert all(0.0 <= c["stance_probability"]["ce"] <= 1.0 for c in doc["columns"])
+    assert main(argv) == 0
+    assert "reads as ce" in capsys.readouterr().out
+    assert main([*argv, "--json", "--no-stances"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stances"] == [] and all(c["stance_probability"] == {} for c in doc["columns"])

@@ -58,3 +58,35 @@ def test_base_column_has_no_kl_and_is_identical(tiny, deltas_factory):
     assert not result.columns[1].identical_to_base
     assert blender.active == [(a, 0.3)]  # the blend shown is untouched
     assert torch.is_grad_enabled()
+
+
+def test_each_stance_of_the_columns_reads_every_answer(tiny, deltas_factory):
+    import pytest
+
+    from stance_studio.core.datasets import builtin_stances, load_dataset
+    from stance_studio.core.metrics import EVAL_SETTINGS
+    from stance_studio.core.stance_classifier import stance_classifier
+    from stance_studio.core.stance_reference import reference_from_checkpoint
+
+    path = builtin_stances()["curious-uncertainty"]
+    data = load_dataset(path)
+    a = make_checkpoint("a", deltas_factory(tiny, scale=0.4, seed=1), tiny,
+                        stance={"dataset": str(path), "dataset_name": data.name, "dataset_hash": data.sha256})
+    b = make_checkpoint("b", deltas_factory(tiny, scale=0.4, seed=2), tiny)  # no dataset recorded
+    columns = [VariantColumn("base", "base", []), VariantColumn("a", "a", [(a, 1.0)]),
+               VariantColumn("mix", "a=0.5,b=1", [(a, 0.5), (b, 1.0)])]
+    prompt = data.examples[0].prompt
+    result = compare(tiny, Blender(tiny), columns, prompt, EVAL_SETTINGS)
+    assert [s.name for s in result.stances] == ["a"]
+    assert len(result.notes) == 1 and result.notes[0].startswith("b records no stance dataset")
+    classifier = stance_classifier(tiny, Blender(tiny), reference_from_checkpoint(a), EVAL_SETTINGS)
+    for column in result.columns:
+        assert set(column.stance_probability) == {"a"}
+        assert column.stance_probability["a"] == pytest.approx(float(classifier.probability([column.text])[0]))
+    # base's own answer to one of the stance's prompts is what its classifier learnt as "not the stance";
+    # the stance's reference answer to it reads as the stance
+    assert result.columns[0].stance_probability["a"] < 0.5 < float(classifier.probability([data.examples[0].response])[0])
+    doc = to_json(result)
+    assert doc["stances"][0]["stance"] == "a" and "stance_probability" in doc["columns"][1]
+    skipped = compare(tiny, Blender(tiny), columns[:2], prompt, EVAL_SETTINGS, measure_stances=False)
+    assert skipped.stances == [] and skipped.columns[1].stance_probability == {}

@@ -107,9 +107,10 @@ def write_stance(deltas_factory):
     """``write_stance(library, base, name, **kw)`` saves a random stance made on ``base``."""
     from stance_studio.core.checkpoints import make_checkpoint
 
-    def write(library, base, name, seed=0, rank=None, kinds=("q_proj", "v_proj"), scale=0.05):
+    def write(library, base, name, seed=0, rank=None, kinds=("q_proj", "v_proj"), scale=0.05, stance=None):
         ckpt = make_checkpoint(name, deltas_factory(base, kinds=kinds, rank=rank, seed=seed, scale=scale), base,
-                               training={"method": "full", "loss": [2.0, 1.5, 1.2]}, metrics={"retention": 0.9})
+                               training={"method": "full", "loss": [2.0, 1.5, 1.2]}, metrics={"retention": 0.9},
+                               stance=stance)
         return library.save(ckpt)
 
     return write

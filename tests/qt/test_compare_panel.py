@@ -234,3 +234,24 @@ def test_export_leaves_out_a_column_changed_after_the_run(qtbot, panel, loaded, 
     assert "| Base model |" in text and "Current blend" not in text
     panel.columns[0].choice.setCurrentIndex(panel.columns[0].choice.findData(STANCE + "loud"))
     assert panel.result is None and not panel.copy_button.isEnabled() and not panel.export_button.isEnabled()
+
+
+def test_a_stance_with_its_dataset_reads_every_column(qtbot, loaded, write_stance):
+    from stance_studio.core.datasets import builtin_stances, load_dataset
+
+    path = builtin_stances()["engaged-difficulty"]
+    data = load_dataset(path)
+    write_stance(loaded.library, loaded.base, "engaged", scale=0.6,
+                 stance={"dataset": str(path), "dataset_name": data.name, "dataset_hash": data.sha256})
+    write_stance(loaded.library, loaded.base, "loose", seed=3, scale=0.6)  # records no dataset
+    loaded.refresh_library()
+    panel = ComparePanel(loaded)
+    qtbot.addWidget(panel)
+    panel.prompt.setPlainText(data.examples[0].prompt)
+    panel.add_column(STANCE + "engaged")
+    panel.add_column(STANCE + "loose")
+    _run(qtbot, panel)
+    base_col, engaged_col, loose_col = panel.columns
+    for column, result in zip(panel.columns, panel.result.columns):
+        assert f"reads as: engaged {result.stance_probability['engaged']:.2f}" in column.metrics.text()
+    assert "loose records no stance dataset" in panel.status.text()
