@@ -50,6 +50,15 @@ def builtin_stances() -> dict[str, Path]:
     return {p.name[: -len(".jsonl")]: p for p in sorted((resources_dir() / "stances").glob("*.jsonl"))}
 
 
+def dataset_record(dataset: "StanceDataset") -> str:
+    """How a checkpoint names the dataset it was trained on: a built-in stance by its
+    name (found again on any machine), any other by its file's path."""
+    builtin = builtin_stances().get(dataset.name)
+    if builtin is not None and dataset.path is not None and Path(dataset.path).resolve() == builtin.resolve():
+        return dataset.name
+    return str(dataset.path)
+
+
 def stance_descriptions() -> dict[str, dict]:
     try:
         return json.loads(resource("stances", "stances.json").read_text())

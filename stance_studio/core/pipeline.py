@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 from stance_studio.core import distributed
 from stance_studio.core.blend import Blender
 from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
-from stance_studio.core.datasets import StanceDataset, check_context, encode_example, load_dataset, model_context
+from stance_studio.core.datasets import (StanceDataset, check_context, dataset_record, encode_example, load_dataset,
+                                         model_context)
 from stance_studio.core.deltas import delta_bytes
 from stance_studio.core.extraction import DEFAULT_POLICY, FILE_RESERVE_BYTES, extract, parse_policy
 from stance_studio.core.holdout import split_dataset
@@ -103,7 +104,7 @@ def build_stance(
         name,
         kept,
         base,
-        stance={"description": data.description, "dataset": str(data.path), "dataset_name": data.name,
+        stance={"description": data.description, "dataset": dataset_record(data), "dataset_name": data.name,
                 "dataset_hash": data.sha256, "examples": len(data)},
         training=training,
         extraction=info,

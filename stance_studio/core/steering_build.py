@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from stance_studio.core.checkpoints import ACTIVATION, StanceCheckpoint, make_checkpoint
-from stance_studio.core.datasets import IGNORE, Example, StanceDataset, encode_example
+from stance_studio.core.datasets import IGNORE, Example, StanceDataset, dataset_record, encode_example
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
@@ -157,7 +157,7 @@ def _checkpoint(base, dataset, name, config, applied, vectors, residual, started
     }
     ckpt = make_checkpoint(
         name, {}, base,
-        stance={"description": dataset.description, "dataset": str(dataset.path), "dataset_name": dataset.name,
+        stance={"description": dataset.description, "dataset": dataset_record(dataset), "dataset_name": dataset.name,
                 "dataset_hash": dataset.sha256, "examples": len(dataset)},
         training={"method": "steer", "hyperparameters": config.as_json(), "steps": 0, "loss": [],
                   "nonfinite_steps": 0, "seconds": time.perf_counter() - started},

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from stance_studio.core.checkpoints import SUFFIX
+from stance_studio.core.datasets import builtin_stances
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import Progress
 from stance_studio.qt import theme
@@ -265,7 +266,7 @@ class LibraryPanel(QWidget):
         ok, reason = self.session.catalog.compatibility(name)
         rows = [
             ("Description", stance.get("description")),
-            ("Dataset", stance.get("dataset") or stance.get("dataset_path")),
+            ("Dataset", _dataset_label(stance.get("dataset") or stance.get("dataset_path"))),
             ("Method", training.get("method")),
             ("Steps", training.get("steps")),
             ("Learning rate", training.get("lr")),
@@ -409,3 +410,10 @@ class _NumberItem(QTableWidgetItem):
 
 def _fmt(x) -> str | None:
     return None if x is None else f"{x:.3g}" if isinstance(x, (int, float)) else str(x)
+
+
+def _dataset_label(recorded):
+    """A built-in stance's name says so; a path is shown as recorded."""
+    if recorded and recorded in builtin_stances():
+        return f"{recorded} (built-in)"
+    return recorded

@@ -195,3 +195,15 @@ def test_a_probe_file_without_prompts_or_missing_is_refused(tmp_path):
         load_probes(write_lines(tmp_path / "none.txt", ["# only a comment"]))
     with pytest.raises(DatasetError, match="does not exist"):
         load_probes(tmp_path / "missing.txt")
+
+
+def test_a_checkpoint_names_a_built_in_dataset_by_name_and_any_other_by_path(tmp_path):
+    import shutil
+
+    from stance_studio.core.datasets import builtin_stances, dataset_record
+
+    builtin = load_dataset("curious-uncertainty")
+    assert dataset_record(builtin) == "curious-uncertainty"  # found again on any machine
+    copy = tmp_path / "curious-uncertainty.jsonl"  # same name, the user's own file
+    shutil.copy(builtin_stances()["curious-uncertainty"], copy)
+    assert dataset_record(load_dataset(copy)) == str(copy)
