@@ -47,6 +47,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("layer", "layer", lambda x: "base" if x is None else str(x)),
         ("depth", "depth", _num(".2f")),
         ("norm", "|v|", _num(".3g")),
+        ("stance_rate", "stance rate", _num(".2f")),
         ("stance_score", "marker score", _num("+.2f")),
         ("hedges_per_100w", "hedges /100w", _num(".2f")),
         ("boosters_per_100w", "boosters /100w", _num(".2f")),

@@ -1,5 +1,7 @@
 """Where is a stance steerable? The stance metrics with a steering stance's vector
-applied at each layer alone, against depth fraction.
+applied at each layer alone, against depth fraction: the stance rate (the stance's
+own classifier, when the checkpoint records its dataset), the marker score, KL to
+base and the share of answers identical to base.
 
 Every probe is answered once by a batch holding the base model and one row per
 swept layer (per-row steering hooks), so a sweep costs one batched generation per
@@ -21,6 +23,8 @@ from stance_studio.core.generation import Generation, side_by_side
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, continuation_logprobs, kl_per_token, pooled_rates
 from stance_studio.core.runtime import runtime_for
+from stance_studio.core.stance_classifier import stance_classifier, stance_rate
+from stance_studio.core.stance_reference import reference_from_checkpoint
 from stance_studio.core.steering import at_layer, is_steering
 
 KL_ROWS = 8  # rows teacher-forced at once (bounds the logits' memory)
@@ -60,7 +64,8 @@ def sweep_layers(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
 ) -> list[dict]:
-    """One row per layer (plus the base model first): marker score, hedges and
+    """One row per layer (plus the base model first): stance rate with its 95 %
+    interval (None when the checkpoint records no dataset), marker score, hedges and
     boosters per 100 words, KL to base and the share of answers identical to base."""
     if not is_steering(ckpt):
         raise StanceStudioError(f"{ckpt.name!r} is not a steering stance; sweep-layers needs one (train --method steer).")
@@ -87,6 +92,7 @@ def sweep_layers(
         for row, gen in enumerate(gens):
             texts[row].append(gen.text)
             identical[row] += gen.new_ids == gens[0].new_ids
+    classifier = _classifier(base, blender, ckpt, progress, cancel)
     progress(Progress("sweep", len(probes), len(probes), "Done"))
     rows = []
     for row, layer in enumerate([None, *layers]):
@@ -102,17 +108,43 @@ def sweep_layers(
             "kl_to_base": kl[row][0] / kl[row][1] if kl[row][1] else 0.0,
             "identical_fraction": identical[row] / max(len(probes), 1),
             "sample": texts[row][0] if texts[row] else "",
+            **_rate(classifier, texts[row]),
         })
     return rows
 
 
+def _classifier(base, blender, ckpt, progress: ProgressCallback, cancel: CancelFlag):
+    """The stance's classifier, or None when the checkpoint records no usable dataset."""
+    if not (ckpt.stance or {}).get("dataset"):
+        return None
+    try:
+        reference = reference_from_checkpoint(ckpt)
+    except StanceStudioError:
+        return None
+    progress(Progress("sweep", 0, 1, f"Preparing {ckpt.name}'s stance classifier (once per stance and model)"))
+    return stance_classifier(base, blender, reference, EVAL_SETTINGS, cancel=cancel)
+
+
+def _rate(classifier, texts: list[str]) -> dict:
+    if classifier is None:
+        return {"stance_rate": None, "stance_rate_ci95": None, "classifier_accuracy": None,
+                "stance_rate_reliable": None}
+    rate = stance_rate(classifier, texts)
+    return {"stance_rate": rate.rate, "stance_rate_ci95": rate.ci95, "classifier_accuracy": classifier.accuracy,
+            "stance_rate_reliable": classifier.reliable}
+
+
 def sweep_table(rows: list[dict]) -> str:
     """The sweep as a plain-text table (one line per layer)."""
-    lines = [f"{'layer':>5} {'depth':>6} {'|v|':>8} {'score':>7} {'hedges':>7} {'boosters':>8} {'KL':>7} {'same':>5}"]
+    lines = [f"{'layer':>5} {'depth':>6} {'|v|':>8} {'rate':>5} {'score':>7} {'hedges':>7} {'boosters':>8} "
+             f"{'KL':>7} {'same':>5}"]
     for r in rows:
         layer = "base" if r["layer"] is None else str(r["layer"])
         depth = "" if r["depth"] is None else f"{r['depth']:.2f}"
         norm = "" if r["norm"] is None else f"{r['norm']:.3g}"
-        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {r['stance_score']:>+7.2f} {r['hedges_per_100w']:>7.2f} "
+        rate = "–" if r.get("stance_rate") is None else f"{r['stance_rate']:.2f}"
+        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {rate:>5} {r['stance_score']:>+7.2f} {r['hedges_per_100w']:>7.2f} "
                      f"{r['boosters_per_100w']:>8.2f} {r['kl_to_base']:>7.3f} {r['identical_fraction']:>5.0%}")
+    if rows and rows[0].get("stance_rate") is not None and rows[0].get("stance_rate_reliable") is False:
+        lines.append("rate: the stance's classifier is unreliable (cross-validated accuracy below 0.8)")
     return "\n".join(lines)

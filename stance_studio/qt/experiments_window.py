@@ -41,7 +41,7 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import Counter, MeasuredRow
 from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
-from stance_studio.qt.layer_sweep_plot import plot_layer_sweep, sweep_job
+from stance_studio.qt.layer_sweep_plot import layer_axis_label, plot_layer_sweep, sweep_job
 from stance_studio.qt.dose_response import DoseResponseView
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
@@ -219,7 +219,8 @@ class ExperimentsWindow(QDialog):
         self.plot.setLogMode(x=not layers)
         self.plot.setLabel("bottom", "depth fraction of the layer steered" if layers
                            else "stored size (% of the base model)")
-        self.plot.setLabel("left", "marker score (hedges − boosters per 100 words)" if layers else "retention")
+        self.plot.setLabel("left", layer_axis_label(self.rows if self.kind == "layers" else []) if layers
+                           else "retention")
 
     @Slot(int)
     def _on_dataset_chosen(self, index: int) -> None:

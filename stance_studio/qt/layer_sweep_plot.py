@@ -1,5 +1,6 @@
 """The experiments window's steering layer sweep: the model-worker job and the plot
-of marker score against depth fraction (the base model as a dashed line)."""
+of stance rate against depth fraction (the marker score where the stance records no
+dataset to build its classifier from), the base model as a dashed line."""
 
 from __future__ import annotations
 
@@ -34,20 +35,31 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
     """Draw ``rows`` of a sweep: a point and a line through the layers, the base as a
     dashed reference. Returns the items added besides ``scatter`` (to remove later)."""
     points = [r for r in rows if r.get("layer") is not None]
-    scatter.setData([{"pos": (r["depth"], r["stance_score"]),
-                      "data": f"layer {r['layer']} (depth {r['depth']:.2f})\nmarker score {r['stance_score']:+.2f}, "
+    key = "stance_rate" if rows and all(r.get("stance_rate") is not None for r in rows) else "stance_score"
+    plot.setLabel("left", layer_axis_label(rows))
+    scatter.setData([{"pos": (r["depth"], r[key]),
+                      "data": f"layer {r['layer']} (depth {r['depth']:.2f})\n"
+                              + (f"stance rate {r['stance_rate']:.2f}, " if r.get("stance_rate") is not None else "")
+                              + f"marker score {r['stance_score']:+.2f}, "
                               f"KL {r['kl_to_base']:.3f}, identical {r['identical_fraction']:.0%}",
                       "brush": pg.mkBrush(theme.series_color(0))} for r in points])
     added = []
     if points:
-        line = pg.PlotDataItem([r["depth"] for r in points], [r["stance_score"] for r in points],
+        line = pg.PlotDataItem([r["depth"] for r in points], [r[key] for r in points],
                                pen=pg.mkPen(theme.series_color(0), width=2))
         plot.addItem(line)
         added.append(line)
     base = next((r for r in rows if r.get("layer") is None), None)
     if base is not None:
-        ref = pg.InfiniteLine(pos=base["stance_score"], angle=0, label="base",
+        ref = pg.InfiniteLine(pos=base[key], angle=0, label="base",
                               pen=pg.mkPen(theme.colors()["plot_fg"], style=Qt.PenStyle.DashLine))
         plot.addItem(ref)
         added.append(ref)
     return added
+
+
+def layer_axis_label(rows: list[dict]) -> str:
+    """What a layer sweep's vertical axis shows: the stance rate where every row has one."""
+    if rows and all(r.get("stance_rate") is not None for r in rows):
+        return "stance rate (share of answers its classifier reads as the stance)"
+    return "marker score (hedges − boosters per 100 words)"

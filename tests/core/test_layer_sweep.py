@@ -47,3 +47,28 @@ def test_sweep_refuses_weight_stances_and_unknown_layers(tiny, deltas_factory):
         sweep_layers(tiny, make_checkpoint("w", deltas_factory(tiny, rank=2), tiny), PROBES)
     with pytest.raises(StanceStudioError, match="no vector for layer 7"):
         sweep_layers(tiny, steering(tiny), PROBES, layers=[7])
+
+
+def test_each_row_has_the_stance_rate_of_its_answers_when_the_stance_records_its_dataset(tiny):
+    from stance_studio.core.datasets import builtin_stances, load_dataset
+    from stance_studio.core.metrics import EVAL_SETTINGS
+    from stance_studio.core.stance_classifier import stance_classifier
+    from stance_studio.core.stance_reference import reference_from_checkpoint
+
+    ckpt = steering(tiny)
+    rows = sweep_layers(tiny, ckpt, PROBES, settings=SETTINGS)
+    assert all(r["stance_rate"] is None for r in rows) and "–" in sweep_table(rows)  # no dataset recorded
+    data = load_dataset("curious-uncertainty")
+    ckpt.stance = {**ckpt.stance, "dataset": "curious-uncertainty", "dataset_name": data.name,
+                   "dataset_hash": data.sha256}
+    blender = Blender(tiny)
+    rows = sweep_layers(tiny, ckpt, PROBES, settings=SETTINGS, blender=blender)
+    classifier = stance_classifier(tiny, blender, reference_from_checkpoint(ckpt), EVAL_SETTINGS)
+    for layer_row, blend in ((rows[0], []), (rows[2], [(at_layer(ckpt, 1, 1.0), 1.0)])):
+        texts = [g.text for g in evaluate(tiny, blender, blend, PROBES, SETTINGS).generations]
+        assert layer_row["stance_rate"] == pytest.approx(float(classifier.predict(texts).mean()))
+        low, high = layer_row["stance_rate_ci95"]
+        assert low <= layer_row["stance_rate"] <= high
+    assert rows[3]["stance_rate"] == rows[0]["stance_rate"]  # the zero vector answers as base
+    assert rows[0]["classifier_accuracy"] == classifier.accuracy
+    assert builtin_stances()["curious-uncertainty"].is_file()

@@ -163,3 +163,9 @@ def test_layer_sweep_of_a_steering_stance_plots_score_against_depth(qtbot, windo
     assert window.plot.getAxis("bottom").autoSIPrefix is False
     assert loaded.blend.blender.is_base
     assert "steer" in window.title()
+    # no dataset recorded: the marker score; with the stance's rate in every row: the rate
+    assert window.plot.getAxis("left").labelText.startswith("marker score")
+    rated = [dict(r, stance_rate=0.25 * i, stance_rate_ci95=[0.0, 1.0]) for i, r in enumerate(window.rows)]
+    window.show_rows(rated, "rated")
+    assert window.plot.getAxis("left").labelText.startswith("stance rate")
+    assert [round(float(y), 2) for y in window.scatter.data["y"]] == [0.25, 0.5]
