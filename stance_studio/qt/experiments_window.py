@@ -60,8 +60,9 @@ NOTES = {
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
     "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
-              "the probes' marker score, KL to base and identical answers, against depth fraction. Build a steering "
-              "stance first: Train ▸ New stance with method steer, or `stance-studio train DATASET --method steer`.",
+              "the probes' stance rate, marker score, KL to base and identical answers, against depth fraction. "
+              "Build a steering stance first: Train ▸ New stance with method steer, or "
+              "`stance-studio train DATASET --method steer`.",
 }
 
 

@@ -61,5 +61,5 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
 def layer_axis_label(rows: list[dict]) -> str:
     """What a layer sweep's vertical axis shows: the stance rate where every row has one."""
     if rows and all(r.get("stance_rate") is not None for r in rows):
-        return "stance rate (share of answers its classifier reads as the stance)"
+        return "stance rate (its classifier)"
     return "marker score (hedges − boosters per 100 words)"
