@@ -27,15 +27,13 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad: int, left: bool = False,
 
 @dataclass
 class SharedPrefix:
-    """A batch whose rows all start with the same ``length`` tokens: those ran once,
-    in a batch of one, and ``cache`` holds them for every row. ``rest``/``rest_mask``:
-    each row's remaining tokens, left-padded; ``ids``/``mask``: prefix and rest side
-    by side (what ``generate`` takes with the cache); ``positions``: the rest's
-    positions, counted from each row's first token."""
+    """A batch whose rows all start with the same tokens: those ran once, in a batch
+    of one, and the cache in ``cache_kwargs`` holds them for every row. ``rest``: each
+    row's remaining tokens, left-padded; ``ids``/``mask``: prefix and rest side by
+    side (what ``generate`` takes with the cache; ``mask`` also covers the prefix);
+    ``positions``: the rest's positions, counted from each row's first token."""
 
-    length: int
     rest: torch.Tensor
-    rest_mask: torch.Tensor
     ids: torch.Tensor
     mask: torch.Tensor
     positions: torch.Tensor
@@ -66,7 +64,7 @@ def shared_prefix(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad: in
     cache = first.get("cache", None) or first.get("past_key_values")
     cache.batch_repeat_interleave(len(seqs))
     ones = torch.ones(len(seqs), length, dtype=rest_mask.dtype, device=device)
-    return SharedPrefix(length, rest, rest_mask, torch.cat([prefix.expand(len(seqs), -1), rest], dim=1),
+    return SharedPrefix(rest, torch.cat([prefix.expand(len(seqs), -1), rest], dim=1),
                         torch.cat([ones, rest_mask], dim=1), length + (rest_mask.cumsum(-1) - 1).clamp(min=0),
                         {name: cache})
 

@@ -115,9 +115,7 @@ def sweep_layers(
 
 def _classifier(base, blender, ckpt, progress: ProgressCallback, cancel: CancelFlag):
     """The stance's classifier, or None when the checkpoint records no usable dataset."""
-    if not (ckpt.stance or {}).get("dataset"):
-        return None
-    try:
+    try:  # reference_from_checkpoint refuses a checkpoint with no dataset recorded, or one gone
         reference = reference_from_checkpoint(ckpt)
     except StanceStudioError:
         return None

@@ -37,21 +37,12 @@ class JobStatus(QWidget):
         layout.setContentsMargins(0, 0, 6, 0)
         for widget in (self.label, self.bar, self.cancel, self.jobs_button, self.cancel_all):
             layout.addWidget(widget)
-        runner.job_started.connect(self._on_started)
-        runner.job_added.connect(self._on_added)
-        runner.job_ended.connect(self._on_ended)
+        for signal in (runner.job_started, runner.job_added, runner.job_ended):
+            signal.connect(self._on_jobs_changed)
         self.setVisible(False)
 
     @Slot(object)
-    def _on_added(self, _job: Job) -> None:
-        self._update()
-
-    @Slot(object)
-    def _on_started(self, _job: Job) -> None:
-        self._update()
-
-    @Slot(object)
-    def _on_ended(self, _job: Job) -> None:
+    def _on_jobs_changed(self, _job: Job) -> None:
         self._update()
 
     def _update(self) -> None:
