@@ -128,14 +128,14 @@ class _RowSampler:
     never on its position or on the other rows of the batch."""
 
     def __init__(self, settings: GenerationSettings, rows: int) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers import TopPLogitsWarper
 
-        self.warpers = [TemperatureLogitsWarper(settings.temperature)]
-        if settings.top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(settings.top_p))
+        self.temperature = settings.temperature
+        self.warpers = [TopPLogitsWarper(settings.top_p)] if settings.top_p < 1.0 else []
         self.generators = [torch.Generator().manual_seed(settings.seed) for _ in range(rows)]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = self._tempered(scores)
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         probs = torch.softmax(scores.float(), dim=-1).cpu()
@@ -143,6 +143,14 @@ class _RowSampler:
         chosen = torch.full_like(scores, -math.inf)
         chosen[torch.arange(len(picks)), torch.tensor(picks, device=scores.device)] = 0.0
         return chosen  # greedy decoding now picks each row's sample
+
+    def _tempered(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores / temperature`` that stays finite for any temperature above 0:
+        each row's best score is moved to 0 first and the division is done in float64,
+        so a tiny temperature (1e-300) gives its limit, greedy, instead of inf − inf."""
+        scores = scores.float()
+        shifted = (scores - scores.max(dim=-1, keepdim=True).values).double()
+        return (shifted / self.temperature).float()
 
 
 def _stopper(cancel: CancelFlag):

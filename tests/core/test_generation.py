@@ -39,6 +39,15 @@ def test_seeded_sampling_repeats_and_seeds_differ(tiny):
     assert generate(tiny, "hello", s1).new_ids != generate(tiny, "hello", s2).new_ids
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-40])
+def test_a_vanishing_temperature_samples_the_greedy_answer(tiny, temperature):
+    """Any temperature above 0 is accepted, so a tiny one must not overflow the scaled
+    logits into inf − inf: it gives its limit, the greedy answer."""
+    tiny_t = GenerationSettings(max_new_tokens=8, greedy=False, seed=0, temperature=temperature, top_p=1.0)
+    greedy = GenerationSettings(max_new_tokens=8)
+    assert generate(tiny, "hello there", tiny_t).new_ids == generate(tiny, "hello there", greedy).new_ids
+
+
 def test_cancel_stops_generation(tiny):
     flag = CancelFlag()
     seen = []
