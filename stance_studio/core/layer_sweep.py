@@ -25,7 +25,7 @@ from stance_studio.core.metrics import EVAL_SETTINGS, continuation_logprobs, kl_
 from stance_studio.core.runtime import runtime_for
 from stance_studio.core.stance_classifier import stance_classifier, stance_rate
 from stance_studio.core.stance_reference import reference_from_checkpoint
-from stance_studio.core.steering import at_layer, is_steering
+from stance_studio.core.steering import at_layer, check_strength, is_steering
 
 KL_ROWS = 8  # rows teacher-forced at once (bounds the logits' memory)
 
@@ -77,7 +77,7 @@ def sweep_layers(
     if unknown:
         raise StanceStudioError(f"{ckpt.name!r} holds no vector for layer {unknown[0]} "
                                 f"(it has layers {min(ckpt.directions)}-{max(ckpt.directions)}).")
-    strength = float(ckpt.steering.get("strength", 1.0) if strength is None else strength)
+    strength = check_strength(ckpt.steering.get("strength", 1.0) if strength is None else strength)
     columns = [[]] + [[(at_layer(ckpt, n, strength), 1.0)] for n in layers]
     texts: list[list[str]] = [[] for _ in columns]
     identical = [0] * len(columns)

@@ -11,13 +11,27 @@ with weight stances. This module finds the decoder layers and picks the vectors.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
 from stance_studio.core.checkpoints import ACTIVATION, StanceCheckpoint
+from stance_studio.core.errors import StanceStudioError
 
 Blend = Sequence[tuple[object, float]]
+MAX_STRENGTH = 1e6  # beyond this the hidden states overflow long before anything is measured
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float when it is a finite number below MAX_STRENGTH in size,
+    else an error naming it (nan or inf would quietly turn every answer into noise)."""
+    value = float(strength)
+    if not (math.isfinite(value) and abs(value) < MAX_STRENGTH):
+        raise StanceStudioError(
+            f"The steering strength must be a finite number between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g} "
+            f"(got {strength}).")
+    return value
 
 
 def is_steering(src: object) -> bool:

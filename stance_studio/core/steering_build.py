@@ -29,7 +29,7 @@ from stance_studio.core.generation import GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.modules import _depth_layers
 from stance_studio.core.runtime import runtime_for
-from stance_studio.core.steering import decoder_layers, decoder_layers_path
+from stance_studio.core.steering import check_strength, decoder_layers, decoder_layers_path
 
 MODES = ("mean", "pca")
 DEFAULT_BAND = "0.3-0.55"
@@ -49,8 +49,7 @@ class SteerConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise StanceStudioError(f"Unknown steering mode {self.mode!r}; choose one of {', '.join(MODES)}.")
-        if not (self.strength == self.strength and abs(self.strength) < 1e6):
-            raise StanceStudioError(f"The steering strength must be a finite number (got {self.strength}).")
+        check_strength(self.strength)
         if self.max_new_tokens < 1:
             raise StanceStudioError(f"max new tokens must be at least 1 (got {self.max_new_tokens}).")
 

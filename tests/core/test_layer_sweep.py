@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -47,6 +49,13 @@ def test_sweep_refuses_weight_stances_and_unknown_layers(tiny, deltas_factory):
         sweep_layers(tiny, make_checkpoint("w", deltas_factory(tiny, rank=2), tiny), PROBES)
     with pytest.raises(StanceStudioError, match="no vector for layer 7"):
         sweep_layers(tiny, steering(tiny), PROBES, layers=[7])
+
+
+@pytest.mark.parametrize("strength", [float("nan"), float("inf"), -float("inf"), 1e30])
+def test_sweep_refuses_a_strength_that_is_not_a_usable_number(tiny, strength):
+    """nan or inf strength used to run and report nan KL for every layer."""
+    with pytest.raises(StanceStudioError, match=f"steering strength must be a finite number .*got {re.escape(str(strength))}"):
+        sweep_layers(tiny, steering(tiny), PROBES, strength=strength, settings=SETTINGS)
 
 
 def test_each_row_has_the_stance_rate_of_its_answers_when_the_stance_records_its_dataset(tiny):
