@@ -51,10 +51,10 @@ def sweep_plan(spec: str, grid: bool, alpha: str | None, beta: str | None):
     if not grid:
         if beta is not None:
             raise SweepRangeError("--beta applies to a grid; add --grid and name two stances 'A,B'.")
-        return [list(variant.weights)], [parse_range(alpha or DEFAULT_ALPHAS)]
+        return [list(variant.weights)], [parse_range(DEFAULT_ALPHAS if alpha is None else alpha)]
     if len(variant.weights) != 2:
         raise SweepRangeError(f"A grid sweeps two stances; write 'A,B' (got {spec!r}).")
-    alphas = parse_range(alpha or DEFAULT_GRID)
+    alphas = parse_range(DEFAULT_GRID if alpha is None else alpha)
     betas = parse_range(beta) if beta is not None else alphas
     return [[term] for term in variant.weights], [alphas, betas]
 

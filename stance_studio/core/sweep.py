@@ -29,6 +29,7 @@ AXES = ("alpha", "beta")
 DEFAULT_ALPHAS = "-1:2:0.25"
 DEFAULT_GRID = "-1:1:0.5"
 MAX_POINTS = 401
+MIN_STEP = 1e-9  # points are rounded to 10 decimals, so a finer step would repeat them
 
 Direction = Sequence[tuple[Any, float]]  # (checkpoint or delta map, weight) pairs
 
@@ -37,6 +38,7 @@ def parse_range(text: str) -> list[float]:
     """Weights from ``LO:HI:STEP`` (both ends included when the step lands on HI),
     a comma list ``0,0.5,1`` or one number."""
     raw = str(text).strip()
+    shown = repr(raw) if len(raw) <= 60 else repr(raw[:57] + "…")
     hint = "write LO:HI:STEP (e.g. -1:2:0.25), a list (0,0.5,1) or one number"
     try:
         if ":" in raw:
@@ -44,33 +46,36 @@ def parse_range(text: str) -> list[float]:
             if len(parts) != 3:
                 raise ValueError
             lo, hi, step = parts
-            _check_finite((lo, hi, step), raw)
+            _check_finite((lo, hi, step), shown)
             if step <= 0:
-                raise SweepRangeError(f"The step of weights {raw!r} must be positive; {hint}.")
+                raise SweepRangeError(f"The step of weights {shown} must be positive; {hint}.")
+            if step < MIN_STEP:
+                raise SweepRangeError(f"The step of weights {shown} is {step:g}; the finest step a sweep takes is "
+                                      f"{MIN_STEP:g}.")
             if hi < lo:
-                raise SweepRangeError(f"Weights {raw!r} run from {lo:g} down to {hi:g}; put the lower end first.")
+                raise SweepRangeError(f"Weights {shown} run from {lo:g} down to {hi:g}; put the lower end first.")
             count = math.floor((hi - lo) / step + 1e-9) + 1
             if count > MAX_POINTS:
-                raise SweepRangeError(f"Weights {raw!r} make {count} points; at most {MAX_POINTS} are allowed.")
+                raise SweepRangeError(f"Weights {shown} make {count} points; at most {MAX_POINTS} are allowed.")
             values = [round(lo + i * step, 10) for i in range(count)]
         else:
             values = [float(p) for p in raw.split(",") if p.strip()]
-            _check_finite(values, raw)
+            _check_finite(values, shown)
     except ValueError:
-        raise SweepRangeError(f"Cannot read weights {raw!r}; {hint}.") from None
+        raise SweepRangeError(f"Cannot read weights {shown}; {hint}.") from None
     if not values:
-        raise SweepRangeError(f"Weights {raw!r} name no point; {hint}.")
+        raise SweepRangeError(f"Weights {shown} name no point; {hint}.")
     if len(values) > MAX_POINTS:
-        raise SweepRangeError(f"Weights {raw!r} make {len(values)} points; at most {MAX_POINTS} are allowed.")
+        raise SweepRangeError(f"Weights {shown} make {len(values)} points; at most {MAX_POINTS} are allowed.")
     if len(set(values)) != len(values):
-        raise SweepRangeError(f"Weights {raw!r} name a point twice.")
+        raise SweepRangeError(f"Weights {shown} name a point twice.")
     return values
 
 
-def _check_finite(values, raw: str) -> None:
+def _check_finite(values, shown: str) -> None:
     for v in values:
         if not math.isfinite(v) or abs(v) > MAX_WEIGHT:
-            raise SweepRangeError(f"Weights {raw!r} must be finite numbers between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+            raise SweepRangeError(f"Weights {shown} must be finite numbers between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
 
 
 def _label(source, index: int) -> str:

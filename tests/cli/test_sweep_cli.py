@@ -66,6 +66,9 @@ def test_grid_json_shape_order_and_matrix(lib, capsys):
     (["sweep", "base"], "Sweeping base"),
     (["sweep", "a", "--grid"], "two stances"),
     (["sweep", "a", "--beta", "0,1"], "--grid"),
+    (["sweep", "a", "--alpha", ""], "Weights '' name no point"),  # not the default weights in silence
+    (["sweep", "a,b", "--grid", "--alpha", ""], "Weights '' name no point"),
+    (["sweep", "a", "--alpha", "0:1:5e-324"], "the finest step a sweep takes is 1e-09"),
     (["sweep", "nope"], "nope"),
 ])
 def test_bad_sweeps_exit_2_with_one_line(lib, capsys, argv, needle):

@@ -30,11 +30,26 @@ def test_parse_range():
 
 
 @pytest.mark.parametrize("text", ["", "a:b:c", "0:1", "0:1:0", "0:1:-1", "1:0:0.5", "0:1:1e-6", "nan", "0,inf",
-                                  "0,0", "0:1000:1"])
+                                  "0,0", "0:1000:1", "0:1:5e-324", "0:1e-10:1e-12"])
 def test_bad_ranges_are_refused_with_the_text(text):
     with pytest.raises(SweepRangeError) as info:
         parse_range(text)
     assert repr(text.strip()) in str(info.value)
+
+
+def test_a_step_below_the_finest_is_refused_by_name():
+    """A subnormal step used to overflow counting the points (an internal error), and
+    one below the rounding of the points made them repeat ("name a point twice")."""
+    with pytest.raises(SweepRangeError, match=r"step of weights '0:1:5e-324' is 4.94066e-324; the finest step .* 1e-09"):
+        parse_range("0:1:5e-324")
+    assert parse_range("0:2e-9:1e-9") == [0.0, 1e-9, 2e-9]
+
+
+def test_a_long_list_is_shortened_in_the_message():
+    text = ",".join(str(i / 1000) for i in range(5000))
+    with pytest.raises(SweepRangeError, match="make 5000 points") as info:
+        parse_range(text)
+    assert len(str(info.value)) < 200 and text[:40] in str(info.value)
 
 
 def test_point_blend_merges_directions():
