@@ -80,11 +80,15 @@ def _layer_list(args, ckpt) -> list[int]:
 
     if args.every < 1:
         raise StanceStudioError("--every must be at least 1.")
-    if args.layers:
+    if args.layers is not None:
         try:
-            return [int(x) for x in args.layers.split(",") if x.strip()]
+            layers = [int(x) for x in args.layers.split(",") if x.strip()]
         except ValueError as exc:
             raise StanceStudioError(f"Cannot read --layers {args.layers!r}; write layer numbers like 3,7,12.") from exc
+        if not layers:
+            raise StanceStudioError(f"--layers {args.layers!r} names no layer; write layer numbers like 3,7,12, "
+                                    "or leave it out to sweep every layer.")
+        return layers
     return sorted(ckpt.directions)[:: args.every]
 
 

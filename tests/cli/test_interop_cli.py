@@ -96,3 +96,11 @@ def test_sweep_layers_cli(lib, capsys):
     assert [r["layer"] for r in doc["rows"]] == [None, 1, 3] and doc["probes"] == 1
     assert main(["sweep-layers", "lowrank", "--model", "tiny", "--library", str(lib)]) == 2
     assert "not a steering stance" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layers", ["", " , "])
+def test_sweep_layers_refuses_an_empty_layer_list(lib, capsys, layers):
+    """An empty --layers used to sweep every layer in silence."""
+    assert main(["sweep-layers", "steer", "--model", "tiny", "--library", str(lib), "--layers", layers]) == 2
+    out, err = capsys.readouterr()
+    assert f"--layers {layers!r} names no layer" in err and not out and "Traceback" not in err
