@@ -100,7 +100,7 @@ def cmd_sweep(args) -> int:
 def cmd_interference(args) -> int:
     from stance_studio.core.checkpoints import _model_difference
     from stance_studio.core.errors import IncompatibleBaseError
-    from stance_studio.core.interference import interference
+    from stance_studio.core.interference import checkpoint_interference
 
     library = open_library(args)
     a, b = library.load(args.a), library.load(args.b)
@@ -108,7 +108,7 @@ def cmd_interference(args) -> int:
     if differs and not args.allow_mismatch:
         raise IncompatibleBaseError(f"{a.name!r} and {b.name!r} were made on different base models ({differs}); "
                                     "pass --allow-mismatch to compare them anyway.")
-    result = interference(a.deltas, b.deltas, names=(a.name, b.name))
+    result = checkpoint_interference(a, b)
 
     def show(x, fmt):
         return "–" if x is None else format(x, fmt)

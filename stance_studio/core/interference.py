@@ -25,7 +25,7 @@ import torch
 
 from stance_studio.core.analysis import layer_index, module_kind
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta
-from stance_studio.core.errors import ShapeMismatchError
+from stance_studio.core.errors import ShapeMismatchError, StanceStudioError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 
 ROW_BLOCK = 1024
@@ -164,3 +164,23 @@ def interference(
     if None in per_layer:
         layers.append(_row("other", None, per_layer[None]))
     return Interference(names[0], names[1], _row("all", None, total), layers, rows)
+
+
+def checkpoint_interference(
+    a,
+    b,
+    names: Optional[tuple[str, str]] = None,
+    progress: ProgressCallback = no_progress,
+    cancel: Optional[CancelFlag] = None,
+) -> Interference:
+    """:func:`interference` of two weight stances (checkpoints). A steering stance has
+    no weight delta, so comparing one would report an empty table as if the stances
+    were unrelated: it is refused by name instead."""
+    from stance_studio.core.checkpoints import ACTIVATION
+
+    for ckpt in (a, b):
+        if ckpt.kind == ACTIVATION:
+            raise StanceStudioError(
+                f"{ckpt.name!r} is a steering stance (activation vectors, no weight delta); interference compares "
+                "the weight deltas of two weight stances. Compare steering stances with sweep-layers or side by side.")
+    return interference(a.deltas, b.deltas, names=names or (a.name, b.name), progress=progress, cancel=cancel)

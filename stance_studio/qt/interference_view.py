@@ -76,10 +76,10 @@ class InterferenceView(QWidget):
         session = self.session
 
         def job(progress, cancel):
-            from stance_studio.core.interference import interference
+            from stance_studio.core.interference import checkpoint_interference
 
             a, b = session.catalog.checkpoint(pair[0]), session.catalog.checkpoint(pair[1])
-            return interference(a.deltas, b.deltas, names=pair, progress=progress, cancel=cancel)
+            return checkpoint_interference(a, b, names=pair, progress=progress, cancel=cancel)
 
         self.job = session.host.side_runner.submit(job, f"Interference of {pair[0]} and {pair[1]}", key="interference")
         self.job.stamp = self._pairs.bump()

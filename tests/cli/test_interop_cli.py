@@ -104,3 +104,12 @@ def test_sweep_layers_refuses_an_empty_layer_list(lib, capsys, layers):
     assert main(["sweep-layers", "steer", "--model", "tiny", "--library", str(lib), "--layers", layers]) == 2
     out, err = capsys.readouterr()
     assert f"--layers {layers!r} names no layer" in err and not out and "Traceback" not in err
+
+
+@pytest.mark.parametrize("pair", [("steer", "lowrank"), ("lowrank", "steer"), ("steer", "steer")])
+def test_interference_with_a_steering_stance_is_exit_2_naming_it(lib, capsys, pair):
+    """It used to exit 0 with an empty table, as if the two stances did not overlap."""
+    assert main(["interference", *pair, "--library", str(lib)]) == 2
+    out, err = capsys.readouterr()
+    assert "'steer' is a steering stance" in err and "weight deltas" in err and not out
+    assert len(err.strip().splitlines()) == 1

@@ -65,3 +65,20 @@ def test_shape_mismatch_is_refused(tiny, deltas_factory):
     name = next(iter(a))
     with pytest.raises(ShapeMismatchError, match=name):
         interference(a, {name: DenseDelta(torch.ones(3, 3))})
+
+
+def test_a_steering_stance_is_refused_by_name_not_reported_as_unrelated(tiny, deltas_factory):
+    """A steering stance has no weight delta: comparing it used to print an empty
+    table ("cosine – over 0 weights") as if the stances simply did not overlap."""
+    from stance_studio.core.checkpoints import make_checkpoint
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.interference import checkpoint_interference
+
+    weights = make_checkpoint("w", deltas_factory(tiny, rank=2), tiny)
+    steer = make_checkpoint("s", {}, tiny, training={"method": "steer"})
+    steer.kind = "activation"
+    steer.directions = {n: torch.ones(32) for n in range(tiny.num_layers)}
+    for a, b in ((steer, weights), (weights, steer), (steer, steer)):
+        with pytest.raises(StanceStudioError, match="'s' is a steering stance .* interference compares the weight deltas"):
+            checkpoint_interference(a, b)
+    assert checkpoint_interference(weights, weights).overall.cosine == pytest.approx(1.0)
