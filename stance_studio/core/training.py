@@ -28,6 +28,15 @@ from stance_studio.core.runtime import base_copy, base_tensor
 METHODS = ("full", "selective", "lora")
 DEFAULT_LR = {"full": 5e-5, "selective": 1e-4, "lora": 1e-3}
 DEFAULT_MODULES = {"full": [], "selective": ["q_proj", "v_proj"], "lora": ["q_proj", "v_proj"]}
+MAX_STEPS = 1_000_000  # a run this long is a typo; beyond it the run would never end
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch's generators accept
+
+
+def check_seed(seed: int, what: str = "The seed") -> int:
+    """``seed`` when torch's generators can take it, else an error naming it."""
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise StanceStudioError(f"{what} must be a whole number from -2^63 to 2^64-1 (got {seed}).")
+    return seed
 
 
 @dataclass
@@ -56,6 +65,9 @@ class TrainConfig:
         for name in ("steps", "rank", "batch_size", "max_consecutive_nonfinite"):
             if getattr(self, name) < 1:
                 raise StanceStudioError(f"{name.replace('_', ' ')} must be at least 1 (got {getattr(self, name)}).")
+        if self.steps > MAX_STEPS:
+            raise StanceStudioError(f"steps must be at most {MAX_STEPS:,} (got {self.steps}).")
+        check_seed(self.seed)
         if not self.grad_clip >= 0:
             raise StanceStudioError(f"The gradient clip must be 0 (off) or a positive norm (got {self.grad_clip}).")
         if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):

@@ -1,0 +1,41 @@
+"""Inputs at the edges of what each command accepts (huge or tiny numbers, empty
+lists, odd dataset encodings): each is one line on stderr and exit code 2, or a
+correct result; never an internal error, a run that never ends, or a changed file."""
+
+import pytest
+
+from stance_studio.cli import main
+from stance_studio.core.checkpoints import make_checkpoint
+from stance_studio.core.library import Library
+from stance_studio.core.tiny import tiny_base
+
+
+@pytest.fixture
+def lib(tmp_path, deltas_factory):
+    base = tiny_base()
+    library = Library(tmp_path / "lib")
+    library.save(make_checkpoint("a", deltas_factory(base, rank=2, scale=0.3), base, training={"method": "lora"}))
+    return library.folder
+
+
+def one_error_line(capsys, code):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("stance-studio: ")]
+    assert code == 2, err
+    assert "Traceback" not in err and "This is a bug" not in err
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+TRAIN = ["train", "curious-uncertainty", "--name", "b", "--keep", "rank:2"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([*TRAIN, "--seed", "99999999999999999999"], "seed must be a whole number from -2^63 to 2^64-1 (got 99999999999999999999)"),
+    ([*TRAIN, "--steps", "99999999999999999999"], "steps must be at most 1,000,000 (got 99999999999999999999)"),
+])
+def test_bad_numbers_are_one_line_and_exit_code_2(lib, capsys, argv, needle):
+    before = sorted(p.name for p in lib.iterdir())
+    code = main([*argv, "--model", "tiny", "--library", str(lib)])
+    assert needle in one_error_line(capsys, code)
+    assert sorted(p.name for p in lib.iterdir()) == before
