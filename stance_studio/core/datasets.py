@@ -173,8 +173,9 @@ def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[i
         raise DatasetError(f"Dataset {path} {what} (built-in stances: {known}).")
     raw = read_limited(path, "Dataset")
     try:
-        # only \n ends a JSONL line: a string may hold U+2028 and the like unescaped
-        lines = [line.removesuffix("\r") for line in raw.decode("utf-8").split("\n")]
+        # a leading byte-order mark (as Windows editors write) is dropped; only \n ends a
+        # JSONL line: a string may hold U+2028 and the like unescaped
+        lines = [line.removesuffix("\r") for line in raw.decode("utf-8-sig").split("\n")]
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text ({exc}).") from exc
     examples: list[Example] = []
@@ -250,7 +251,7 @@ def read_probe_file(path: str | os.PathLike | None = None) -> list[tuple[str, st
     if not path.is_file():
         raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
     try:
-        text = read_limited(path, "Probe file").decode("utf-8")
+        text = read_limited(path, "Probe file").decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"Probe file {path} is not UTF-8 text ({exc}).") from exc
     entries: list[tuple[str, str]] = []

@@ -197,6 +197,28 @@ def test_a_probe_file_without_prompts_or_missing_is_refused(tmp_path):
         load_probes(tmp_path / "missing.txt")
 
 
+def test_a_leading_byte_order_mark_is_dropped_from_datasets_and_probe_files(tmp_path):
+    """Windows editors save UTF-8 with a BOM: the dataset was refused ("Unexpected UTF-8
+    BOM") and a plain probe file's first prompt began with an invisible U+FEFF."""
+    bom = b"\xef\xbb\xbf"
+    line = json.dumps({"prompt": "Why?", "response": "I think so."})
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(bom + f"{line}\r\n{line}\r\n".encode())
+    dataset = load_dataset(data)
+    assert [e.prompt for e in dataset.examples] == ["Why?", "Why?"]
+    assert dataset.sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
+    text = tmp_path / "probes.txt"
+    text.write_bytes(bom + "What is rain?\nWhy?\n".encode())
+    assert load_probes(text) == ["What is rain?", "Why?"]
+    probes = tmp_path / "probes.jsonl"
+    probes.write_bytes(bom + json.dumps({"prompt": "What is rain?"}).encode() + b"\n")
+    assert load_probes(probes) == ["What is rain?"]
+    inner = tmp_path / "inner.jsonl"  # a BOM anywhere but the start is text, and not JSON
+    inner.write_bytes(f"{line}\n".encode() + bom + f"{line}\n".encode())
+    with pytest.raises(DatasetError, match="line 2: not valid JSON"):
+        load_dataset(inner)
+
+
 def test_a_checkpoint_names_a_built_in_dataset_by_name_and_any_other_by_path(tmp_path):
     import shutil
 
