@@ -52,7 +52,7 @@ def split_dataset(dataset: StanceDataset, fraction: float = DEFAULT_HOLDOUT, see
     k = held_out_count(n, fraction)
     if k and n - k < 1:
         raise DatasetError(
-            f"{dataset.path or dataset.name} has {n} examples: too few to hold out {k} and still train; "
+            f"{dataset.path or dataset.name} has {n} example{'s' if n != 1 else ''}: too few to hold out {k} and still train; "
             "add examples or set the held-out fraction to 0."
         )
     chosen = set(random.Random(seed).sample(range(n), k))

@@ -58,8 +58,8 @@ def validate_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name) or name.endswith("."):
         raise LibraryError(
-            f"{name!r} is not a valid stance name: use letters, digits, spaces, '.', '_' or '-' "
-            "(at most 100 characters, starting with a letter or digit)."
+            f"{name[:100]!r} is not a valid stance name: use ASCII letters (a-z, A-Z), digits, spaces, '.', '_' "
+            "or '-' (at most 100 characters, starting with a letter or digit)."
         )
     if name.lower() in RESERVED_NAMES:
         raise LibraryError(f"{name!r} is reserved (it means the unchanged base model in variant specs); choose another name.")

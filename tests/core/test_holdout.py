@@ -28,6 +28,8 @@ def test_no_holdout_and_too_small_datasets():
     assert len(split_dataset(_dataset(3), 0.25).train) == 1
     with pytest.raises(DatasetError, match="too few"):
         split_dataset(_dataset(2), 0.25)
+    with pytest.raises(DatasetError, match="has 1 example: too few to hold out 2"):
+        split_dataset(_dataset(1), 0.25)
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(DatasetError, match="held-out fraction"):
             split_dataset(_dataset(10), bad)

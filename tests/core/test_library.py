@@ -40,6 +40,17 @@ def test_rename_delete_and_resolve(tiny, deltas_factory, library_path):
     assert lib.names() == []
 
 
+def test_a_refused_name_is_told_which_letters_are_allowed_and_shown_short():
+    """'ćür' was refused with "use letters", though ć and ü are letters."""
+    from stance_studio.core.library import validate_name
+
+    with pytest.raises(LibraryError, match=r"'ćür' is not a valid stance name: use ASCII letters \(a-z, A-Z\)"):
+        validate_name("ćür")
+    with pytest.raises(LibraryError) as info:
+        validate_name("x" * 5000)
+    assert len(str(info.value)) < 300
+
+
 def test_save_refuses_to_overwrite_and_bad_names(tiny, deltas_factory, library_path):
     lib = Library(library_path)
     lib.save(make_checkpoint("a", deltas_factory(tiny), tiny))
