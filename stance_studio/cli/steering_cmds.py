@@ -19,11 +19,11 @@ def add_steer_options(p) -> None:
     """The options of ``train`` that only ``--method steer`` reads."""
     from stance_studio.core.steering_build import DEFAULT_BAND, MODES, SteerConfig
 
-    p.add_argument("--steer-mode", choices=MODES, default="mean",
+    p.add_argument("--steer-mode", choices=MODES, default=None,
                    help="steer: mean difference of activations, or their first principal direction (default mean)")
-    p.add_argument("--steer-band", default=DEFAULT_BAND, metavar="A-B",
+    p.add_argument("--steer-band", default=None, metavar="A-B",
                    help=f"steer: depth fractions of the layers applied by default (default {DEFAULT_BAND})")
-    p.add_argument("--strength", type=float, default=SteerConfig.strength,
+    p.add_argument("--strength", type=float, default=None,
                    help=f"steer: total multiple of a layer's vector the band adds at weight 1 (default {SteerConfig.strength:g})")
 
 
@@ -31,7 +31,8 @@ def cmd_train_steer(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.steering_build import SteerConfig, build_steering_stance
 
-    config = SteerConfig(mode=args.steer_mode, band=args.steer_band, strength=args.strength, seed=args.seed)
+    given = {"mode": args.steer_mode, "band": args.steer_band, "strength": args.strength}
+    config = SteerConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     library = open_library(args)

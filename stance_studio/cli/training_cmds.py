@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 8)")
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep", default=DEFAULT_POLICY, metavar="POLICY",
+    p.add_argument("--keep", default=None, metavar="POLICY",
                    help=f"extraction policy: all, top:K, rank:R, energy:F, budget:F, aware, fp16, bf16, q8, q4, mixed, "
                         f"sign or dare:P, combined with + (default {DEFAULT_POLICY})")
     p.add_argument("--prompts", metavar="FILE", help="probe prompts for the retention measurement (one per line)")
@@ -102,32 +102,70 @@ def register(sub) -> None:
 def _config(args):
     from stance_studio.core.training import TrainConfig
 
+    _refuse_training_options_of_other_methods(args)
     fields = {"method": args.method, "seed": args.seed}
     for attr, key in (("steps", "steps"), ("lr", "lr"), ("rank", "rank"), ("batch_size", "batch_size"),
                       ("holdout", "holdout")):
         if getattr(args, attr) is not None:
             fields[key] = getattr(args, attr)
-    if args.modules:
+    if args.modules is not None:
         fields["modules"] = [args.modules]
     if getattr(args, "fsdp", False):
         fields["fsdp"] = True
     return TrainConfig(**fields)
 
 
+# Options that only some methods read: given with another method they would be
+# ignored in silence, and the checkpoint would not be what the command line says.
+_TRAINING_ONLY = ("modules", "steps", "lr", "rank", "batch_size", "keep", "holdout")
+_STEER_ONLY = ("steer_mode", "steer_band", "strength")
+
+
+def _refuse_options_of_other_methods(args) -> None:
+    from stance_studio.core.errors import StanceStudioError
+
+    def flag(attr: str) -> str:
+        return "--" + attr.replace("_", "-")
+
+    if args.method == "steer":
+        given = [flag(a) for a in _TRAINING_ONLY if getattr(args, a) is not None] + (["--fsdp"] if args.fsdp else [])
+        if given:
+            raise StanceStudioError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to "
+                                    "--method steer (it builds steering vectors, no training run); leave "
+                                    f"{'it' if len(given) == 1 else 'them'} out.")
+        return
+    given = [flag(a) for a in _STEER_ONLY if getattr(args, a) is not None]
+    if given:
+        raise StanceStudioError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --method steer only; "
+                                f"leave {'it' if len(given) == 1 else 'them'} out or add --method steer.")
+
+
+def _refuse_training_options_of_other_methods(args) -> None:
+    from stance_studio.core.errors import StanceStudioError
+
+    if args.method == "full" and args.modules is not None:
+        raise StanceStudioError("--modules applies to --method selective and lora; --method full trains every "
+                                "parameter. Leave it out, or choose --method selective or lora.")
+    if args.method != "lora" and args.rank is not None:
+        raise StanceStudioError(f"--rank is the LoRA rank and applies to --method lora only (not {args.method}); "
+                                "to keep a low-rank delta, use --keep rank:R.")
+
+
 def cmd_train(args) -> int:
     from stance_studio.core import distributed
     from stance_studio.core.jobs import no_progress
     from stance_studio.core.datasets import load_dataset, load_probes
-    from stance_studio.core.extraction import parse_policy
+    from stance_studio.core.extraction import DEFAULT_POLICY, parse_policy
     from stance_studio.core.pipeline import build_stance
 
+    _refuse_options_of_other_methods(args)
     if args.method == "steer":
         from stance_studio.cli.steering_cmds import cmd_train_steer
 
         return cmd_train_steer(args)
     # Every input is checked before the model loads, so a typo fails in a second.
     config = _config(args)
-    policy = parse_policy(args.keep)
+    policy = parse_policy(DEFAULT_POLICY if args.keep is None else args.keep)
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     library = open_library(args)

@@ -33,8 +33,19 @@ TRAIN = ["train", "curious-uncertainty", "--name", "b", "--keep", "rank:2"]
 @pytest.mark.parametrize("argv,needle", [
     ([*TRAIN, "--seed", "99999999999999999999"], "seed must be a whole number from -2^63 to 2^64-1 (got 99999999999999999999)"),
     ([*TRAIN, "--steps", "99999999999999999999"], "steps must be at most 1,000,000 (got 99999999999999999999)"),
+    # options another method reads were ignored in silence
+    (["train", "curious-uncertainty", "--name", "b", "--method", "steer", "--rank", "4", "--keep", "top:2"],
+     "--rank, --keep do not apply to --method steer"),
+    (["train", "curious-uncertainty", "--name", "b", "--method", "steer", "--steps", "3"],
+     "--steps does not apply to --method steer"),
+    ([*TRAIN, "--strength", "2"], "--strength applies to --method steer only"),
+    ([*TRAIN, "--modules", "q_proj"], "--modules applies to --method selective and lora; --method full trains every"),
+    ([*TRAIN, "--method", "selective", "--rank", "4"], "--rank is the LoRA rank and applies to --method lora only"),
+    (["compare-policies", "curious-uncertainty", "--rank", "4"], "--rank is the LoRA rank"),
+    # an empty --modules meant the method's default modules; ',,' was already refused
+    ([*TRAIN, "--method", "selective", "--modules", ""], "No module patterns given"),
 ])
-def test_bad_numbers_are_one_line_and_exit_code_2(lib, capsys, argv, needle):
+def test_bad_options_are_one_line_and_exit_code_2(lib, capsys, argv, needle):
     before = sorted(p.name for p in lib.iterdir())
     code = main([*argv, "--model", "tiny", "--library", str(lib)])
     assert needle in one_error_line(capsys, code)
