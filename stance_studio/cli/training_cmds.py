@@ -260,20 +260,20 @@ def cmd_evaluate(args) -> int:
 
 
 def _seeds(args) -> int:
-    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.seeds import check_seeds
 
-    if args.seeds < 1:
-        raise StanceStudioError(f"--seeds must be at least 1 (got {args.seeds}).")
-    return args.seeds
+    return check_seeds(args.seeds, args.seed)  # before the model loads
 
 
 def cmd_compare(args) -> int:
     from stance_studio.core.datasets import load_dataset, load_probes
     from stance_studio.core.holdout import DEFAULT_HOLDOUT, check_fraction
     from stance_studio.core.seeds import compare_methods_seeds
+    from stance_studio.core.training import TrainConfig
 
     seeds = _seeds(args)
     holdout = check_fraction(DEFAULT_HOLDOUT if args.holdout is None else args.holdout)
+    TrainConfig(**{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})  # refused before the load
     dataset = load_dataset(args.dataset)
     probes = load_probes(args.prompts) if args.prompts else None
     cancel = sigint_cancel()

@@ -115,8 +115,8 @@ def compare_methods(
                                       stance=stance, capability_tokens=capability_tokens))
             progress(Progress("compare", i + 1, total, f"Measured {label}", partial=MeasuredRow(rows[-1])))
             continue
-        config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps else {}),
-                         **({"lr": lr} if lr else {}))
+        config = replace(config, seed=seed, holdout=holdout, **({"steps": steps} if steps is not None else {}),
+                         **({"lr": lr} if lr is not None else {}))
         row = {"method": label, "config": config.as_json()}
         try:
             result = train(base, split.train, config, progress=_labelled(progress, label), cancel=cancel)

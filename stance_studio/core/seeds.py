@@ -17,7 +17,20 @@ from stance_studio.core.generation import generate_many
 from stance_studio.core.intervals import mean_spread
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS
-from stance_studio.core.training import TrainConfig
+from stance_studio.core.errors import StanceStudioError
+from stance_studio.core.training import TrainConfig, check_seed
+
+MAX_SEEDS = 100  # each seed is a full training run of every row; more is a typo that never ends
+
+
+def check_seeds(seeds: int, seed: int = 0) -> int:
+    """``seeds`` when it is 1 … MAX_SEEDS and every seed of the run, ``seed`` …
+    ``seed + seeds − 1``, is one torch can take; else an error naming the value."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise StanceStudioError(f"The number of seeds must be from 1 to {MAX_SEEDS} (got {seeds}).")
+    check_seed(seed)
+    check_seed(seed + seeds - 1, f"The last seed ({seed} + {seeds} seeds - 1 = {seed + seeds - 1})")
+    return seeds
 
 _RUN_KEYS = ("trainable_params", "seconds", "nonfinite_steps", "bytes", "final_loss",
              "modules", "fraction_of_base", "retention", "classifier_accuracy")
@@ -63,8 +76,7 @@ def compare_methods_seeds(base, dataset, seeds: int = 1, seed: int = 0, probes: 
     """``compare_methods`` for each of ``seeds`` seeds; ``{"rows": aggregated,
     "runs": [{"seed", "rows"}, …]}``. Base's answers are generated once."""
     cancel = ensure_flag(cancel)
-    if seeds < 1:
-        raise ValueError("seeds must be at least 1")
+    check_seeds(seeds, seed)
     probes = list(probes) if probes is not None else experiments.load_probes()
     blender = blender or Blender(base)
     with blender.runtime.scoped([]):  # the base's answers; the blend shown stays as it is
@@ -84,8 +96,7 @@ def compare_policies_seeds(base, dataset, policies, config: TrainConfig = TrainC
                            progress: ProgressCallback = no_progress, cancel: Optional[CancelFlag] = None,
                            **kwargs) -> ExperimentResult:
     """``compare_policies`` for seeds config.seed … config.seed + seeds − 1."""
-    if seeds < 1:
-        raise ValueError("seeds must be at least 1")
+    check_seeds(seeds, config.seed)
     runs = []
     for k in range(seeds):
         label = f"seed {config.seed + k} ({k + 1}/{seeds})"

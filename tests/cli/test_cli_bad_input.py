@@ -42,10 +42,21 @@ TRAIN = ["train", "curious-uncertainty", "--name", "b", "--keep", "rank:2"]
     ([*TRAIN, "--modules", "q_proj"], "--modules applies to --method selective and lora; --method full trains every"),
     ([*TRAIN, "--method", "selective", "--rank", "4"], "--rank is the LoRA rank and applies to --method lora only"),
     (["compare-policies", "curious-uncertainty", "--rank", "4"], "--rank is the LoRA rank"),
+    # a seed count that never ends, a last seed torch cannot take, steps 0 that meant the default
+    (["compare-methods", "curious-uncertainty", "--seeds", "99999999999"], "number of seeds must be from 1 to 100"),
+    (["compare-policies", "curious-uncertainty", "--seeds", "1000000000"], "number of seeds must be from 1 to 100"),
+    (["compare-methods", "curious-uncertainty", "--seeds", "0"], "number of seeds must be from 1 to 100 (got 0)"),
+    (["compare-methods", "curious-uncertainty", "--seed", "18446744073709551615", "--seeds", "2"],
+     "The last seed (18446744073709551615 + 2 seeds - 1 = 18446744073709551616) must be a whole number"),
+    (["compare-methods", "curious-uncertainty", "--steps", "0"], "steps must be at least 1 (got 0)"),
     # an empty --modules meant the method's default modules; ',,' was already refused
     ([*TRAIN, "--method", "selective", "--modules", ""], "No module patterns given"),
 ])
-def test_bad_options_are_one_line_and_exit_code_2(lib, capsys, argv, needle):
+def test_bad_options_are_one_line_and_exit_code_2(lib, capsys, monkeypatch, argv, needle):
+    from stance_studio.cli import training_cmds
+
+    if argv[0].startswith("compare"):  # refused before the model loads, so before any run
+        monkeypatch.setattr(training_cmds, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     before = sorted(p.name for p in lib.iterdir())
     code = main([*argv, "--model", "tiny", "--library", str(lib)])
     assert needle in one_error_line(capsys, code)
