@@ -31,12 +31,15 @@ def register(sub) -> None:
 
 def cmd_export_model(args) -> int:
     from stance_studio.core.model_export import export_model
+    from stance_studio.core.storage import check_export_target
     from stance_studio.core.variants import parse_variant, resolve_variant
 
     variant = parse_variant(args.spec)
-    blend = resolve_variant(variant, open_library(args))
+    library = open_library(args)
+    outdir = check_export_target(args.outdir, library.folder, "model")
+    blend = resolve_variant(variant, library)
     base = load_model(args, sigint_cancel())
-    out = export_model(base, blend, args.outdir, allow_mismatch=args.allow_mismatch, spec=variant.spec)
+    out = export_model(base, blend, outdir, allow_mismatch=args.allow_mismatch, spec=variant.spec)
     emit(args, {"variant": variant.spec, "model": base.model_id, "folder": str(out)},
          f"Wrote {base.model_id} with {variant.spec} merged in to {out} (AutoModelForCausalLM.from_pretrained loads it)")
     return 0
@@ -46,15 +49,18 @@ def cmd_export_gguf(args) -> int:
     from stance_studio.core.checkpoints import ACTIVATION
     from stance_studio.core.checkpoints import check_compatible
     from stance_studio.core.gguf_export import export_gguf
+    from stance_studio.core.storage import check_export_target
 
-    ckpt = open_library(args).load(args.checkpoint)
+    library = open_library(args)
+    target = check_export_target(args.file, library.folder, "GGUF file")
+    ckpt = library.load(args.checkpoint)
     config = None
     if ckpt.kind != ACTIVATION:
         # the q/k permutation needs the head layout of the model the stance was made on
         base = load_model(args, sigint_cancel())
         check_compatible(ckpt, base, allow_mismatch=True)
         config = base.model.config
-    out = export_gguf(ckpt, args.file, config, overwrite=args.overwrite)
+    out = export_gguf(ckpt, target, config, overwrite=args.overwrite)
     what = "control vector" if ckpt.kind == ACTIVATION else "LoRA adapter"
     emit(args, {"checkpoint": ckpt.name, "file": str(out), "type": what, "bytes": out.stat().st_size},
          f"Wrote {ckpt.name} as a llama.cpp {what} to {out}")

@@ -106,9 +106,11 @@ def _forms(ckpt) -> str:
 
 def cmd_export_peft(args) -> int:
     from stance_studio.core.peft_export import export_peft
+    from stance_studio.core.storage import check_export_target
 
     library = open_library(args)
+    outdir = check_export_target(args.outdir, library.folder, "PEFT adapter")
     ckpt = library.load(args.checkpoint)
-    out = export_peft(ckpt, args.outdir)
+    out = export_peft(ckpt, outdir)
     emit(args, {"checkpoint": ckpt.name, "adapter": str(out)}, f"Wrote PEFT adapter for {ckpt.name} to {out}")
     return 0

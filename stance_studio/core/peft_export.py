@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from stance_studio.core.checkpoints import StanceCheckpoint, not_linear, transposed
+from stance_studio.core.checkpoints import ACTIVATION, StanceCheckpoint, not_linear, transposed
 from stance_studio.core.deltas import LowRankDelta
 from stance_studio.core.errors import CheckpointError, StorageError
 from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
@@ -48,6 +48,12 @@ def _transposed(ckpt: StanceCheckpoint, base) -> list[str]:
 
 
 def _refuse_unexportable(ckpt: StanceCheckpoint, base) -> None:
+    if ckpt.kind == ACTIVATION:
+        raise CheckpointError(
+            f"{ckpt.name!r} is an activation-steering stance: it adds vectors to hidden states and has no weight "
+            "delta for a LoRA adapter. Export it with `export-gguf` as a llama.cpp control vector.")
+    if not ckpt.deltas:
+        raise CheckpointError(f"Checkpoint {ckpt.name!r} changes no parameter; there is no adapter to export.")
     flat = sorted(name for name, d in ckpt.deltas.items() if len(d.shape) != 2)
     if flat:
         raise CheckpointError(

@@ -83,6 +83,24 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def check_export_target(target: str | os.PathLike, library: str | os.PathLike | None, what: str) -> Path:
+    """``target`` as a path when an export (``what``: "PEFT adapter", "model", …) may
+    be written there: not an empty string (it would mean the current folder), and
+    not the stance library or anything inside it (an export named like a stance
+    would be listed as a broken one)."""
+    text = os.fspath(target)
+    if not text.strip():
+        raise StorageError(f"The path for the {what} is empty; name a new file or folder.")
+    path = Path(text).expanduser()
+    if library is not None:
+        folder = Path(library).expanduser().resolve()
+        resolved = path.resolve()
+        if resolved == folder or folder in resolved.parents:
+            raise StorageError(f"{path} is inside the stance library {folder}, which holds stances only; "
+                               f"write the {what} to a folder outside it.")
+    return path
+
+
 def is_temporary(path: Path) -> bool:
     """Whether ``path`` is named like one of the app's own temporaries."""
     return path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)

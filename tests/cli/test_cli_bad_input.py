@@ -61,3 +61,15 @@ def test_bad_options_are_one_line_and_exit_code_2(lib, capsys, monkeypatch, argv
     code = main([*argv, "--model", "tiny", "--library", str(lib)])
     assert needle in one_error_line(capsys, code)
     assert sorted(p.name for p in lib.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", [["export-peft", "a"], ["export-model", "a"], ["export-gguf", "a"]])
+@pytest.mark.parametrize("where", ["", "library", "library/x.stance.safetensors"])
+def test_an_export_into_the_library_or_to_an_empty_path_is_refused(lib, tmp_path, capsys, monkeypatch, command, where):
+    monkeypatch.chdir(tmp_path)
+    target = "" if not where else str(lib / where.removeprefix("library").lstrip("/"))
+    before = sorted(p.name for p in lib.iterdir())
+    code = main([*command, target, "--model", "tiny", "--library", str(lib)])
+    assert ("inside the stance library" if where else "is empty") in one_error_line(capsys, code)
+    assert sorted(p.name for p in lib.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib"]  # nothing written in the current folder

@@ -94,3 +94,20 @@ def test_a_failed_config_write_leaves_the_old_weights_too(tiny, deltas_factory, 
     with pytest.raises(StorageError, match="disk is full"):
         export_peft(other, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_export_target_that_is_empty_or_inside_the_library_is_refused(tmp_path, monkeypatch):
+    """An empty path meant the current folder; a path in the library put an export
+    among the stances (a GGUF named x.stance.safetensors listed as a broken stance)."""
+    from stance_studio.core.errors import StorageError
+    from stance_studio.core.storage import check_export_target
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    monkeypatch.chdir(library)
+    for target in ("", "  ", library, library / "x.stance.safetensors", library / "sub" / "adapter", "."):
+        with pytest.raises(StorageError, match="is empty|inside the stance library"):
+            check_export_target(target, library, "PEFT adapter")
+    assert list(library.iterdir()) == []
+    assert check_export_target(tmp_path / "out", library, "model") == tmp_path / "out"
+    assert check_export_target(tmp_path / "lib2", library, "model") == tmp_path / "lib2"  # a sibling is fine

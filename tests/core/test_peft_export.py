@@ -65,3 +65,15 @@ def test_norm_deltas_are_refused_naming_them(tiny, deltas_factory, tmp_path):
         export_peft(ckpt, tmp_path / "adapter")
     assert "model.layers.0.input_layernorm.weight" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_steering_stance_or_an_empty_one_is_refused_naming_the_way(tiny, tmp_path):
+    """A steering stance has no deltas: the export failed inside max() (an internal error)."""
+    steer = make_checkpoint("s", {}, tiny, training={"method": "steer"})
+    steer.kind = "activation"
+    steer.directions = {n: torch.ones(32) for n in range(tiny.num_layers)}
+    with pytest.raises(CheckpointError, match="'s' is an activation-steering stance.*export-gguf"):
+        export_peft(steer, tmp_path / "adapter")
+    with pytest.raises(CheckpointError, match="'e' changes no parameter"):
+        export_peft(make_checkpoint("e", {}, tiny), tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
