@@ -39,7 +39,7 @@ from stance_studio.core.checkpoint_schema import check_metadata, check_tensor
 from stance_studio.core.deltas import Delta, DenseDelta, LowRankDelta, bits_per_weight, delta_bytes, is_finite
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
 from stance_studio.core.modules import is_linear, is_transposed_linear
-from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, storage_error
+from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, as_os_error, not_a_file, storage_error
 
 FORMAT = "stance-studio/1"
 FORMAT_2 = FORMAT_V2
@@ -243,7 +243,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a checkpoint (JSON decoded) without reading its tensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
+        raise CheckpointError(f"Checkpoint file {path} {not_a_file(path)}.")
     try:
         _refuse_pickle(path)
         with safe_open(str(path), framework="pt") as fh:

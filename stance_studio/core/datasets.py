@@ -16,7 +16,7 @@ from stance_studio.core.batching import pad_batch
 from stance_studio.core.errors import DatasetError
 from stance_studio.core.generation import encode_prompt
 from stance_studio.core.resources import resource, resources_dir
-from stance_studio.core.storage import os_reason
+from stance_studio.core.storage import not_a_file, os_reason
 from stance_studio.core.units import human_bytes
 
 IGNORE = -100
@@ -169,7 +169,7 @@ def load_dataset(path: str | os.PathLike, tokenizer=None, max_length: Optional[i
     path = Path(path)
     if not path.is_file():
         known = ", ".join(builtin_stances())
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        what = not_a_file(path)
         raise DatasetError(f"Dataset {path} {what} (built-in stances: {known}).")
     raw = read_limited(path, "Dataset")
     try:
@@ -249,7 +249,7 @@ def read_probe_file(path: str | os.PathLike | None = None) -> list[tuple[str, st
     line (``#`` lines are comments; category ``uncategorised``)."""
     path = Path(path) if path else resource("probes", "neutral.jsonl")
     if not path.is_file():
-        raise DatasetError(f"Probe file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}.")
+        raise DatasetError(f"Probe file {path} {not_a_file(path)}.")
     try:
         text = read_limited(path, "Probe file").decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -21,7 +21,15 @@ from typing import Any, Optional
 from stance_studio.core.checkpoints import SUFFIX, StanceCheckpoint, load_checkpoint, read_header, save_checkpoint
 from stance_studio.core.errors import CheckpointError, LibraryError
 from stance_studio.core.paths import library_dir
-from stance_studio.core.storage import TEMP_PREFIX, TEMP_SUFFIX, ensure_writable_dir, os_reason, remove_stale_temporaries, storage_error
+from stance_studio.core.storage import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    ensure_writable_dir,
+    not_a_file,
+    os_reason,
+    remove_stale_temporaries,
+    storage_error,
+)
 from stance_studio.core.variants import RESERVED_NAMES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
@@ -156,8 +164,7 @@ class Library:
             candidate = Path(text).expanduser().absolute()
             if candidate.is_file():
                 return candidate
-            what = "is a folder" if candidate.is_dir() else "does not exist"
-            raise LibraryError(f"Checkpoint file {candidate} {what}.")
+            raise LibraryError(f"Checkpoint file {candidate} {not_a_file(candidate)}.")
         stripped = text.strip()
         if _NAME.match(stripped) and stripped.lower() not in RESERVED_NAMES:
             path = self.folder / f"{stripped}{SUFFIX}"

@@ -83,6 +83,19 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as one: "is a folder",
+    "is a symbolic link that loops or points nowhere", "is a device, pipe or socket, not
+    a file" (reading a pipe would wait forever) or "does not exist"."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.is_symlink() and not path.exists():
+        return "is a symbolic link that loops or points nowhere"
+    if path.exists():
+        return "is a device, pipe or socket, not a file"
+    return "does not exist"
+
+
 def check_export_target(target: str | os.PathLike, library: str | os.PathLike | None, what: str) -> Path:
     """``target`` as a path when an export (``what``: "PEFT adapter", "model", …) may
     be written there: not an empty string (it would mean the current folder), and

@@ -138,3 +138,31 @@ def test_a_file_in_the_current_folder_never_shadows_a_stance(tiny, deltas_factor
 ])
 def test_what_looks_like_a_path(text, is_path):
     assert looks_like_path(text) is is_path
+
+
+def test_a_pipe_or_device_named_like_a_checkpoint_is_never_read_and_named_for_what_it_is(tiny, deltas_factory, tmp_path):
+    """A named pipe was reported as a file that "does not exist" (and reading one would
+    wait forever); /dev/zero the same."""
+    from stance_studio.core.checkpoints import read_header
+    from stance_studio.core.datasets import load_dataset, load_probes
+    from stance_studio.core.errors import CheckpointError, DatasetError
+
+    lib = Library(tmp_path / "lib")
+    lib.save(make_checkpoint("a", deltas_factory(tiny), tiny))
+    fifo = lib.folder / "pipe.stance.safetensors"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.stance.safetensors"
+    loop.symlink_to(loop)
+    assert lib.names() == ["a"]
+    assert any(p.path.name == "pipe.stance.safetensors" and "pipe" in p.message for p in lib.scan()[1])
+    for target in (fifo, "/dev/zero"):
+        with pytest.raises(LibraryError, match="is a device, pipe or socket, not a file"):
+            lib.resolve(target)
+        with pytest.raises(CheckpointError, match="is a device, pipe or socket, not a file"):
+            read_header(target)
+        with pytest.raises(DatasetError, match="is a device, pipe or socket, not a file"):
+            load_dataset(target)
+        with pytest.raises(DatasetError, match="is a device, pipe or socket, not a file"):
+            load_probes(target)
+    with pytest.raises(LibraryError, match="symbolic link that loops"):
+        lib.resolve(loop)
