@@ -46,11 +46,44 @@ def _read_config(folder: Path) -> dict:
         (config.get("bias", "none") != "none", f"trains biases (bias={config.get('bias')!r})"),
         (config.get("modules_to_save"), f"saves whole modules ({config.get('modules_to_save')})"),
         (config.get("fan_in_fan_out"), "uses the fan_in_fan_out (Conv1D) layout"),
+        (config.get("layer_replication"), "repeats decoder layers (layer_replication), a model the base is not"),
+        (config.get("lora_bias"), "adds a bias to lora_B (lora_bias)"),
     )
     for refused, why in refusals:
         if refused:
             raise AdapterImportError(f"{folder}: the adapter {why}; only plain LoRA on Linear weights imports.")
+    _check_scaling_fields(config, path)
     return config
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_scaling_fields(config: dict, path: Path) -> None:
+    """The fields the scale is computed from, checked for type, so a hand-edited
+    config ("r": "abc", "rank_pattern": [..]) is named instead of failing inside."""
+    def bad(field: str, value, want: str) -> AdapterImportError:
+        return AdapterImportError(f"{path}: {field} is {json.dumps(value)[:80]}; it must be {want}.")
+
+    rank = config.get("r", 8)
+    if not (_is_number(rank) and rank == int(rank)):
+        raise bad("r", rank, "a whole number (the LoRA rank)")
+    if not _is_number(config.get("lora_alpha", 8)):
+        raise bad("lora_alpha", config.get("lora_alpha"), "a finite number")
+    if not isinstance(config.get("use_rslora", False) or False, bool):
+        raise bad("use_rslora", config.get("use_rslora"), "true or false")
+    for field, want in (("rank_pattern", "a whole number"), ("alpha_pattern", "a finite number")):
+        patterns = config.get(field) or {}
+        if not isinstance(patterns, dict):
+            raise bad(field, patterns, "an object mapping module names to values")
+        for key, value in patterns.items():
+            if not (_is_number(value) and (field == "alpha_pattern" or value == int(value))):
+                raise bad(f"{field}[{key!r}]", value, want)
+            try:
+                re.compile(key)
+            except re.error as exc:
+                raise AdapterImportError(f"{path}: {field} key {key!r} is not a valid pattern ({exc}).") from exc
 
 
 def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:

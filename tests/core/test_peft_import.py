@@ -100,3 +100,29 @@ def test_unknown_targets_rank_mismatch_and_unsupported_kinds_are_refused(tiny, t
         read_adapter(folder, tiny)
     with pytest.raises(AdapterImportError, match="no adapter_config.json"):
         read_adapter(tmp_path, tiny)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"r": "abc"}, 'r is "abc"; it must be a whole number'),
+    ({"r": None}, "r is null; it must be a whole number"),
+    ({"r": [2]}, "r is [2]; it must be a whole number"),
+    ({"lora_alpha": "x"}, 'lora_alpha is "x"; it must be a finite number'),
+    ({"lora_alpha": float("inf")}, "lora_alpha is Infinity; it must be a finite number"),
+    ({"use_rslora": "false"}, 'use_rslora is "false"; it must be true or false'),
+    ({"rank_pattern": [1, 2]}, "rank_pattern is [1, 2]; it must be an object"),
+    ({"rank_pattern": {"q_proj": "x"}}, "rank_pattern['q_proj'] is \"x\"; it must be a whole number"),
+    ({"alpha_pattern": {"q_proj": None}}, "alpha_pattern['q_proj'] is null; it must be a finite number"),
+    ({"rank_pattern": {"[": 2}}, "rank_pattern key '[' is not a valid pattern"),
+    ({"layer_replication": [[0, 2]]}, "repeats decoder layers (layer_replication)"),
+    ({"lora_bias": True}, "adds a bias to lora_B"),
+])
+def test_a_hand_edited_config_is_named_field_by_field(tiny, deltas_factory, tmp_path, change, needle):
+    """Each of these was an internal error (int('abc'), a list's .items(), a bad regex)
+    or, for layer_replication and lora_bias, an import that quietly ignored them."""
+    ckpt = make_checkpoint("a", deltas_factory(tiny, rank=2), tiny)
+    folder = export_peft(ckpt, tmp_path / "a")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(AdapterImportError) as info:
+        read_adapter(folder, tiny)
+    assert needle in str(info.value) and str(folder) in str(info.value)
