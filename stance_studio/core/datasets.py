@@ -52,11 +52,12 @@ def builtin_stances() -> dict[str, Path]:
 
 def dataset_record(dataset: "StanceDataset") -> str:
     """How a checkpoint names the dataset it was trained on: a built-in stance by its
-    name (found again on any machine), any other by its file's path."""
+    name (found again on any machine), any other by its file's absolute path (a
+    relative one would be lost as soon as a command runs from another folder)."""
     builtin = builtin_stances().get(dataset.name)
     if builtin is not None and dataset.path is not None and Path(dataset.path).resolve() == builtin.resolve():
         return dataset.name
-    return str(dataset.path)
+    return str(Path(dataset.path).absolute()) if dataset.path is not None else str(dataset.path)
 
 
 def stance_descriptions() -> dict[str, dict]:

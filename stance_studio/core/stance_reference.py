@@ -64,7 +64,8 @@ def reference_from_checkpoint(ckpt) -> StanceReference:
         candidates.append(builtin_stances()[info["dataset_name"]])
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        raise DatasetError(f"Checkpoint {ckpt.name} was trained on {path}, which no longer exists; "
+        where = "" if Path(path).is_absolute() else f" (a path relative to the folder training ran in, not {Path.cwd()})"
+        raise DatasetError(f"Checkpoint {ckpt.name} was trained on {path}{where}, which no longer exists; "
                            "pass --stance with the dataset file.")
     dataset = load_dataset(found)
     changed = bool(info.get("dataset_hash")) and info.get("dataset_hash") != dataset.sha256

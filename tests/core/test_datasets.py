@@ -229,3 +229,18 @@ def test_a_checkpoint_names_a_built_in_dataset_by_name_and_any_other_by_path(tmp
     copy = tmp_path / "curious-uncertainty.jsonl"  # same name, the user's own file
     shutil.copy(builtin_stances()["curious-uncertainty"], copy)
     assert dataset_record(load_dataset(copy)) == str(copy)
+
+
+def test_a_dataset_given_by_a_relative_path_is_recorded_by_its_absolute_one(tmp_path, monkeypatch):
+    """Training from 'data/x.jsonl' recorded that relative path, so evaluating from any
+    other folder said the file "no longer exists" though it was untouched."""
+    from stance_studio.core.datasets import dataset_record
+
+    (tmp_path / "data").mkdir()
+    write_lines(tmp_path / "data" / "x.jsonl", [json.dumps({"prompt": "Why?", "response": "I think so."})] * 3)
+    monkeypatch.chdir(tmp_path)
+    record = dataset_record(load_dataset("data/x.jsonl"))
+    assert record == str(tmp_path / "data" / "x.jsonl")
+    monkeypatch.chdir(tmp_path / "data")
+    assert load_dataset(record).examples[0].prompt == "Why?"
+    assert dataset_record(load_dataset("curious-uncertainty")) == "curious-uncertainty"  # built-ins by name
