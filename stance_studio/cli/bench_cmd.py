@@ -18,11 +18,13 @@ def register(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from stance_studio.core.bench import BENCHMARKS
+    from stance_studio.core.bench import BENCHMARKS, MAX_REPEATS
     from stance_studio.core.errors import SettingsError
 
     if args.repeats < 1:
         raise SettingsError(f"--repeats must be at least 1 (got {args.repeats}).")
+    if args.repeats > MAX_REPEATS:
+        raise SettingsError(f"--repeats must be at most {MAX_REPEATS} (got {args.repeats}).")
     cancel = sigint_cancel()
     # every model the benchmarks load (in this process and in child processes) runs there
     for option, variable in (("device", "STANCE_STUDIO_DEVICE"), ("dtype", "STANCE_STUDIO_DTYPE")):

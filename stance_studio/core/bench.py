@@ -192,6 +192,8 @@ def bench_extraction(model_spec=None, repeats: int = 1, progress: ProgressCallba
                   share_of_base=share, retention=retained, bits_per_weight=ckpt.bits_per_weight)
 
 
+MAX_REPEATS = 1000  # the median settles long before; a larger count is a typo that never ends
+
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "blend_apply": bench_blend_apply,
     "cached_reload": bench_cached_reload,

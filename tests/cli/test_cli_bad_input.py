@@ -49,6 +49,7 @@ TRAIN = ["train", "curious-uncertainty", "--name", "b", "--keep", "rank:2"]
     (["compare-methods", "curious-uncertainty", "--seed", "18446744073709551615", "--seeds", "2"],
      "The last seed (18446744073709551615 + 2 seeds - 1 = 18446744073709551616) must be a whole number"),
     (["compare-methods", "curious-uncertainty", "--steps", "0"], "steps must be at least 1 (got 0)"),
+    (["bench", "--only", "library_scan", "--repeats", "99999999999"], "--repeats must be at most 1000"),
     # an empty --modules meant the method's default modules; ',,' was already refused
     ([*TRAIN, "--method", "selective", "--modules", ""], "No module patterns given"),
 ])
