@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from stance_studio.core.analysis import layer_index
-from stance_studio.core.checkpoints import StanceCheckpoint, make_checkpoint
+from stance_studio.core.checkpoints import ACTIVATION, StanceCheckpoint, make_checkpoint
 from stance_studio.core.errors import CheckpointError
 
 MODES = ("depth",)
@@ -48,6 +48,12 @@ def map_by_depth(ckpt: StanceCheckpoint, base) -> LayerMapping:
     if source_layers < 1 or target_layers < 1:
         raise CheckpointError(f"Checkpoint {ckpt.name!r} or {base.model_id} records no layer count; "
                               "--map-layers depth needs both.")
+    if ckpt.kind == ACTIVATION:  # a steering stance: per-layer vectors, not weight deltas
+        if source_layers == target_layers:
+            return LayerMapping(ckpt, {j: j for j in range(target_layers)}, {})
+        raise CheckpointError(
+            f"{ckpt.name!r} is an activation-steering stance made on {source_layers} layers; --map-layers depth "
+            f"maps weight deltas only. Build its vectors on {base.model_id} instead (train DATASET --method steer).")
     arch = ckpt.base.get("architecture")
     if arch and arch != base.architecture:
         raise CheckpointError(

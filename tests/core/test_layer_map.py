@@ -80,3 +80,15 @@ def test_generate_maps_layers_on_the_command_line(tmp_path, capsys):
     assert main([*args, "--map-layers", "depth"]) == 0
     err = capsys.readouterr().err
     assert err.count("refused") == 1 and "refused model.layers.0.mlp.down_proj.weight" in err and "(3, 3)" in err
+
+
+def test_a_steering_stance_passes_at_its_own_depth_and_is_refused_by_name_at_another():
+    """It was refused as touching "none of its parameters", even on its own model."""
+    source = tiny_base(layers=4)
+    steer = make_checkpoint("st", {}, source, training={"method": "steer"})
+    steer.kind = "activation"
+    steer.directions = {n: torch.ones(32) for n in range(4)}
+    assert map_by_depth(steer, source).checkpoint is steer
+    with pytest.raises(CheckpointError, match="'st' is an activation-steering stance made on 4 layers; "
+                                              "--map-layers depth maps weight deltas only"):
+        map_by_depth(steer, tiny_base(layers=6, seed=5))
