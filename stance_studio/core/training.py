@@ -316,6 +316,8 @@ def _wrap_lora(model, base, config: TrainConfig):
         fan_in_fan_out=all(transposed),
     )
     with warnings.catch_warnings():
+        # peft reads a property transformers deprecated: two lines on every run's stderr
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if any(transposed) and not all(transposed):
             # PEFT sets fan_in_fan_out per module and says so; a mix of both kinds is fine
             warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")

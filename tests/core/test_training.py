@@ -205,3 +205,14 @@ def test_between_steps_sees_the_cancel_flag_set_there(tiny, data):
     cancel.between_steps_hook = cancel.set  # the user cancels while interactive work runs
     with pytest.raises(Cancelled):
         train(tiny, data, TrainConfig(steps=3), cancel=cancel)
+
+
+def test_lora_training_prints_no_third_party_deprecation(tiny, data):
+    """Every LoRA run printed transformers' FutureWarning about is_gradient_checkpointing
+    (read by peft) on stderr: two lines a user cannot act on."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny, data, TrainConfig(method="lora", steps=1))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
