@@ -46,18 +46,24 @@ def held_out_count(n: int, fraction: float) -> int:
 
 def split_dataset(dataset: StanceDataset, fraction: float = DEFAULT_HOLDOUT, seed: int = 0) -> Split:
     """Hold out a seeded ``fraction`` of ``dataset`` (at least 2 examples, at least 1
-    left to train on); ``fraction`` 0 trains on everything."""
+    left to train on); ``fraction`` 0 trains on everything. The split is drawn over
+    distinct prompts, so examples that share a prompt are all held out or all
+    trained on: nothing held out is ever trained on, and the recorded prompts find
+    exactly the held-out examples again."""
     fraction = check_fraction(fraction)
     n = len(dataset)
-    k = held_out_count(n, fraction)
-    if k and n - k < 1:
+    prompts = list(dict.fromkeys(ex.prompt for ex in dataset.examples))  # in order of first appearance
+    m = len(prompts)
+    k = held_out_count(m, fraction)
+    if k and m - k < 1:
+        shared = f" ({m} distinct prompt{'s' if m != 1 else ''})" if m != n else ""
         raise DatasetError(
-            f"{dataset.path or dataset.name} has {n} example{'s' if n != 1 else ''}: too few to hold out {k} and still train; "
-            "add examples or set the held-out fraction to 0."
+            f"{dataset.path or dataset.name} has {n} example{'s' if n != 1 else ''}{shared}: too few to hold out {k} "
+            "and still train; add examples or set the held-out fraction to 0."
         )
-    chosen = set(random.Random(seed).sample(range(n), k))
-    held = [ex for i, ex in enumerate(dataset.examples) if i in chosen]
-    train = replace(dataset, examples=[ex for i, ex in enumerate(dataset.examples) if i not in chosen])
+    chosen = {prompts[i] for i in random.Random(seed).sample(range(m), k)}
+    held = [ex for ex in dataset.examples if ex.prompt in chosen]
+    train = replace(dataset, examples=[ex for ex in dataset.examples if ex.prompt not in chosen])
     return Split(train, held, fraction)
 
 

@@ -40,3 +40,31 @@ def test_a_recorded_split_is_found_again():
     split = split_dataset(data, 0.3, seed=1)
     held, rest = examples_for_prompts(data, split.held_out_prompts)
     assert held == split.held_out and rest == split.train.examples
+
+
+def test_examples_that_share_a_prompt_are_held_out_together():
+    """The split was drawn over examples: one copy of a repeated prompt could be held
+    out while another was trained on, so stance fit "on held-out examples" measured
+    training data, and the recorded prompts found training examples again."""
+    examples = [Example(f"p{i % 4}", f"r{i}") for i in range(12)]  # 4 prompts, 3 answers each
+    data = StanceDataset("d", None, examples, "sha")
+    for seed in range(10):
+        split = split_dataset(data, 0.25, seed=seed)
+        held = set(split.held_out_prompts)
+        assert len(held) == 2 and len(split.held_out) == 6  # two prompts, all three answers of each
+        assert not held & {ex.prompt for ex in split.train.examples}
+        assert examples_for_prompts(data, split.held_out_prompts)[0] == split.held_out
+    same = StanceDataset("d", None, [Example("p", f"r{i}") for i in range(5)], "sha")
+    with pytest.raises(DatasetError, match=r"has 5 examples \(1 distinct prompt\): too few to hold out 2"):
+        split_dataset(same, 0.25)
+    assert len(split_dataset(same, 0).train) == 5
+
+
+def test_a_dataset_without_repeated_prompts_splits_as_before():
+    """Checkpoints record their split; drawing over distinct prompts keeps every
+    earlier split of a dataset without repeats the same."""
+    import random
+
+    data = _dataset(24)
+    chosen = set(random.Random(3).sample(range(24), 6))
+    assert split_dataset(data, 0.25, seed=3).held_out_prompts == [f"p{i}" for i in sorted(chosen)]
