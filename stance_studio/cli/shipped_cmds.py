@@ -56,16 +56,31 @@ def cmd_install(args) -> int:
     return 0
 
 
+def _library_folder(args):
+    """The stance library's folder, or None where there is none to protect."""
+    from stance_studio.core.errors import StanceStudioError
+
+    try:
+        return open_library(args).folder
+    except StanceStudioError:
+        return None
+
+
 def cmd_rebuild(args) -> int:
     from stance_studio.core.extraction import parse_policy
+    from stance_studio.core.errors import StorageError
     from stance_studio.core.shipped import default_folder, rebuild
+    from stance_studio.core.storage import check_export_target
     from stance_studio.core.training import TrainConfig
 
     policy = parse_policy(args.keep)
     fields = {"seed": args.seed, **({"steps": args.steps} if args.steps is not None else {}),
               **({"lr": args.lr} if args.lr is not None else {})}
     config = TrainConfig(**fields)
-    out = args.out or str(default_folder())
+    out = str(default_folder()) if args.out is None else args.out
+    target = check_export_target(out, _library_folder(args), "shipped set")
+    if target.exists() and not target.is_dir():
+        raise StorageError(f"--out {target} is a file; choose a folder for the shipped set.")
     cancel = sigint_cancel()
     base = load_model(args, cancel)
     shipped = rebuild(base, out, names=args.stance, policy=policy.text, config=config,

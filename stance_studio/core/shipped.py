@@ -203,6 +203,7 @@ def rebuild(base, out: os.PathLike, names: Optional[Sequence[str]] = None, polic
     unknown = [n for n in wanted if n not in datasets]
     if unknown:
         raise LibraryError(f"No built-in stance named {unknown[0]!r}; built-in: {', '.join(datasets)}.")
+    kept = _entries_kept(Path(out), wanted, base, policy)
     library = Library(out)
     library.check_writable()
     stances = []
@@ -214,9 +215,31 @@ def rebuild(base, out: os.PathLike, names: Optional[Sequence[str]] = None, polic
         stances.append(ShippedStance(name, path, sha256_of(path), path.stat().st_size, ckpt.base["fingerprint"],
                                      ckpt.stance.get("dataset_hash", ""), ckpt.metrics.get("retention")))
     progress(Progress("rebuild", len(wanted), len(wanted), f"Wrote {len(wanted)} checkpoints to {library.folder}"))
+    stances = [*kept, *stances]  # the other stances of the set keep their entries
     shipped = ShippedSet(library.folder, base.model_id, model_fingerprint(base), policy, tuple(stances))
     _write_manifest(shipped, config)
     return shipped
+
+
+def _entries_kept(out: Path, wanted: Sequence[str], base, policy: str) -> list[ShippedStance]:
+    """The manifest entries in ``out`` that a rebuild of only ``wanted`` keeps: the
+    other stances of a set made on the same model with the same policy. A set made
+    otherwise is refused before any training, since a manifest naming only ``wanted``
+    would drop the others and one naming all would mix two models or policies."""
+    try:
+        previous = load_set(out)
+    except StanceStudioError:
+        return []  # an unreadable manifest is replaced whole
+    others = [st for st in previous.stances if st.name not in wanted] if previous is not None else []
+    if not others:
+        return []
+    if previous.model_fingerprint != model_fingerprint(base) or previous.policy != policy:
+        raise LibraryError(
+            f"{out} holds a shipped set made on {previous.model} with policy {previous.policy} "
+            f"({', '.join(st.name for st in others)} among them); rebuilding only {', '.join(wanted)} on "
+            f"{base.model_id} with policy {policy} would leave a set of mixed stances. Rebuild every stance "
+            "(leave out --stance) or write to another folder (--out).")
+    return others
 
 
 def _write_manifest(shipped: ShippedSet, config) -> None:

@@ -74,3 +74,19 @@ def test_an_export_into_the_library_or_to_an_empty_path_is_refused(lib, tmp_path
     assert ("inside the stance library" if where else "is empty") in one_error_line(capsys, code)
     assert sorted(p.name for p in lib.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lib"]  # nothing written in the current folder
+
+
+@pytest.mark.parametrize("out,needle", [("", "is empty"), ("{lib}", "inside the stance library"),
+                                        ("{file}", "is a file; choose a folder for the shipped set")])
+def test_rebuild_builtins_refuses_an_empty_out_the_library_or_a_file(lib, tmp_path, capsys, monkeypatch, out, needle):
+    """--out '' meant the shipped folder inside the installed app, whose set it replaced."""
+    from stance_studio.cli import shipped_cmds
+    from stance_studio.core.shipped import default_folder
+
+    monkeypatch.setattr(shipped_cmds, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "file").write_text("x")
+    shipped_before = {p.name: p.stat().st_mtime_ns for p in default_folder().iterdir()}
+    code = main(["rebuild-builtins", "--out", out.format(lib=lib, file=tmp_path / "file"), "--model", "tiny",
+                 "--library", str(lib)])
+    assert needle in one_error_line(capsys, code)
+    assert {p.name: p.stat().st_mtime_ns for p in default_folder().iterdir()} == shipped_before

@@ -104,3 +104,19 @@ def test_no_set_and_a_bad_manifest_are_clear_errors(tmp_path):
     with pytest.raises(StanceStudioError) as err:
         shipped.load_set(tmp_path)
     assert "manifest.json" in str(err.value)
+
+
+def test_rebuilding_one_stance_keeps_the_others_and_refuses_a_mixed_set(folder):
+    """Rebuilding only one stance wrote a manifest naming only it: the others' files
+    stayed, unlisted; into a set made on another model it mixed two models."""
+    before = {s.name: s.sha256 for s in shipped.load_set(folder).stances}
+    with pytest.raises(StanceStudioError, match="holds a shipped set made on tiny with policy rank:2 .*"
+                                                "confident-expertise among them.*would leave a set of mixed"):
+        shipped.rebuild(tiny_base(seed=1), folder, names=["curious-uncertainty"], policy="rank:2",
+                        config=TrainConfig(steps=1))
+    assert {s.name: s.sha256 for s in shipped.load_set(folder).stances} == before  # nothing written
+    again = shipped.rebuild(tiny_base(), folder, names=["curious-uncertainty"], policy="rank:2",
+                            config=TrainConfig(steps=1, lr=3e-3, seed=4))
+    names = {s.name: s.sha256 for s in shipped.load_set(folder).stances}
+    assert set(names) == set(NAMES) and names["confident-expertise"] == before["confident-expertise"]
+    assert names["curious-uncertainty"] != before["curious-uncertainty"] and len(again.stances) == 2
