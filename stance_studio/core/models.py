@@ -81,7 +81,11 @@ def is_tiny_spec(spec) -> bool:
 def check_model_spec(spec) -> None:
     """Refuse a model spec that can never load, before any work: a tiny spec naming no
     family, seed or layer count. Specs that need the disk or the network are checked
-    when they load."""
+    when they load. An empty spec (``--model "$UNSET"``) is refused rather than read as
+    the bundled default, which would load a different model than the one meant."""
+    if spec is not None and not str(spec).strip():
+        raise ModelLoadError("The model is empty (--model ''); name a model folder, a .gguf file, a hub id or "
+                             "tiny, or leave --model out for the bundled model.")
     if is_tiny_spec(spec):
         from stance_studio.core.tiny import parse_tiny_spec
 

@@ -90,3 +90,13 @@ def test_rebuild_builtins_refuses_an_empty_out_the_library_or_a_file(lib, tmp_pa
                  "--library", str(lib)])
     assert needle in one_error_line(capsys, code)
     assert {p.name: p.stat().st_mtime_ns for p in default_folder().iterdir()} == shipped_before
+
+
+@pytest.mark.parametrize("command", [["list"], ["generate", "--prompt", "hi", "--variant", "base"]])
+def test_an_empty_model_is_refused_not_read_as_the_bundled_one(lib, capsys, monkeypatch, command):
+    """--model "$UNSET" loaded the bundled model in silence (minutes, and another model)."""
+    from stance_studio.cli import common
+
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code = main([*command, "--model", "", "--library", str(lib)])
+    assert "The model is empty (--model '')" in one_error_line(capsys, code)
