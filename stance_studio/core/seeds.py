@@ -29,7 +29,7 @@ def check_seeds(seeds: int, seed: int = 0) -> int:
     if not 1 <= seeds <= MAX_SEEDS:
         raise StanceStudioError(f"The number of seeds must be from 1 to {MAX_SEEDS} (got {seeds}).")
     check_seed(seed)
-    check_seed(seed + seeds - 1, f"The last seed ({seed} + {seeds} seeds - 1 = {seed + seeds - 1})")
+    check_seed(seed + seeds - 1, f"The last seed (--seed {seed} + --seeds {seeds} - 1)")
     return seeds
 
 _RUN_KEYS = ("trainable_params", "seconds", "nonfinite_steps", "bytes", "final_loss",

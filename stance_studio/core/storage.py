@@ -109,8 +109,8 @@ def check_export_target(target: str | os.PathLike, library: str | os.PathLike | 
         folder = Path(library).expanduser().resolve()
         resolved = path.resolve()
         if resolved == folder or folder in resolved.parents:
-            raise StorageError(f"{path} is inside the stance library {folder}, which holds stances only; "
-                               f"write the {what} to a folder outside it.")
+            where = "is the stance library" if resolved == folder else f"is inside the stance library {folder}"
+            raise StorageError(f"{path} {where}, which holds stances only; write the {what} to a folder outside it.")
     return path
 
 
