@@ -166,10 +166,14 @@ class Library:
                 return candidate
             raise LibraryError(f"Checkpoint file {candidate} {not_a_file(candidate)}.")
         stripped = text.strip()
-        if _NAME.match(stripped) and stripped.lower() not in RESERVED_NAMES:
+        if stripped.lower() in RESERVED_NAMES:
+            raise LibraryError(f"{stripped!r} is the unchanged base model, not a checkpoint; name a stance.")
+        if _NAME.match(stripped):
             path = self.folder / f"{stripped}{SUFFIX}"
             if path.is_file():
                 return path
+            if path.is_symlink() or path.exists():  # a folder, pipe or broken link named like a stance
+                raise LibraryError(f"{path.name} in {self.folder} is named like a stance but {not_a_file(path)}.")
         known = ", ".join(self.names()) or "none"
         hint = f"; to use the file {text!r} in the current folder, write './{text}'" if Path(text).is_file() else ""
         raise LibraryError(f"No checkpoint named {text!r} in {self.folder} (known: {known}){hint}.")

@@ -166,3 +166,19 @@ def test_a_pipe_or_device_named_like_a_checkpoint_is_never_read_and_named_for_wh
             load_probes(target)
     with pytest.raises(LibraryError, match="symbolic link that loops"):
         lib.resolve(loop)
+
+
+def test_a_name_whose_file_is_not_a_checkpoint_says_what_is_there(tmp_path):
+    """'inspect dir' with a folder dir.stance.safetensors in the library said "No
+    checkpoint named 'dir'" beside the skipped-file warning naming it; 'base' the same."""
+    lib = Library(tmp_path / "lib")
+    (lib.folder / "dir.stance.safetensors").mkdir()
+    (lib.folder / "loop.stance.safetensors").symlink_to(lib.folder / "loop.stance.safetensors")
+    with pytest.raises(LibraryError, match=r"dir.stance.safetensors in .* is named like a stance but is a folder, not a file"):
+        lib.resolve("dir")
+    with pytest.raises(LibraryError, match="loop.stance.safetensors in .* is a symbolic link that loops"):
+        lib.resolve("loop")
+    with pytest.raises(LibraryError, match="'BASE' is the unchanged base model, not a checkpoint"):
+        lib.resolve("BASE")
+    with pytest.raises(LibraryError, match="No checkpoint named 'nope'"):
+        lib.resolve("nope")
