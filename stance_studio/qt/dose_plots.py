@@ -45,7 +45,6 @@ class DoseLines(pg.GraphicsLayoutWidget):
 
     def set_rows(self, rows: Sequence[dict], axis_label: str = "α") -> None:
         chosen = sweep_tables.plotted(rows)
-        keys = [k for k, _ in chosen]
         if chosen != self.chosen or axis_label != self.axis_label:
             self._rebuild(chosen, axis_label)
         xs = sorted({float(r["alpha"]) for r in rows if "alpha" in r})

@@ -166,6 +166,11 @@ def test_layer_sweep_of_a_steering_stance_plots_score_against_depth(qtbot, windo
     # no dataset recorded: the marker score; with the stance's rate in every row: the rate
     assert window.plot.getAxis("left").labelText.startswith("marker score")
     rated = [dict(r, stance_rate=0.25 * i, stance_rate_ci95=[0.0, 1.0]) for i, r in enumerate(window.rows)]
-    window.show_rows(rated, "rated")
+    # a saved sweep shown again sets the form to what it was measured with
+    window.every.setValue(1)
+    window.set_experiment("methods")
+    window.show_layer_sweep({"checkpoint": "steer", "probes": len(PROBES), "rows": rated})
+    assert window.kind == "layers" and window.steering_box.currentText() == "steer"
+    assert window.every.value() == 2 and window.probes_limit.value() == len(PROBES)
     assert window.plot.getAxis("left").labelText.startswith("stance rate")
     assert [round(float(y), 2) for y in window.scatter.data["y"]] == [0.25, 0.5]
