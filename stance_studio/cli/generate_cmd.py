@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def cmd_generate(args) -> int:
     from stance_studio.core.blend import Blender
-    from stance_studio.core.checkpoints import compatibility
+    from stance_studio.core.compatibility import compatibility
     from stance_studio.core.compare import VariantColumn, compare
     from stance_studio.core.errors import CheckpointError, StanceStudioError
     from stance_studio.core.generation import GenerationSettings

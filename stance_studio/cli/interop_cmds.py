@@ -44,7 +44,7 @@ def cmd_export_model(args) -> int:
 
 def cmd_export_gguf(args) -> int:
     from stance_studio.core.checkpoints import ACTIVATION
-    from stance_studio.core.checkpoints import check_compatible
+    from stance_studio.core.compatibility import check_compatible
     from stance_studio.core.gguf_export import export_gguf
 
     ckpt = open_library(args).load(args.checkpoint)
