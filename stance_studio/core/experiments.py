@@ -147,8 +147,8 @@ def _steering_row(base, data, label, config, blender, probes, base_metrics, prog
 
 
 # The figures of a variant that experiment tables show (with their intervals).
-METRIC_KEYS = ("stance_rate", "stance_fit_nats", "stance_score", "hedges_per_100w", "boosters_per_100w",
-               "kl_to_base", "identical_fraction", "capability_change")
+METRIC_KEYS = ("stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "stance_score",
+               "hedges_per_100w", "boosters_per_100w", "kl_to_base", "identical_fraction", "capability_change")
 
 
 def metric_fields(m) -> dict:

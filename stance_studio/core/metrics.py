@@ -30,6 +30,7 @@ from stance_studio.core.capability import DEFAULT_TOKENS, Capability, capability
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.probe_stats import PerProbe, by_category, intervals
+from stance_studio.core.repetition import looping_fields
 from stance_studio.core.resources import resource
 from stance_studio.core.stance_metrics import StanceMetrics, measure_stance
 
@@ -163,6 +164,7 @@ class VariantMetrics:
         out.update(self.stance.as_json() if self.stance else {
             "stance": None, "stance_rate": None, "stance_rate_ci95": None, "classifier_accuracy": None,
             "stance_fit_nats": None, "stance_fit_ci95": None})
+        out.update(looping_fields([g.text for g in self.generations], self.stance.rate.labels if self.stance else None))
         out["capability"] = self.capability.as_json() if self.capability else None
         if self.per_probe is not None and self.categories:
             out["by_category"] = by_category(self.per_probe, self.categories)
