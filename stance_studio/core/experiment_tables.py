@@ -90,7 +90,7 @@ def headers(kind) -> list[str]:
 
 
 # Figures shown with their uncertainty (the others are settings or sizes).
-UNCERTAIN = {"stance_rate", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
+UNCERTAIN = {"stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
              "stance_score", "retention"}
 
 
@@ -104,7 +104,7 @@ def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
         text += f" ± {fmt(spread).lstrip('+')}"
     elif ci is not None:
         text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
-    if key == "stance_rate" and row.get("stance_rate_reliable") is False:
+    if key in ("stance_rate", "stance_rate_strict") and row.get("stance_rate_reliable") is False:
         text += " (unreliable)"
     return text
 

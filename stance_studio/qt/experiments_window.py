@@ -57,7 +57,8 @@ NOTES = {
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
     "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
-              "the probes' stance rate, marker score, KL to base and identical answers, against depth fraction. "
+              "the probes' stance rate (and the strict rate, which counts no looping answer; dashed), marker "
+              "score, KL to base and identical answers, against depth fraction. "
               "Build a steering stance first: Train ▸ New stance with method steer, or "
               "`stance-studio train DATASET --method steer`.",
 }
@@ -194,7 +195,7 @@ class ExperimentsWindow(QDialog):
         self._policies_label.setVisible(policies)
         for widget, shown in ((self.steering_box, layers), (self.every, layers), (self.probes_limit, layers),
                               (self.dataset_box, not layers), (self.steps, not layers), (self.lr, not layers),
-                              (self.seed, not layers)):
+                              (self.seed, not layers), (self.seeds, not layers)):
             widget.setVisible(shown)
             self._form.labelForField(widget).setVisible(shown)
         if layers:
