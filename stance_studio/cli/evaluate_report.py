@@ -30,6 +30,10 @@ def _stance_lines(doc: dict) -> list[str]:
              f"nats/token on {doc.get('stance_fit_examples', 0)} {doc.get('stance_fit_split', '')} examples"]
     if doc.get("stance_fit_train_nats") is not None:
         lines[-1] += f"; {doc['stance_fit_train_nats']:+.3f} on the training examples"
+    if doc.get("stance_rate_strict") is not None:
+        lines.insert(2, f"  strict rate  {doc['stance_rate_strict']:.2f}{_ci(doc.get('stance_rate_strict_ci95'), '.2f')}"
+                        "   (answers in the stance that do not loop)"
+                        + ("" if doc.get("stance_rate_reliable") else "; unreliable, as the stance rate"))
     return lines
 
 
@@ -46,6 +50,9 @@ def evaluate_text(spec: str, model: str, doc: dict, by_category: bool = False) -
         f"  markers      hedges {doc['hedges_per_100w']:.2f}, boosters {doc['boosters_per_100w']:.2f} per 100 words; "
         f"score {doc['stance_score']:+.2f}{_ci(doc.get('stance_score_ci95'), '+.2f')}",
     ]
+    if doc.get("looping_fraction") is not None:
+        lines.append(f"  looping      {doc['looping_fraction']:.0%}{_ci(doc.get('looping_fraction_ci95'), '.0%')} of the "
+                     "answers repeat themselves")
     if by_category and doc.get("by_category"):
         lines.append("  by category:")
         width = max(len(c) for c in doc["by_category"])

@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def cmd_generate(args) -> int:
     from stance_studio.core.blend import Blender
-    from stance_studio.core.checkpoints import compatibility
+    from stance_studio.core.compatibility import compatibility
     from stance_studio.core.compare import VariantColumn, compare
     from stance_studio.core.errors import CheckpointError, StanceStudioError
     from stance_studio.core.generation import GenerationSettings
@@ -107,7 +107,8 @@ def render_columns(columns: list[dict]) -> str:
     total = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
     gap = 3
     width = max(16, (total - gap * (len(columns) - 1)) // max(len(columns), 1))
-    wrapped = [[c["variant"][:width], "-" * min(width, max(len(c["variant"]), 4))] + textwrap.wrap(c["text"].strip() or "(empty)", width)
+    wrapped = [[c["variant"][:width], "-" * min(width, max(len(c["variant"]), 4))]
+               + textwrap.wrap(c["text"].strip() or "(empty)", width) + (["(repeats itself)"] if c.get("loops") else [])
                for c in columns]
     height = max(len(w) for w in wrapped)
     lines = []

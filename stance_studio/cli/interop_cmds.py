@@ -47,7 +47,7 @@ def cmd_export_model(args) -> int:
 
 def cmd_export_gguf(args) -> int:
     from stance_studio.core.checkpoints import ACTIVATION
-    from stance_studio.core.checkpoints import check_compatible
+    from stance_studio.core.compatibility import check_compatible
     from stance_studio.core.gguf_export import export_gguf
     from stance_studio.core.storage import check_export_target
 

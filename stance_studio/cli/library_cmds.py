@@ -50,7 +50,7 @@ def cmd_list(args) -> int:
 
 def cmd_inspect(args) -> int:
     from stance_studio.core.analysis import analyse
-    from stance_studio.core.checkpoints import check_compatible, compatibility
+    from stance_studio.core.compatibility import check_compatible, compatibility
     from stance_studio.core.errors import SettingsError
 
     if args.top < 0:

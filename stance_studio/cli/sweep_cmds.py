@@ -98,13 +98,13 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_interference(args) -> int:
-    from stance_studio.core.checkpoints import _model_difference
+    from stance_studio.core.compatibility import model_difference
     from stance_studio.core.errors import IncompatibleBaseError
     from stance_studio.core.interference import checkpoint_interference
 
     library = open_library(args)
     a, b = library.load(args.a), library.load(args.b)
-    differs = _model_difference(a.base, b.base)
+    differs = model_difference(a.base, b.base)
     if differs and not args.allow_mismatch:
         raise IncompatibleBaseError(f"{a.name!r} and {b.name!r} were made on different base models ({differs}); "
                                     "pass --allow-mismatch to compare them anyway.")

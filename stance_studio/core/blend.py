@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 
-from stance_studio.core.checkpoints import StanceCheckpoint, check_compatible
+from stance_studio.core.checkpoints import StanceCheckpoint
+from stance_studio.core.compatibility import check_compatible
 from stance_studio.core.deltas import Delta
 from stance_studio.core.errors import ShapeMismatchError
 from stance_studio.core.runtime import StanceRuntime, runtime_for

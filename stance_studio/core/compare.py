@@ -23,6 +23,7 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import Generation, GenerationSettings, side_by_side
 from stance_studio.core.jobs import CancelFlag, ColumnText, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, kl_per_token, marker_rates, variant_and_base_logprobs
+from stance_studio.core.repetition import loops
 from stance_studio.core.stance_classifier import stance_classifier
 from stance_studio.core.stance_reference import reference_from_checkpoint
 
@@ -46,6 +47,7 @@ class ColumnResult:
     boosters: float
     kl_to_base: float
     identical_to_base: bool
+    loops: bool = False  # the answer repeats itself (core/repetition.py)
     # stance name → probability that this column's answer reads as that stance
     stance_probability: dict = field(default_factory=dict)
 
@@ -58,7 +60,8 @@ class ColumnResult:
             "variant": self.label, "spec": self.spec, "text": self.text, "new_tokens": self.new_tokens,
             "hedges_per_100w": self.hedges, "boosters_per_100w": self.boosters,
             "stance_score": self.stance_score, "kl_to_base": self.kl_to_base,
-            "identical_to_base": self.identical_to_base, "stance_probability": dict(self.stance_probability),
+            "identical_to_base": self.identical_to_base, "loops": self.loops,
+            "stance_probability": dict(self.stance_probability),
         }
 
 
@@ -123,7 +126,7 @@ def compare(
         result.columns.append(ColumnResult(
             label=column.label, spec=column.spec, text=gen.text, new_tokens=len(gen.new_ids),
             hedges=float(hedges), boosters=float(boosters), kl_to_base=kl,
-            identical_to_base=gen.new_ids == base_ids,
+            identical_to_base=gen.new_ids == base_ids, loops=loops(gen.text),
         ))
     if measure_stances:
         _read_stances(base, blender, blends, result, progress, cancel)

@@ -37,6 +37,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("seconds", "seconds", _num(".1f")),
         ("bytes", "delta size", _bytes),
         ("stance_rate", "stance rate", _num(".2f")),
+        ("stance_rate_strict", "strict rate", _num(".2f")),
+        ("looping_fraction", "looping", _num(".0%")),
         ("stance_fit_nats", "stance fit (nats/token)", _num("+.3f")),
         ("capability_change", "perplexity change %", _num("+.1f")),
         ("kl_to_base", "KL to base", _num(".4f")),
@@ -48,6 +50,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("depth", "depth", _num(".2f")),
         ("norm", "|v|", _num(".3g")),
         ("stance_rate", "stance rate", _num(".2f")),
+        ("stance_rate_strict", "strict rate", _num(".2f")),
+        ("looping_fraction", "looping", _num(".0%")),
         ("stance_score", "marker score", _num("+.2f")),
         ("hedges_per_100w", "hedges /100w", _num(".2f")),
         ("boosters_per_100w", "boosters /100w", _num(".2f")),
@@ -86,7 +90,7 @@ def headers(kind) -> list[str]:
 
 
 # Figures shown with their uncertainty (the others are settings or sizes).
-UNCERTAIN = {"stance_rate", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
+UNCERTAIN = {"stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
              "stance_score", "retention"}
 
 
@@ -100,7 +104,7 @@ def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:
         text += f" ± {fmt(spread).lstrip('+')}"
     elif ci is not None:
         text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
-    if key == "stance_rate" and row.get("stance_rate_reliable") is False:
+    if key in ("stance_rate", "stance_rate_strict") and row.get("stance_rate_reliable") is False:
         text += " (unreliable)"
     return text
 

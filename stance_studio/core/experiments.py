@@ -147,8 +147,8 @@ def _steering_row(base, data, label, config, blender, probes, base_metrics, prog
 
 
 # The figures of a variant that experiment tables show (with their intervals).
-METRIC_KEYS = ("stance_rate", "stance_fit_nats", "stance_score", "hedges_per_100w", "boosters_per_100w",
-               "kl_to_base", "identical_fraction", "capability_change")
+METRIC_KEYS = ("stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "stance_score",
+               "hedges_per_100w", "boosters_per_100w", "kl_to_base", "identical_fraction", "capability_change")
 
 
 def metric_fields(m) -> dict:
@@ -207,9 +207,13 @@ def compare_policies(
     blender = blender or Blender(base)
     base_bytes = base.parameter_bytes()
     split = split_dataset(data, config.holdout, config.seed)
-    result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel)
+    result = train(base, split.train, config, progress=_labelled(progress, "training"), cancel=cancel,
+                   keep_model=True)
     calibration = [encode_example(base.tokenizer, ex)[0] for ex in split.train.examples]
-    measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender)
+    tuned_model, result.model = result.model, None  # measuring alone holds the trained copy
+    measured = measure_policies(base, result.deltas, policies, probes, calibration, progress, cancel, blender,
+                                tuned_model=tuned_model)
+    del tuned_model
     training = {"dataset": data.name, "method": config.method, "steps": result.steps,
                 "seconds": result.seconds, "final_loss": result.final_loss,
                 "nonfinite_steps": result.nonfinite_steps, "full_delta_bytes": delta_bytes(result.deltas),
@@ -227,16 +231,19 @@ def measure_policies(
     progress: ProgressCallback = no_progress,
     cancel: Optional[CancelFlag] = None,
     blender: Optional[Blender] = None,
+    tuned_model=None,
 ) -> dict:
     """Extract one fully tuned delta with each policy and measure retention, bytes and
     bits per touched weight: ``{"ll_base", "ll_tuned", "rows"}``. ``calibration``: the
-    training examples as token ids (for ``aware`` and ``sign``)."""
+    training examples as token ids (for ``aware`` and ``sign``). ``tuned_model``: the
+    trained copy, if kept: the tuned model's answers and every candidate then run as
+    plain weights in it (:mod:`~stance_studio.core.tuned_copy`), not at runtime."""
     cancel = ensure_flag(cancel)
     blender = blender or Blender(base)
     base_bytes = base.parameter_bytes()
     total = len(policies) + 1
     progress(Progress("compare", 0, total, f"Measuring the tuned model on {len(probes)} probe prompts"))
-    probe = retention_probe(base, blender, deltas, probes, cancel=cancel)
+    probe = retention_probe(base, blender, deltas, probes, cancel=cancel, tuned_model=tuned_model)
     progress(Progress("compare", 1, total, "Measured the tuned model"))
     rows: list[dict] = []
     cache: dict = {}
@@ -252,7 +259,8 @@ def measure_policies(
             row = {"policy": text, "modules": len(kept), "bytes": info["bytes"],
                    "fraction_of_base": info["bytes"] / base_bytes, "bits_per_weight": info["bits_per_weight"],
                    "representations": info["representations"],
-                   "retention": probe.measure(base, blender, kept, cancel=cancel),
+                   "retention": probe.measure(base, blender, kept, cancel=cancel, tuned_deltas=deltas,
+                                              tuned_model=tuned_model),
                    "default": text == DEFAULT_POLICY}
         rows.append(row)
         progress(Progress("compare", i + 1, total, f"Measured {text}", partial=MeasuredRow(row)))

@@ -23,6 +23,7 @@ from stance_studio.core.generation import Generation, side_by_side
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.metrics import EVAL_SETTINGS, continuation_logprobs, kl_per_token, pooled_rates
 from stance_studio.core.runtime import runtime_for
+from stance_studio.core.repetition import looping_fields
 from stance_studio.core.stance_classifier import stance_classifier, stance_rate
 from stance_studio.core.stance_reference import reference_from_checkpoint
 from stance_studio.core.steering import at_layer, check_strength, is_steering
@@ -124,25 +125,29 @@ def _classifier(base, blender, ckpt, progress: ProgressCallback, cancel: CancelF
 
 
 def _rate(classifier, texts: list[str]) -> dict:
+    """Stance rate (with the strict rate and the share of looping answers)."""
     if classifier is None:
         return {"stance_rate": None, "stance_rate_ci95": None, "classifier_accuracy": None,
-                "stance_rate_reliable": None}
+                "stance_rate_reliable": None, **looping_fields(texts)}
     rate = stance_rate(classifier, texts)
     return {"stance_rate": rate.rate, "stance_rate_ci95": rate.ci95, "classifier_accuracy": classifier.accuracy,
-            "stance_rate_reliable": classifier.reliable}
+            "stance_rate_reliable": classifier.reliable, **looping_fields(texts, rate.labels)}
 
 
 def sweep_table(rows: list[dict]) -> str:
     """The sweep as a plain-text table (one line per layer)."""
-    lines = [f"{'layer':>5} {'depth':>6} {'|v|':>8} {'rate':>5} {'score':>7} {'hedges':>7} {'boosters':>8} "
-             f"{'KL':>7} {'same':>5}"]
+    lines = [f"{'layer':>5} {'depth':>6} {'|v|':>8} {'rate':>5} {'strict':>6} {'loops':>5} {'score':>7} "
+             f"{'hedges':>7} {'boosters':>8} {'KL':>7} {'same':>5}"]
     for r in rows:
         layer = "base" if r["layer"] is None else str(r["layer"])
         depth = "" if r["depth"] is None else f"{r['depth']:.2f}"
         norm = "" if r["norm"] is None else f"{r['norm']:.3g}"
         rate = "–" if r.get("stance_rate") is None else f"{r['stance_rate']:.2f}"
-        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {rate:>5} {r['stance_score']:>+7.2f} {r['hedges_per_100w']:>7.2f} "
+        strict = "–" if r.get("stance_rate_strict") is None else f"{r['stance_rate_strict']:.2f}"
+        loops = "–" if r.get("looping_fraction") is None else f"{r['looping_fraction']:.0%}"
+        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {rate:>5} {strict:>6} {loops:>5} {r['stance_score']:>+7.2f} {r['hedges_per_100w']:>7.2f} "
                      f"{r['boosters_per_100w']:>8.2f} {r['kl_to_base']:>7.3f} {r['identical_fraction']:>5.0%}")
     if rows and rows[0].get("stance_rate") is not None and rows[0].get("stance_rate_reliable") is False:
         lines.append("rate: the stance's classifier is unreliable (cross-validated accuracy below 0.8)")
+    lines.append("strict: the rate counting no looping answer; loops: share of answers that repeat themselves")
     return "\n".join(lines)

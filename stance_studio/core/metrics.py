@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -30,8 +28,10 @@ from stance_studio.core.capability import DEFAULT_TOKENS, Capability, capability
 from stance_studio.core.generation import Generation, GenerationSettings, generate_many
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.probe_stats import PerProbe, by_category, intervals
+from stance_studio.core.repetition import looping_fields
 from stance_studio.core.resources import resource
 from stance_studio.core.stance_metrics import StanceMetrics, measure_stance
+from stance_studio.core.tuned_copy import kept_view, tuned_view
 
 EVAL_SETTINGS = GenerationSettings(max_new_tokens=48)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -163,6 +163,7 @@ class VariantMetrics:
         out.update(self.stance.as_json() if self.stance else {
             "stance": None, "stance_rate": None, "stance_rate_ci95": None, "classifier_accuracy": None,
             "stance_fit_nats": None, "stance_fit_ci95": None})
+        out.update(looping_fields([g.text for g in self.generations], self.stance.rate.labels if self.stance else None))
         out["capability"] = self.capability.as_json() if self.capability else None
         if self.per_probe is not None and self.categories:
             out["by_category"] = by_category(self.per_probe, self.categories)
@@ -309,13 +310,17 @@ class RetentionProbe:
     ll_tuned: float
     kl_tuned_to_base: float = 0.0
 
-    def measure(self, base, blender, deltas, batch_size: int = 8,
-                cancel: Optional[CancelFlag] = None) -> Optional[float]:
-        """Retention of ``deltas``; None when the tuned model shows no shift to retain."""
+    def measure(self, base, blender, deltas, batch_size: int = 8, cancel: Optional[CancelFlag] = None,
+                tuned_deltas=None, tuned_model=None) -> Optional[float]:
+        """Retention of ``deltas`` (a kept checkpoint); None when the tuned model shows no
+        shift to retain. With ``tuned_model`` (the trained copy) and the ``tuned_deltas``
+        it was trained to, the checkpoint runs as plain weights in that copy
+        (:func:`~stance_studio.core.tuned_copy.kept_view`)."""
         if retention(self.ll_tuned, self.ll_base, self.ll_tuned) is None:
             return None
-        with blender.runtime.scoped([(deltas, 1.0)]):
-            return self.retention_of(mean_loglik(base, self.generations, batch_size, cancel, share_prefix=True))
+        view, scope = kept_view(base, blender, tuned_deltas or {}, deltas, tuned_model)
+        with scope():
+            return self.retention_of(mean_loglik(view, self.generations, batch_size, cancel, share_prefix=True))
 
     def retention_of(self, ll_ckpt: float) -> Optional[float]:
         """Retention of a checkpoint whose mean log-likelihood of the answers is ``ll_ckpt``."""
@@ -332,14 +337,6 @@ class RetentionProbe:
 ANSWER_BATCH = 40
 
 
-def _tuned_view(base, blender, tuned_deltas, tuned_model):
-    """(model to run, context) computing the fully tuned model: the trained copy itself
-    when given (plain weights), else the base with the tuned delta at runtime."""
-    if tuned_model is not None:
-        return dataclasses.replace(base, model=tuned_model), contextlib.nullcontext()
-    return base, blender.runtime.scoped([(tuned_deltas, 1.0)])
-
-
 def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings: GenerationSettings = EVAL_SETTINGS,
                     batch_size: int = 8, cancel: Optional[CancelFlag] = None, tuned_model=None,
                     progress: ProgressCallback = no_progress) -> RetentionProbe:
@@ -353,7 +350,7 @@ def retention_probe(base, blender, tuned_deltas, probes: Sequence[str], settings
     weights instead of adding a dense delta to every module at runtime.
     """
     cancel = ensure_flag(cancel)
-    view, scope = _tuned_view(base, blender, tuned_deltas, tuned_model)
+    view, scope = tuned_view(base, blender, tuned_deltas, tuned_model)
     progress(Progress("answers", 0, 1, f"Generating the tuned model's answers to {len(probes)} probe prompts"))
     with scope:
         gens = generate_many(view, probes, settings, ANSWER_BATCH, cancel=cancel, with_logprobs=True,

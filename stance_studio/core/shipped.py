@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from stance_studio.core.checkpoints import compatibility, read_header
+from stance_studio.core.checkpoints import read_header
+from stance_studio.core.compatibility import compatibility
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, LibraryError, StanceStudioError
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.library import Library

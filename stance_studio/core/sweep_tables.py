@@ -24,15 +24,16 @@ PLOTS: tuple[tuple[tuple[str, str], ...], ...] = (
 )
 
 _FORMATS = {
-    "stance_rate": ".3f", "classifier_accuracy": ".2f", "stance_fit_nats": "+.3f", "stance_score": "+.2f",
+    "stance_rate": ".3f", "stance_rate_strict": ".3f", "looping_fraction": ".0%", "classifier_accuracy": ".2f", "stance_fit_nats": "+.3f", "stance_score": "+.2f",
     "hedges_per_100w": ".2f", "boosters_per_100w": ".2f", "kl_to_base": ".4f", "identical_fraction": ".0%",
 }
 _LABELS = {
-    "stance_rate": "stance rate", "classifier_accuracy": "classifier accuracy", "stance_fit_nats": "stance fit (nats)",
+    "stance_rate": "stance rate", "stance_rate_strict": "strict stance rate", "looping_fraction": "looping answers",
+    "classifier_accuracy": "classifier accuracy", "stance_fit_nats": "stance fit (nats)",
     "stance_score": "marker score", "hedges_per_100w": "hedges /100w", "boosters_per_100w": "boosters /100w",
     "kl_to_base": "KL to base", "identical_fraction": "identical to base", "capability.change": "capability change",
 }
-_FIRST = ("stance_rate", "stance_fit_nats", "capability.change", "stance_score", "kl_to_base", "identical_fraction")
+_FIRST = ("stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "capability.change", "stance_score", "kl_to_base", "identical_fraction")
 
 
 def value(row: dict, key: str) -> Optional[float]:

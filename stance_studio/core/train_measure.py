@@ -18,20 +18,16 @@ the checkpoint runs at runtime on the loaded model.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
-
-import torch
 
 from stance_studio.core.datasets import Example
 from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensure_flag, no_progress
 from stance_studio.core.loglik_cache import base_logliks
 from stance_studio.core.metrics import RetentionProbe, mean_loglik, retention_probe
-from stance_studio.core.runtime import base_tensor
 from stance_studio.core.stance_fit import StanceFit, fit_from_logliks, response_logliks
+from stance_studio.core.tuned_copy import kept_view
 
 
 @dataclass
@@ -57,11 +53,11 @@ def measure_training(base, blender, tuned_deltas, kept, probes: Sequence[str], h
                             progress=_timed(progress, seconds, clock))
     cancel.between_steps()  # between phases, no stance scope is open: other short work may run
     progress(Progress("retention", 1, 2, "Scoring the tuned model's answers under the kept checkpoint"))
-    kept_view, kept_scope = _kept_view(base, blender, tuned_deltas, kept, tuned_model)
+    kept_model, kept_scope = kept_view(base, blender, tuned_deltas, kept, tuned_model)
     retention = None
     if probe.retention_of(probe.ll_tuned) is not None:  # else the tuned model shows no shift to retain
         with kept_scope():
-            retention = probe.retention_of(mean_loglik(kept_view, probe.generations, cancel=cancel,
+            retention = probe.retention_of(mean_loglik(kept_model, probe.generations, cancel=cancel,
                                                        share_prefix=True))
     cancel.between_steps()
     progress(Progress("retention", 2, 2, "Retention undefined: the tuned model is no closer to its answers than base"
@@ -76,7 +72,7 @@ def measure_training(base, blender, tuned_deltas, kept, probes: Sequence[str], h
         base_ll = base_logliks(base, blender, examples, cancel=cancel)
         cancel.between_steps()
         with kept_scope():
-            kept_ll = response_logliks(kept_view, examples, cancel=cancel, share_prefix=True)
+            kept_ll = response_logliks(kept_model, examples, cancel=cancel, share_prefix=True)
         h = len(held_out)
         fit = fit_from_logliks(kept_ll[:h], base_ll[:h]) if h else None
         fit_train = fit_from_logliks(kept_ll[h:], base_ll[h:]) if trained else None
@@ -84,24 +80,6 @@ def measure_training(base, blender, tuned_deltas, kept, probes: Sequence[str], h
                       + " nats/token on the held-out examples"))
     seconds["fit"] = time.perf_counter() - clock
     return TrainMeasurement(retention, probe, fit, fit_train, seconds)
-
-
-def _kept_view(base, blender, tuned_deltas, kept, tuned_model):
-    """(model to run, a context to enter around each pass) computing base + the kept
-    checkpoint: the trained copy rewritten to ``W0 + Δ_kept`` when there is one, else
-    the loaded model with the checkpoint at runtime."""
-    if tuned_model is None:
-        return base, lambda: blender.runtime.scoped([(kept, 1.0)])
-    params = dict(tuned_model.named_parameters())
-    with torch.no_grad():
-        for name in set(tuned_deltas) | set(kept):
-            param = params[name]
-            w0 = base_tensor(base.model, name).to(param.device)
-            if name in kept:
-                torch.add(w0, kept[name].materialize().to(param.device, w0.dtype), out=param.data)
-            else:
-                param.data.copy_(w0)
-    return dataclasses.replace(base, model=tuned_model), contextlib.nullcontext
 
 
 def _timed(progress: ProgressCallback, seconds: dict, started: float) -> ProgressCallback:

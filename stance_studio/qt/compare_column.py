@@ -119,6 +119,8 @@ class CompareColumn(QFrame):
             return False
         self.text.setPlainText(result.text)
         identical = "identical to base" if result.identical_to_base else "differs from base"
+        if result.loops:
+            identical += " · repeats itself"
         reads = " · ".join(f"{name} {p:.2f}" for name, p in result.stance_probability.items())
         self.metrics.setText(
             (f"reads as: {reads}\n" if reads else "")
@@ -127,7 +129,9 @@ class CompareColumn(QFrame):
         )
         self.metrics.setToolTip("Reads as: the probability, from each stance's classifier (the one behind the "
                                 "stance rate), that this answer is in that stance; one answer, so a hint, not a rate "
-                                "(stance-studio evaluate SPEC measures the rate over many prompts). Marker score = "
+                                "(stance-studio evaluate SPEC measures the rate over many prompts). Repeats itself: fewer than 70 % of "
+                                "the answer's word trigrams are distinct, a loop the strict stance rate does not "
+                                "count. Marker score = "
                                 "hedges − boosters per 100 words: it sees hedging alone. KL to base: mean per-token "
                                 "KL(variant ‖ base) over this column's text.")
         return True

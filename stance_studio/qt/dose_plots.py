@@ -19,18 +19,23 @@ from stance_studio.qt import theme
 class _Line:
     """One metric's plot: the curve, its interval band (two hidden edges filled between)."""
 
-    def __init__(self, plot: pg.PlotItem, index: int) -> None:
+    def __init__(self, plot: pg.PlotItem, index: int, name: Optional[str] = None, dashed: bool = False) -> None:
         color = theme.series_color(index)
         self.plot = plot
-        self.curve = plot.plot([], [], pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color,
-                               symbolPen=None)
+        pen = pg.mkPen(color, width=2, style=pg.QtCore.Qt.PenStyle.DashLine if dashed else pg.QtCore.Qt.PenStyle.SolidLine)
+        self.curve = plot.plot([], [], pen=pen, symbol="t" if dashed else "o", symbolSize=6, symbolBrush=color,
+                               symbolPen=None, name=name)
         self.low = pg.PlotDataItem([], [], pen=pg.mkPen(None))
         self.high = pg.PlotDataItem([], [], pen=pg.mkPen(None))
         fill = QColor(color)
         fill.setAlpha(60)
         self.band = pg.FillBetweenItem(self.low, self.high, brush=pg.mkBrush(fill))
-        for item in (self.low, self.high, self.band):
+        for item in () if dashed else (self.low, self.high, self.band):  # an overlay draws no band of its own
             plot.addItem(item)
+
+
+# A metric drawn on another's plot: (key, legend label) by the key of the plot it joins.
+OVERLAYS = {"stance_rate": ("stance_rate_strict", "strict (no looping answers)")}
 
 
 class DoseLines(pg.GraphicsLayoutWidget):
@@ -45,7 +50,6 @@ class DoseLines(pg.GraphicsLayoutWidget):
 
     def set_rows(self, rows: Sequence[dict], axis_label: str = "α") -> None:
         chosen = sweep_tables.plotted(rows)
-        keys = [k for k, _ in chosen]
         if chosen != self.chosen or axis_label != self.axis_label:
             self._rebuild(chosen, axis_label)
         xs = sorted({float(r["alpha"]) for r in rows if "alpha" in r})
@@ -82,7 +86,12 @@ class DoseLines(pg.GraphicsLayoutWidget):
             if first is not None:
                 plot.setXLink(first)
             first = first or plot
-            self.lines[key] = _Line(plot, i)
+            overlay = OVERLAYS.get(key)
+            if overlay:  # the strict stance rate on the stance rate's plot, dashed, with a legend
+                plot.addLegend(offset=(-10, 10))
+            self.lines[key] = _Line(plot, i, name=sweep_tables.short_label(key) if overlay else None)
+            if overlay:
+                self.lines[overlay[0]] = _Line(plot, i, name=overlay[1], dashed=True)
         theme.style_plot(self)
 
     def plot_items(self) -> list[pg.PlotItem]:

@@ -6,17 +6,14 @@ table exports like the other experiments."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -26,7 +23,6 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -35,13 +31,13 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core import sweep_tables
 from stance_studio.core.errors import StanceStudioError, SweepRangeError
 from stance_studio.core.generation import GenerationSettings
-from stance_studio.core.jobs import Counter, MeasuredRow
 from stance_studio.core.metrics import EVAL_SETTINGS
 from stance_studio.core.sweep import DEFAULT_ALPHAS, DEFAULT_GRID, parse_range
 from stance_studio.qt.dose_plots import DoseHeatMap, DoseLines
+from stance_studio.qt.experiment_run import ExperimentRun, ask_export_path, fill_table, write_table
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job, is_current
+from stance_studio.qt.workers import Job
 
 ONE_DIRECTION = "none: sweep one direction"
 NOTE = ("Each point applies α × the direction (a stance, or a blend such as a=1,b=-0.5) and measures it on the "
@@ -53,8 +49,6 @@ class DoseResponseView(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.job: Optional[Job] = None
-        self._runs = Counter()  # a new run makes the reports of older ones stale
         self.rows: list[dict] = []
         self.axes: list[str] = ["alpha"]
         self.names: tuple[str, ...] = ()
@@ -84,7 +78,7 @@ class DoseResponseView(QWidget):
 
         self.run_button = QPushButton("Run sweep", clicked=self.run)
         self.run_button.setProperty("role", "primary")
-        self.cancel_button = QPushButton("Cancel", enabled=False, clicked=self.cancel)
+        self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar(textVisible=True)
         controls = QHBoxLayout()
         controls.addWidget(self.progress, 1)
@@ -105,6 +99,11 @@ class DoseResponseView(QWidget):
         splitter.setSizes([520, 160])
 
         self.status = QLabel("Choose a stance, then Run sweep.", wordWrap=True)
+        self.runner = ExperimentRun(
+            session, self, run_button=self.run_button, cancel_button=self.cancel_button, progress=self.progress,
+            status=self.status, add_rows=lambda new: self._set_rows(self.rows + new), finished=self._finished,
+            count=lambda: len(self.rows), unit="points", failed_title="The sweep failed",
+            inputs=lambda: (self.direction, self.second, self.alphas, self.betas, self.probe_count, self.max_tokens))
         self.copy_button = QPushButton("Copy as Markdown", enabled=False, clicked=self.copy_markdown)
         self.export_button = QPushButton("Export…", enabled=False, clicked=self.export_dialog)
         self.plot_export = QPushButton("Export plot…", clicked=self.export_plot)
@@ -186,7 +185,7 @@ class DoseResponseView(QWidget):
     def run(self) -> Optional[Job]:
         from stance_studio.core.sweep import run_sweep
 
-        if self.job is not None and self.job.is_active:
+        if self.runner.is_active:
             return None
         if self.session.base is None:
             QMessageBox.information(self, "Dose–response", "Load a base model first (File ▸ Load model).")
@@ -206,66 +205,18 @@ class DoseResponseView(QWidget):
         self.axes = ["alpha", "beta"][: len(named)]
         self.names = tuple(",".join(n if w == 1.0 else f"{n}={w:g}" for n, w in terms) for terms in named)
         self._set_rows([])
-        self.job = self.session.host.run_on_model(job, "Experiment: dose–response")
-        self.job.stamp = self._runs.bump()
-        self.job.report_to(self)
-        self._set_running(True)
-        self.status.setText("Waiting for the model worker…")
-        return self.job
+        return self.runner.start(job, "Experiment: dose–response")
 
-    @Slot()
+    @property
+    def job(self) -> Optional[Job]:
+        return self.runner.job
+
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.status.setText("Stopping after the current point…")
+        self.runner.cancel()
 
-    def _set_running(self, running: bool) -> None:
-        for widget in (self.run_button, self.direction, self.second, self.alphas, self.betas, self.probe_count,
-                       self.max_tokens):
-            widget.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        if running:
-            self.progress.setRange(0, 0)
-
-    def _mine(self) -> bool:
-        return is_current(self._runs, self.sender())
-
-    @Slot(list)
-    def _on_progress(self, reports: list) -> None:
-        if not self._mine():
-            return
-        new = [r.partial.row for r in reports if isinstance(r.partial, MeasuredRow)]
-        if new:
-            self._set_rows(self.rows + new)
-        last = reports[-1]
-        if last.total:
-            self.progress.setRange(0, last.total)
-            self.progress.setValue(last.done)
-        self.status.setText(last.message or last.stage)
-
-    @Slot(object)
-    def _on_finished(self, result) -> None:
-        if self._mine():
-            self._set_rows(list(result["rows"]))
-            self.status.setText(f"Done: {len(self.rows)} points measured on {result['probes']} probe prompts.")
-
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
-        if self._mine():
-            self.status.setText(f"Failed: {message}")
-            QMessageBox.warning(self, "The sweep failed", message)
-
-    @Slot()
-    def _on_cancelled(self) -> None:
-        if self._mine():
-            self.status.setText(f"Cancelled; {len(self.rows)} points were measured before it stopped.")
-
-    @Slot()
-    def _on_ended(self) -> None:
-        if self._mine():
-            self._set_running(False)
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1)
+    def _finished(self, result) -> None:
+        self._set_rows(list(result["rows"]))
+        self.status.setText(f"Done: {len(self.rows)} points measured on {result['probes']} probe prompts.")
 
     # Results --------------------------------------------------------------------------
 
@@ -275,18 +226,8 @@ class DoseResponseView(QWidget):
     def _set_rows(self, rows: list[dict]) -> None:
         self.rows = rows
         cols = self.columns()
-        self.table.setColumnCount(len(cols))
-        self.table.setHorizontalHeaderLabels(tables.headers(cols))
-        self.table.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            for c, text in enumerate(tables.cells(cols, row)):
-                item = QTableWidgetItem(text)
-                if c != len(self.axes):
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if row.get("sample"):
-                    item.setToolTip(f"First probe answer:\n{row['sample'].strip()[:400]}")
-                self.table.setItem(r, c, item)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        fill_table(self.table, tables.headers(cols), rows, lambda row: tables.cells(cols, row),
+                   left_columns=[len(self.axes)])
         self.copy_button.setEnabled(bool(rows))
         self.export_button.setEnabled(bool(rows))
         keys = sweep_tables.numeric_keys(rows, skip=self.axes)
@@ -324,26 +265,17 @@ class DoseResponseView(QWidget):
 
     @Slot()
     def export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export the table", "dose-response.md",
-                                              "Markdown (*.md);;CSV (*.csv);;JSON (*.json)")
+        path = ask_export_path(self, "dose-response.md")
         if path:
             self.export(path)
 
-    def export(self, path: str) -> None:
+    def export(self, path: str) -> bool:
         """Write the table to ``path``; the format follows the file's extension."""
-        if path.endswith(".csv"):
-            text = tables.to_csv(self.columns(), self.rows)
-        elif path.endswith(".json"):
-            text = json.dumps({"experiment": "dose-response", "title": self.title(), "axes": self.axes,
-                               "directions": list(self.names), "rows": self.rows}, indent=2)
-        else:
-            text = tables.to_markdown(self.columns(), self.rows, self.title())
-        try:
-            Path(path).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            QMessageBox.warning(self, "Could not export", f"Could not write {path}: {exc.strerror or exc}")
-            return
-        self.status.setText(f"Exported to {path}")
+        return write_table(
+            self, self.status, path, markdown=lambda: tables.to_markdown(self.columns(), self.rows, self.title()),
+            csv=lambda: tables.to_csv(self.columns(), self.rows),
+            json_text=lambda: json.dumps({"experiment": "dose-response", "title": self.title(), "axes": self.axes,
+                                          "directions": list(self.names), "rows": self.rows}, indent=2))
 
     @Slot()
     def export_plot(self) -> None:

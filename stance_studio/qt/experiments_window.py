@@ -7,7 +7,6 @@ measured, and the table exports as Markdown, CSV or JSON."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -31,21 +29,20 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTabWidget,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
-from stance_studio.core.jobs import Counter, MeasuredRow
-from stance_studio.qt import theme
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
-from stance_studio.qt.layer_sweep_plot import layer_axis_label, plot_layer_sweep, sweep_job
 from stance_studio.qt.dose_response import DoseResponseView
+from stance_studio.qt.experiment_run import ExperimentRun, ask_export_path, fill_table, write_table
+from stance_studio.qt.layer_sweep_plot import layer_axis_label, plot_layer_sweep, sweep_job
 from stance_studio.qt.plots import export_plot
+from stance_studio.qt.policy_plot import plot_policies
 from stance_studio.qt.session import Session
-from stance_studio.qt.workers import Job, is_current
+from stance_studio.qt.workers import Job
 
 EXPERIMENTS = {
     "methods": "Training methods: the report's comparison table",
@@ -60,7 +57,8 @@ NOTES = {
     "policies": "Trains the dataset once (full fine-tuning), then keeps the delta with each policy and measures "
                 "its retention: 1.0 reproduces the tuned model, 0.0 is no better than base.",
     "layers": "Applies a steering stance's vector at each layer alone (times the stance's strength) and measures "
-              "the probes' stance rate, marker score, KL to base and identical answers, against depth fraction. "
+              "the probes' stance rate (and the strict rate, which counts no looping answer; dashed), marker "
+              "score, KL to base and identical answers, against depth fraction. "
               "Build a steering stance first: Train ▸ New stance with method steer, or "
               "`stance-studio train DATASET --method steer`.",
 }
@@ -74,8 +72,6 @@ class ExperimentsWindow(QDialog):
         self.session = session
         self.setWindowTitle("Experiments")
         self.resize(1000, 640)
-        self.job: Optional[Job] = None
-        self._runs = Counter()  # a new run makes the reports of older ones stale
         self.kind = "methods"
         self.rows: list[dict] = []
 
@@ -120,9 +116,15 @@ class ExperimentsWindow(QDialog):
 
         self.run_button = QPushButton("Run", default=True, clicked=self.run)
         self.run_button.setProperty("role", "primary")
-        self.cancel_button = QPushButton("Cancel", enabled=False, clicked=self.cancel)
+        self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar(textVisible=True)
         self.status = QLabel("Choose an experiment and a dataset, then Run.", wordWrap=True)
+        self.runner = ExperimentRun(
+            session, self, run_button=self.run_button, cancel_button=self.cancel_button, progress=self.progress,
+            status=self.status, add_rows=lambda new: self._set_rows(self.rows + new), finished=self._finished,
+            count=lambda: len(self.rows),
+            inputs=lambda: (self.experiment_box, self.dataset_box, self.steps, self.lr, self.seed, self.seeds,
+                            self.policies, self.steering_box, self.every, self.probes_limit))
         controls = QHBoxLayout()
         controls.addWidget(self.progress, 1)
         controls.addWidget(self.cancel_button)
@@ -184,7 +186,7 @@ class ExperimentsWindow(QDialog):
 
     @Slot()
     def _on_experiment_changed(self) -> None:
-        if self.job is not None and self.job.is_active:
+        if self.runner.is_active:
             return
         self.kind = self.experiment_box.currentData()
         policies = self.kind == "policies"
@@ -193,7 +195,7 @@ class ExperimentsWindow(QDialog):
         self._policies_label.setVisible(policies)
         for widget, shown in ((self.steering_box, layers), (self.every, layers), (self.probes_limit, layers),
                               (self.dataset_box, not layers), (self.steps, not layers), (self.lr, not layers),
-                              (self.seed, not layers)):
+                              (self.seed, not layers), (self.seeds, not layers)):
             widget.setVisible(shown)
             self._form.labelForField(widget).setVisible(shown)
         if layers:
@@ -244,7 +246,7 @@ class ExperimentsWindow(QDialog):
         from stance_studio.core import experiments, seeds as repeated
         from stance_studio.core.training import TrainConfig
 
-        if self.job is not None and self.job.is_active:
+        if self.runner.is_active:
             return None
         if self.session.base is None:
             QMessageBox.information(self, "Experiments", "Load a base model first (File ▸ Load model).")
@@ -281,50 +283,19 @@ class ExperimentsWindow(QDialog):
                                                cancel=cancel, blender=blender)
 
         self._set_rows([])
-        self.job = self.session.host.run_on_model(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
-        self.job.stamp = self._runs.bump()
-        self.job.report_to(self)
-        self._set_running(True)
-        self.status.setText("Waiting for the model worker…")
-        return self.job
+        return self.runner.start(job, f"Experiment: {EXPERIMENTS[kind].split(':')[0].lower()}")
 
     def _sweep_job(self):
         return sweep_job(self.session, self.steering_box.currentText(), self.every.value(), self.probes_limit.value())
 
-    @Slot()
+    @property
+    def job(self) -> Optional[Job]:
+        return self.runner.job
+
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.status.setText("Stopping after the current step…")
+        self.runner.cancel()
 
-    def _set_running(self, running: bool) -> None:
-        for widget in (self.run_button, self.experiment_box, self.dataset_box, self.steps, self.lr, self.seed,
-                       self.seeds, self.policies, self.steering_box, self.every, self.probes_limit):
-            widget.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        if running:
-            self.progress.setRange(0, 0)
-
-    def _mine(self) -> bool:
-        return is_current(self._runs, self.sender())
-
-    @Slot(list)
-    def _on_progress(self, reports: list) -> None:
-        if not self._mine():
-            return
-        new = [r.partial.row for r in reports if isinstance(r.partial, MeasuredRow)]
-        if new:
-            self._set_rows(self.rows + new)
-        last = reports[-1]
-        if last.total:
-            self.progress.setRange(0, last.total)
-            self.progress.setValue(last.done)
-        self.status.setText(last.message or last.stage)
-
-    @Slot(object)
-    def _on_finished(self, result) -> None:
-        if not self._mine():
-            return
+    def _finished(self, result) -> None:
         rows = result if isinstance(result, list) else result["rows"]  # the layer sweep's rows, or an ExperimentResult
         self._set_rows(list(rows))
         if self.kind == "layers":
@@ -332,77 +303,34 @@ class ExperimentsWindow(QDialog):
         else:
             self.status.setText(f"Done: {result.summary()}")
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
-        if self._mine():
-            self.status.setText(f"Failed: {message}")
-            QMessageBox.warning(self, "The experiment failed", message)
-
-    @Slot()
-    def _on_cancelled(self) -> None:
-        if self._mine():
-            self.status.setText(f"Cancelled; {len(self.rows)} rows were measured before it stopped.")
-
-    @Slot()
-    def _on_ended(self) -> None:
-        if self._mine():
-            self._set_running(False)
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1)
-
     # Results --------------------------------------------------------------------------
 
     def _set_rows(self, rows: list[dict]) -> None:
         self.rows = rows
-        head = tables.headers(self.kind)
-        self.table.setColumnCount(len(head))
-        self.table.setHorizontalHeaderLabels(head)
-        self.table.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            for c, text in enumerate(tables.cells(self.kind, row)):
-                item = QTableWidgetItem(text)
-                if c:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if row.get("error"):
-                    item.setToolTip(row["error"])
-                elif row.get("sample"):
-                    item.setToolTip(f"First probe answer:\n{row['sample'].strip()[:400]}")
-                self.table.setItem(r, c, item)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        fill_table(self.table, tables.headers(self.kind), rows, lambda row: tables.cells(self.kind, row))
         self.copy_button.setEnabled(bool(rows))
         self.export_button.setEnabled(bool(rows))
-        if self.kind == "policies":
-            self._plot(rows)
-        elif self.kind == "layers":
-            self._plot_layers(rows)
+        if self.kind in ("policies", "layers"):
+            for item in self._labels:
+                self.plot.removeItem(item)
+            draw = plot_policies if self.kind == "policies" else plot_layer_sweep
+            self._labels = draw(self.plot, self.scatter, rows)
 
-    def _plot(self, rows: list[dict]) -> None:
-        for label in self._labels:
-            self.plot.removeItem(label)
-        self._labels = []
-        points = [r for r in rows if r.get("retention") is not None and math.isfinite(r["retention"])
-                  and r.get("fraction_of_base", 0) > 0]
-        color = theme.colors()
-        self.scatter.setData([{"pos": (math.log10(100 * r["fraction_of_base"]), r["retention"]),
-                               "data": f"{r['policy']}\n{100 * r['fraction_of_base']:.2f} % of base, "
-                                       f"retention {r['retention']:.3f}",
-                               "brush": pg.mkBrush(theme.series_color(1 if r.get("default") else 0))}
-                              for r in points])
-        for r in points:
-            label = pg.TextItem(r["policy"], anchor=(0, 1), color=color["plot_fg"])
-            label.setPos(math.log10(100 * r["fraction_of_base"]), r["retention"])
-            self.plot.addItem(label)
-            self._labels.append(label)
-
-    def show_rows(self, rows: list[dict], status: str) -> None:
-        """Show rows measured elsewhere (e.g. a saved `sweep-layers --json` result)."""
-        self._set_rows(list(rows))
-        self.status.setText(status)
-
-    def _plot_layers(self, rows: list[dict]) -> None:
-        for item in self._labels:
-            self.plot.removeItem(item)
-        self._labels = plot_layer_sweep(self.plot, self.scatter, rows)
+    def show_layer_sweep(self, doc: dict) -> None:
+        """Show a layer sweep measured elsewhere (a saved `sweep-layers --json` result),
+        with the form set to what it was measured with: stance, layer spacing, probes."""
+        self.set_experiment("layers")
+        name, rows = doc["checkpoint"], list(doc["rows"])
+        if self.steering_box.findText(name) < 0:
+            self.steering_box.addItem(name)
+        self.steering_box.setCurrentText(name)
+        layers = [r["layer"] for r in rows if r.get("layer") is not None]
+        steps = {b - a for a, b in zip(layers, layers[1:])}
+        self.every.setValue(steps.pop() if len(steps) == 1 and layers[0] == 0 else 1)
+        self.probes_limit.setValue(int(doc.get("probes") or 0))
+        self._set_rows(rows)
+        self.status.setText(f"{len(layers)} layers swept on {doc.get('probes')} probes "
+                            f"(measured by `stance-studio sweep-layers {name} --json`).")
 
     def title(self) -> str:
         if self.kind == "layers":
@@ -419,25 +347,17 @@ class ExperimentsWindow(QDialog):
 
     @Slot()
     def export_dialog(self) -> None:
-        path, chosen = QFileDialog.getSaveFileName(self, "Export the table", f"{self.kind}-comparison.md",
-                                                   "Markdown (*.md);;CSV (*.csv);;JSON (*.json)")
+        path = ask_export_path(self, f"{self.kind}-comparison.md")
         if path:
             self.export(path)
 
-    def export(self, path: str) -> None:
+    def export(self, path: str) -> bool:
         """Write the table to ``path``; the format follows the file's extension."""
-        if path.endswith(".csv"):
-            text = tables.to_csv(self.kind, self.rows)
-        elif path.endswith(".json"):
-            text = json.dumps({"experiment": self.kind, "title": self.title(), "rows": self.rows}, indent=2)
-        else:
-            text = tables.to_markdown(self.kind, self.rows, self.title())
-        try:
-            Path(path).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            QMessageBox.warning(self, "Could not export", f"Could not write {path}: {exc.strerror or exc}")
-            return
-        self.status.setText(f"Exported to {path}")
+        return write_table(
+            self, self.status, path, markdown=lambda: tables.to_markdown(self.kind, self.rows, self.title()),
+            csv=lambda: tables.to_csv(self.kind, self.rows),
+            json_text=lambda: json.dumps({"experiment": self.kind, "title": self.title(), "rows": self.rows},
+                                         indent=2))
 
     def closeEvent(self, event) -> None:
         running = [job for job in (self.job, self.dose.job) if job is not None and job.is_active]

@@ -40,6 +40,8 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
     scatter.setData([{"pos": (r["depth"], r[key]),
                       "data": f"layer {r['layer']} (depth {r['depth']:.2f})\n"
                               + (f"stance rate {r['stance_rate']:.2f}, " if r.get("stance_rate") is not None else "")
+                              + (f"strict {r['stance_rate_strict']:.2f}, looping {r['looping_fraction']:.0%}, "
+                                 if r.get("stance_rate_strict") is not None else "")
                               + f"marker score {r['stance_score']:+.2f}, "
                               f"KL {r['kl_to_base']:.3f}, identical {r['identical_fraction']:.0%}",
                       "brush": pg.mkBrush(theme.series_color(0))} for r in points])
@@ -49,6 +51,13 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
                                pen=pg.mkPen(theme.series_color(0), width=2))
         plot.addItem(line)
         added.append(line)
+    strict = [r for r in points if r.get("stance_rate_strict") is not None]
+    if key == "stance_rate" and strict:  # the rate counting no looping answer, dashed
+        dashed = pg.PlotDataItem([r["depth"] for r in strict], [r["stance_rate_strict"] for r in strict],
+                                 pen=pg.mkPen(theme.series_color(0), width=2, style=Qt.PenStyle.DashLine),
+                                 symbol="t", symbolSize=7, symbolBrush=theme.series_color(0), symbolPen=None)
+        plot.addItem(dashed)
+        added.append(dashed)
     base = next((r for r in rows if r.get("layer") is None), None)
     if base is not None:
         ref = pg.InfiniteLine(pos=base[key], angle=0, label="base",
@@ -61,5 +70,7 @@ def plot_layer_sweep(plot: pg.PlotWidget, scatter: pg.ScatterPlotItem, rows: lis
 def layer_axis_label(rows: list[dict]) -> str:
     """What a layer sweep's vertical axis shows: the stance rate where every row has one."""
     if rows and all(r.get("stance_rate") is not None for r in rows):
+        if any(r.get("stance_rate_strict") is not None for r in rows):
+            return "stance rate (solid), strict rate (dashed)"
         return "stance rate (its classifier)"
     return "marker score (hedges − boosters per 100 words)"

@@ -31,12 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from stance_studio.core.checkpoints import SUFFIX
-from stance_studio.core.datasets import builtin_stances
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.jobs import Progress
 from stance_studio.qt import theme
-from stance_studio.qt.formatting import human_bytes, human_seconds, percent, short_date, short_model, timestamp
+from stance_studio.qt.formatting import human_bytes, percent, short_date, short_model, timestamp
 from stance_studio.qt.session import Session
+from stance_studio.qt.stance_details import details_html
 from stance_studio.qt.workers import Job
 
 STANCE_MIME = "application/x-stance-studio-stances"
@@ -254,38 +254,8 @@ class LibraryPanel(QWidget):
         names = self.selected_names()
         self.rename_button.setEnabled(len(names) == 1)
         self.delete_button.setEnabled(bool(names))
-        self.details.setHtml(self._details_html(names[0]) if len(names) == 1 else "")
+        self.details.setHtml(details_html(self.session, names[0]) if len(names) == 1 else "")
         self.selection_changed.emit(names)
-
-    def _details_html(self, name: str) -> str:
-        entry = self.session.entry(name)
-        if entry is None:
-            return ""
-        meta = entry.metadata
-        training, extraction, metrics, stance = (meta.get(k, {}) for k in ("training", "extraction", "metrics", "stance"))
-        ok, reason = self.session.catalog.compatibility(name)
-        rows = [
-            ("Description", stance.get("description")),
-            ("Dataset", _dataset_label(stance.get("dataset") or stance.get("dataset_path"))),
-            ("Method", training.get("method")),
-            ("Steps", training.get("steps")),
-            ("Learning rate", training.get("lr")),
-            ("Training time", human_seconds(training.get("seconds")) if training.get("seconds") is not None else None),
-            ("Non-finite steps", training.get("nonfinite_steps")),
-            ("Extraction", extraction.get("policy")),
-            ("Kept modules", len(extraction.get("kept_modules", extraction.get("kept", extraction.get("modules", [])))) or None),
-            ("Stored", human_bytes(entry.bytes)),
-            ("Bits per weight", f"{entry.bits_per_weight:.2f}" if entry.bits_per_weight is not None else None),
-            ("Retention", percent(metrics.get("retention")) if metrics.get("retention") is not None else None),
-            ("Marker score", _fmt(metrics.get("stance_score"))),
-            ("KL to base", _fmt(metrics.get("kl_to_base"))),
-            ("Base model", entry.base_model),
-            ("Created", short_date(entry.created)),
-            ("Fits loaded model", "yes" if ok else ("no — " + reason if ok is False else "no model loaded")),
-        ]
-        body = "".join(f"<tr><td><b>{html.escape(k)}</b>&nbsp;&nbsp;</td><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in rows if v not in (None, "", []))
-        return f"<h3>{html.escape(name)}</h3><table>{body}</table>"
 
     # Actions ------------------------------------------------------------------------
 
@@ -406,14 +376,3 @@ class _NumberItem(QTableWidgetItem):
 
     def __lt__(self, other) -> bool:
         return self.value < getattr(other, "value", 0)
-
-
-def _fmt(x) -> str | None:
-    return None if x is None else f"{x:.3g}" if isinstance(x, (int, float)) else str(x)
-
-
-def _dataset_label(recorded):
-    """A built-in stance's name says so; a path is shown as recorded."""
-    if recorded and recorded in builtin_stances():
-        return f"{recorded} (built-in)"
-    return recorded

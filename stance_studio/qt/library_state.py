@@ -17,7 +17,8 @@ from typing import Optional
 import shiboken6
 from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, Signal, Slot
 
-from stance_studio.core.checkpoints import StanceCheckpoint, compatibility, load_checkpoint
+from stance_studio.core.checkpoints import StanceCheckpoint, load_checkpoint
+from stance_studio.core.compatibility import compatibility
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.library import Library, LibraryEntry, LibraryProblem
 from stance_studio.qt.settings import Settings

@@ -234,10 +234,7 @@ def _steering_shots(app, window, args, out: Path) -> None:
         name = doc["checkpoint"]
         window.open_experiments("layers")
         experiments = window._experiments
-        experiments.set_experiment("layers")
-        experiments.steering_box.setCurrentText(name)
-        experiments.show_rows(doc["rows"], f"{len(doc['rows']) - 1} layers swept on {doc['probes']} probes "
-                                           f"(measured by `stance-studio sweep-layers {name} --json`).")
+        experiments.show_layer_sweep(doc)
         _grab(app, experiments, out / "dialog-layer-sweep.png")
         experiments.hide()
     steering = [e.name for e in session.entries if e.metadata.get("kind") == "activation"]

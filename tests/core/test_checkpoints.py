@@ -10,12 +10,12 @@ from stance_studio.core import checkpoints
 from stance_studio.core.checkpoints import (
     FORMAT,
     SUFFIX,
-    check_compatible,
     load_checkpoint,
     make_checkpoint,
     read_header,
     save_checkpoint,
 )
+from stance_studio.core.compatibility import check_compatible, compatibility
 from stance_studio.core.deltas import DenseDelta, LowRankDelta
 from stance_studio.core.errors import CheckpointError, IncompatibleBaseError, ShapeMismatchError
 from stance_studio.core.tiny import tiny_base
@@ -260,7 +260,7 @@ def test_a_norm_only_checkpoint_is_refused_on_another_model(tiny, tmp_path):
     message = str(err.value)
     assert "model tiny," in message and "tiny:1" in message and "embedding" in message
     path = save_checkpoint(ckpt, tmp_path / f"norms{SUFFIX}")
-    assert not checkpoints.compatibility(read_header(path), other)[0]
+    assert not compatibility(read_header(path), other)[0]
     check_compatible(ckpt, other, allow_mismatch=True)  # the transfer override
     check_compatible(load_checkpoint(path), tiny_base(seed=0))
 

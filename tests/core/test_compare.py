@@ -6,6 +6,7 @@ from stance_studio.core.compare import VariantColumn, compare, to_json
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.jobs import ColumnText
 from stance_studio.core.metrics import continuation_logprobs, kl_per_token, marker_rates
+from stance_studio.core.repetition import loops
 from stance_studio.core.runtime import runtime_for
 
 SETTINGS = GenerationSettings(max_new_tokens=8)
@@ -45,6 +46,7 @@ def test_every_column_is_measured_against_the_base(tiny, deltas_factory):
         assert abs(got.kl_to_base - _reference_kl(tiny, column.blend, gen)) < 1e-4
         assert got.kl_to_base > 0
         assert (got.hedges, got.boosters) == marker_rates(gen.text)
+        assert got.loops == loops(gen.text) and to_json(result)["columns"][0]["loops"] == result.columns[0].loops
     assert to_json(result)["columns"][1]["spec"] == "a=0.5,b=-1"
 
 

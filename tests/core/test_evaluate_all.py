@@ -8,6 +8,7 @@ from stance_studio.core.datasets import load_dataset
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.holdout import split_dataset
 from stance_studio.core.metrics import evaluate
+from stance_studio.core.repetition import loops
 from stance_studio.core.stance_reference import reference_from_dataset
 
 PROBES = ["why is the sky blue", "how do bees make honey", "what is 7 times 8", "who was cleopatra"]
@@ -37,6 +38,11 @@ def test_every_metric_with_its_definition(tiny, deltas_factory):
     assert doc["classifier_accuracy"] == clf.accuracy
     lo, hi = doc["stance_rate_ci95"]
     assert lo <= doc["stance_rate"] <= hi
+    # strict rate = answers in the stance that do not loop; looping = answers that loop
+    looped = [loops(g.text) for g in m.generations]
+    assert doc["looping_fraction"] == pytest.approx(sum(looped) / len(looped))
+    assert doc["stance_rate_strict"] == pytest.approx(sum(bool(lab) and not lp for lab, lp in zip(labels, looped))
+                                                      / len(labels))
     for key in ("kl_to_base", "stance_score", "identical_fraction"):
         lo, hi = doc[f"{key}_ci95"]
         assert lo - 1e-9 <= doc[key] <= hi + 1e-9, key

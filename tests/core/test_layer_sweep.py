@@ -9,6 +9,7 @@ from stance_studio.core.errors import StanceStudioError
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.layer_sweep import sweep_layers, sweep_table
 from stance_studio.core.metrics import evaluate
+from stance_studio.core.repetition import loops
 from stance_studio.core.steering import at_layer
 
 PROBES = ["Why is the sky blue?", "How do bees make honey?"]
@@ -75,9 +76,13 @@ def test_each_row_has_the_stance_rate_of_its_answers_when_the_stance_records_its
     classifier = stance_classifier(tiny, blender, reference_from_checkpoint(ckpt), EVAL_SETTINGS)
     for layer_row, blend in ((rows[0], []), (rows[2], [(at_layer(ckpt, 1, 1.0), 1.0)])):
         texts = [g.text for g in evaluate(tiny, blender, blend, PROBES, SETTINGS).generations]
-        assert layer_row["stance_rate"] == pytest.approx(float(classifier.predict(texts).mean()))
+        labels = [int(x) for x in classifier.predict(texts)]
+        assert layer_row["stance_rate"] == pytest.approx(sum(labels) / len(labels))
         low, high = layer_row["stance_rate_ci95"]
         assert low <= layer_row["stance_rate"] <= high
+        assert layer_row["looping_fraction"] == pytest.approx(sum(map(loops, texts)) / len(texts))
+        assert layer_row["stance_rate_strict"] == pytest.approx(
+            sum(lab and not loops(t) for lab, t in zip(labels, texts)) / len(texts))
     assert rows[3]["stance_rate"] == rows[0]["stance_rate"]  # the zero vector answers as base
     assert rows[0]["classifier_accuracy"] == classifier.accuracy
     assert builtin_stances()["curious-uncertainty"].is_file()

@@ -125,3 +125,22 @@ def test_a_corrupt_cache_file_is_recomputed(tiny):
     loglik_cache.clear_memory()
     assert flat(loglik_cache.base_logliks(tiny, blender, data.examples[:1])) == pytest.approx(
         flat(response_logliks(tiny, data.examples[:1])), rel=1e-5)
+
+
+def test_one_trained_copy_measures_policy_after_policy_as_at_runtime(tiny):
+    """compare-policies rewrites the same copy for each candidate: every retention is
+    the runtime one, whatever candidate came before."""
+    from stance_studio.core.experiments import measure_policies
+
+    data = load_dataset("curious-uncertainty", tiny.tokenizer)
+    result = train(tiny, data, TrainConfig(steps=3, lr=3e-3, holdout=0), keep_model=True)
+    blender = Blender(tiny)
+    before = {n: p.clone() for n, p in tiny.model.named_parameters()}
+    policies = ["rank:2", "all", "top:3", "rank:1"]
+    with_copy = measure_policies(tiny, result.deltas, policies, PROBES, blender=blender, tuned_model=result.model)
+    at_runtime = measure_policies(tiny, result.deltas, policies, PROBES, blender=blender)
+    pairs = [(a["retention"], b["retention"]) for a, b in zip(with_copy["rows"], at_runtime["rows"])]
+    assert all(a == pytest.approx(b, abs=2e-3) for a, b in pairs), pairs
+    assert pairs[1][0] == pytest.approx(1.0, abs=2e-3)  # "all" keeps the whole delta
+    assert 0.05 < pairs[0][1] < 0.999  # lossy candidates measured, not trivially 0 or 1
+    assert all(torch.equal(p, before[n]) for n, p in tiny.model.named_parameters())

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PySide6.QtCore import Qt
 
 from stance_studio.core import datasets, sweep
 from stance_studio.qt.experiments_window import ExperimentsWindow
@@ -90,6 +91,17 @@ def test_intervals_draw_a_band_and_preferred_metrics_replace_fallbacks(window):
     assert list(low_y) == [0.0, 0.25, 0.5] and list(high_y) == [0.2, 0.45, 0.7]
     assert view.lines.lines["stance_fit_nats"].low.getData()[0] is None or \
         len(view.lines.lines["stance_fit_nats"].low.getData()[0]) == 0
+
+
+def test_the_strict_stance_rate_draws_dashed_on_the_stance_rates_plot(window):
+    view = window.dose
+    rows = [{"alpha": a, "stance_rate": min(1.0, a / 2), "stance_rate_strict": [0.0, 0.5, 0.25][i], "kl_to_base": a}
+            for i, a in enumerate((0.0, 1.0, 2.0))]
+    view.lines.set_rows(rows)
+    rate, strict = view.lines.lines["stance_rate"], view.lines.lines["stance_rate_strict"]
+    assert strict.plot is rate.plot and view.lines.keys == ["stance_rate", "kl_to_base"]
+    assert list(strict.curve.getData()[1]) == [0.0, 0.5, 0.25]  # strict falls where answers loop
+    assert strict.curve.opts["pen"].style() == Qt.PenStyle.DashLine
 
 
 def test_grid_draws_a_heat_map_in_alpha_beta_units(qtbot, window):

@@ -2,8 +2,10 @@ import csv
 import io
 import json
 
+import pyqtgraph as pg
 import pytest
 import torch
+from PySide6.QtCore import Qt
 
 from stance_studio.core import experiments
 from stance_studio.core.experiment_tables import headers
@@ -165,7 +167,18 @@ def test_layer_sweep_of_a_steering_stance_plots_score_against_depth(qtbot, windo
     assert "steer" in window.title()
     # no dataset recorded: the marker score; with the stance's rate in every row: the rate
     assert window.plot.getAxis("left").labelText.startswith("marker score")
-    rated = [dict(r, stance_rate=0.25 * i, stance_rate_ci95=[0.0, 1.0]) for i, r in enumerate(window.rows)]
-    window.show_rows(rated, "rated")
+    rated = [dict(r, stance_rate=0.25 * i, stance_rate_ci95=[0.0, 1.0], stance_rate_strict=0.1 * i,
+                  looping_fraction=0.0) for i, r in enumerate(window.rows)]
+    # a saved sweep shown again sets the form to what it was measured with
+    window.every.setValue(1)
+    window.set_experiment("methods")
+    window.show_layer_sweep({"checkpoint": "steer", "probes": len(PROBES), "rows": rated})
+    assert window.kind == "layers" and window.steering_box.currentText() == "steer"
+    assert window.every.value() == 2 and window.probes_limit.value() == len(PROBES)
     assert window.plot.getAxis("left").labelText.startswith("stance rate")
+    # the strict rate (no looping answer) drawn dashed beside it
+    dashed = [item for item in window._labels if isinstance(item, pg.PlotDataItem)
+              and item.opts["pen"].style() == Qt.PenStyle.DashLine]
+    assert len(dashed) == 1 and [round(float(y), 2) for y in dashed[0].getData()[1]] == [0.1, 0.2]
+    assert not window.seeds.isVisibleTo(window)  # seeds do not apply to a layer sweep
     assert [round(float(y), 2) for y in window.scatter.data["y"]] == [0.25, 0.5]

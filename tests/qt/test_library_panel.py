@@ -236,3 +236,19 @@ def test_details_count_the_modules_extraction_kept(qtbot, loaded, deltas_factory
     panel.select("kept3")
     lines = [line.replace("\xa0", " ").strip() for line in panel.details.toPlainText().splitlines()]
     assert lines[lines.index("Kept modules") + 1] == "3"
+
+
+def test_details_show_what_training_measured(qtbot, loaded, deltas_factory):
+    """The figures train records (stance fit, the tuned model's marker score and KL) reach the details."""
+    from stance_studio.core.checkpoints import make_checkpoint
+
+    metrics = {"retention": 0.98, "stance_fit_nats": 1.0767, "stance_fit_ci95": [0.93, 1.25],
+               "stance_fit_train_nats": 3.06, "tuned_stance_score": -0.2047, "tuned_kl_to_base": 1.4823}
+    loaded.library.save(make_checkpoint("measured", deltas_factory(loaded.base), loaded.base, metrics=metrics))
+    panel = _panel(qtbot, loaded)
+    panel.select("measured")
+    lines = [line.replace("\xa0", " ").strip() for line in panel.details.toPlainText().splitlines()]
+    after = lambda label: lines[lines.index(label) + 1]  # noqa: E731
+    assert after("Stance fit, held-out") == "+1.08 [+0.93, +1.25] nats/token"
+    assert after("Stance fit, training split") == "+3.06 nats/token"
+    assert after("Marker score") == "-0.205" and after("KL to base") == "1.48"
