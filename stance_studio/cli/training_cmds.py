@@ -260,8 +260,11 @@ def cmd_evaluate(args) -> int:
 
 
 def _seeds(args) -> int:
-    from stance_studio.core.seeds import check_seeds
+    from stance_studio.core.errors import StanceStudioError
+    from stance_studio.core.seeds import MAX_SEEDS, check_seeds
 
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise StanceStudioError(f"--seeds must be from 1 to {MAX_SEEDS} (got {args.seeds}).")
     return check_seeds(args.seeds, args.seed)  # before the model loads
 
 

@@ -43,9 +43,9 @@ TRAIN = ["train", "curious-uncertainty", "--name", "b", "--keep", "rank:2"]
     ([*TRAIN, "--method", "selective", "--rank", "4"], "--rank is the LoRA rank and applies to --method lora only"),
     (["compare-policies", "curious-uncertainty", "--rank", "4"], "--rank is the LoRA rank"),
     # a seed count that never ends, a last seed torch cannot take, steps 0 that meant the default
-    (["compare-methods", "curious-uncertainty", "--seeds", "99999999999"], "number of seeds must be from 1 to 100"),
-    (["compare-policies", "curious-uncertainty", "--seeds", "1000000000"], "number of seeds must be from 1 to 100"),
-    (["compare-methods", "curious-uncertainty", "--seeds", "0"], "number of seeds must be from 1 to 100 (got 0)"),
+    (["compare-methods", "curious-uncertainty", "--seeds", "99999999999"], "--seeds must be from 1 to 100"),
+    (["compare-policies", "curious-uncertainty", "--seeds", "1000000000"], "--seeds must be from 1 to 100"),
+    (["compare-methods", "curious-uncertainty", "--seeds", "0"], "--seeds must be from 1 to 100 (got 0)"),
     (["compare-methods", "curious-uncertainty", "--seed", "18446744073709551615", "--seeds", "2"],
      "The last seed (--seed 18446744073709551615 + --seeds 2 - 1) must be a whole number from -2^63 to 2^64-1 "
      "(got 18446744073709551616)"),
