@@ -34,7 +34,7 @@ from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.metrics import EVAL_SETTINGS
 from stance_studio.core.sweep import DEFAULT_ALPHAS, DEFAULT_GRID, parse_range
 from stance_studio.qt.dose_plots import DoseHeatMap, DoseLines
-from stance_studio.qt.experiment_run import ExperimentRun, ask_export_path, fill_table, write_table
+from stance_studio.qt.experiment_run import ExperimentRun, FollowsRun, ask_export_path, fill_table, write_table
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.session import Session
 from stance_studio.qt.workers import Job
@@ -45,7 +45,7 @@ NOTE = ("Each point applies α × the direction (a stance, or a blend such as a=
         "every (α, β) of the grid is measured and shown as a heat map.")
 
 
-class DoseResponseView(QWidget):
+class DoseResponseView(FollowsRun, QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
@@ -206,13 +206,6 @@ class DoseResponseView(QWidget):
         self.names = tuple(",".join(n if w == 1.0 else f"{n}={w:g}" for n, w in terms) for terms in named)
         self._set_rows([])
         return self.runner.start(job, "Experiment: dose–response")
-
-    @property
-    def job(self) -> Optional[Job]:
-        return self.runner.job
-
-    def cancel(self) -> None:
-        self.runner.cancel()
 
     def _finished(self, result) -> None:
         self._set_rows(list(result["rows"]))

@@ -28,6 +28,20 @@ from stance_studio.core.jobs import Counter, MeasuredRow
 from stance_studio.qt.workers import Job, is_current
 
 
+class FollowsRun:
+    """``job`` and ``cancel`` of a view that follows its runs with ``self.runner`` (an
+    :class:`ExperimentRun`)."""
+
+    runner: "ExperimentRun"
+
+    @property
+    def job(self) -> Optional[Job]:
+        return self.runner.job
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+
 class ExperimentRun(QObject):
     """Follows one experiment job at a time for a view.
 

@@ -37,7 +37,7 @@ from stance_studio.core import experiment_tables as tables
 from stance_studio.core.errors import StanceStudioError
 from stance_studio.qt.dataset_picker import FROM_FILE, add_builtin_datasets
 from stance_studio.qt.dose_response import DoseResponseView
-from stance_studio.qt.experiment_run import ExperimentRun, ask_export_path, fill_table, write_table
+from stance_studio.qt.experiment_run import ExperimentRun, FollowsRun, ask_export_path, fill_table, write_table
 from stance_studio.qt.layer_sweep_plot import layer_axis_label, plot_layer_sweep, sweep_job
 from stance_studio.qt.plots import export_plot
 from stance_studio.qt.policy_plot import plot_policies
@@ -64,7 +64,7 @@ NOTES = {
 }
 
 
-class ExperimentsWindow(QDialog):
+class ExperimentsWindow(FollowsRun, QDialog):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         from stance_studio.core.experiments import POLICY_CANDIDATES
@@ -287,13 +287,6 @@ class ExperimentsWindow(QDialog):
 
     def _sweep_job(self):
         return sweep_job(self.session, self.steering_box.currentText(), self.every.value(), self.probes_limit.value())
-
-    @property
-    def job(self) -> Optional[Job]:
-        return self.runner.job
-
-    def cancel(self) -> None:
-        self.runner.cancel()
 
     def _finished(self, result) -> None:
         rows = result if isinstance(result, list) else result["rows"]  # the layer sweep's rows, or an ExperimentResult

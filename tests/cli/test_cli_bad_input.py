@@ -5,17 +5,6 @@ correct result; never an internal error, a run that never ends, or a changed fil
 import pytest
 
 from stance_studio.cli import main
-from stance_studio.core.checkpoints import make_checkpoint
-from stance_studio.core.library import Library
-from stance_studio.core.tiny import tiny_base
-
-
-@pytest.fixture
-def lib(tmp_path, deltas_factory):
-    base = tiny_base()
-    library = Library(tmp_path / "lib")
-    library.save(make_checkpoint("a", deltas_factory(base, rank=2, scale=0.3), base, training={"method": "lora"}))
-    return library.folder
 
 
 def one_error_line(capsys, code):
