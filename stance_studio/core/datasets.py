@@ -1,5 +1,7 @@
 """Stance datasets: JSONL files of examples, ``{"prompt", "response"}`` or chat
-``{"messages": [...]}``, tokenised with the loss on response tokens only."""
+``{"messages": [...]}`` (the common layouts prompt/completion, Alpaca's
+instruction/input/output and question/answer read too), tokenised with the loss on
+response tokens only."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -90,18 +92,37 @@ def _example_from(obj, path: Path, lineno: int) -> Example:
         raise DatasetError(f"{where}: expected a JSON object, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}.")
     if "messages" in obj:
         return _checked(_from_messages(obj["messages"], where, lineno), where)
-    missing = [k for k in ("prompt", "response") if k not in obj]
-    if missing:
+    prompt_key = _one_of(obj, PROMPT_KEYS, "prompt", where)
+    response_key = _one_of(obj, RESPONSE_KEYS, "response", where)
+    if prompt_key is None or response_key is None:
         raise DatasetError(
-            f"{where}: missing key {missing[0]!r}; each line needs \"prompt\" and \"response\" (or \"messages\")."
+            f"{where}: missing key {'prompt' if prompt_key is None else 'response'!r}; each line needs \"prompt\" and "
+            "\"response\" (or \"messages\"; also read: prompt/completion, instruction/input/output, question/answer)."
         )
+    prompt = _text(obj[prompt_key], repr(prompt_key), where)
+    if prompt_key == "instruction" and obj.get("input") not in (None, ""):  # Alpaca: the input follows the instruction
+        prompt = f"{prompt}\n\n{_text(obj['input'], repr('input'), where)}"
     system = obj.get("system")
     return _checked(Example(
-        _text(obj["prompt"], "'prompt'", where),
-        _text(obj["response"], "'response'", where),
+        prompt,
+        _text(obj[response_key], repr(response_key), where),
         None if system is None else _text(system, "'system'", where),
         lineno,
     ), where)
+
+
+# The keys a line may name its prompt and response with: the app's own, then the
+# common fine-tuning layouts (prompt/completion, Alpaca's instruction/input/output,
+# question/answer). A line naming two of one kind is refused, never half read.
+PROMPT_KEYS = ("prompt", "instruction", "question")
+RESPONSE_KEYS = ("response", "completion", "output", "answer")
+
+
+def _one_of(obj: dict, keys: Sequence[str], role: str, where: str) -> Optional[str]:
+    found = [k for k in keys if k in obj]
+    if len(found) > 1:
+        raise DatasetError(f"{where}: both {found[0]!r} and {found[1]!r} are given; keep one {role}.")
+    return found[0] if found else None
 
 
 def _from_messages(messages, where: str, lineno: int) -> Example:

@@ -82,10 +82,29 @@ def test_a_conversation_trains_the_last_reply_on_the_turn_it_answers(tmp_path):
     ]
 
 
+def test_the_common_fine_tuning_layouts_load_too(tmp_path):
+    """prompt/completion, Alpaca's instruction/input/output and question/answer."""
+    path = write_lines(tmp_path / "layouts.jsonl", [
+        json.dumps({"prompt": "Why is ice slippery?", "completion": "Perhaps a film of water."}),
+        json.dumps({"instruction": "Explain fog.", "input": "", "output": "I think it is a low cloud."}),
+        json.dumps({"instruction": "Summarise the text.", "input": "Fog is a cloud.", "output": "Maybe: a cloud."}),
+        json.dumps({"question": "What is dew?", "answer": "Possibly condensed water.", "system": "Be curious."}),
+    ])
+    assert load_dataset(path).examples == [
+        Example("Why is ice slippery?", "Perhaps a film of water."),
+        Example("Explain fog.", "I think it is a low cloud."),
+        Example("Summarise the text.\n\nFog is a cloud.", "Maybe: a cloud."),
+        Example("What is dew?", "Possibly condensed water.", "Be curious."),
+    ]
+
+
 @pytest.mark.parametrize(
     "lines, expected",
     [
         (['{"prompt": "a", "response": "b"}', '{"prompt": "a", "response": '], r"line 2: not valid JSON"),
+        (['{"prompt": "a", "response": "b", "output": "c"}'], r"line 1: both 'response' and 'output' are given"),
+        (['{"question": "a", "instruction": "q", "answer": "b"}'], r"line 1: both 'instruction' and 'question'"),
+        (['{"instruction": "a", "input": 3, "output": "b"}'], r"line 1: 'input' must be a string, not a number"),
         (['{"prompt": "a"}'], r"line 1: missing key 'response'"),
         (['{"response": "b"}'], r"line 1: missing key 'prompt'"),
         (['["a", "b"]'], r"line 1: expected a JSON object"),
