@@ -89,14 +89,16 @@ def encode_prompt(tokenizer, prompt: str, system: Optional[str] = None) -> list[
     return list(tokenizer(prompt)["input_ids"])
 
 
-def check_length(base, prompt_tokens: int, settings: GenerationSettings) -> None:
+def check_length(base, prompt_tokens: int, settings: GenerationSettings, prompt: Optional[str] = None) -> None:
     """Refuse a prompt that, with the tokens to generate, is longer than the model's
-    position limit (past it some models fail inside torch, others run out of memory)."""
+    position limit (past it some models fail inside torch, others run out of memory).
+    ``prompt``: named in the message (one of many probes, say) by its first words."""
     limit = getattr(getattr(base.model, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and limit > 0 and prompt_tokens + settings.max_new_tokens > limit:
+        named = "" if prompt is None else f" {prompt[:60] + ('…' if len(prompt) > 60 else '')!r}"
         raise TextError(
-            f"The prompt is {prompt_tokens} tokens long; with {settings.max_new_tokens} new tokens that is more than "
-            f"the model's context of {limit} tokens. Shorten the prompt or ask for fewer tokens."
+            f"The prompt{named} is {prompt_tokens} tokens long; with {settings.max_new_tokens} new tokens that is "
+            f"more than the model's context of {limit} tokens. Shorten the prompt or ask for fewer tokens."
         )
 
 
@@ -276,7 +278,9 @@ def generate_many(
     cancel = ensure_flag(cancel)
     tok = base.tokenizer
     encoded = [encode_prompt(tok, p, settings.system_prompt) for p in prompts]
-    check_length(base, max((len(ids) for ids in encoded), default=0), settings)
+    if encoded:  # the longest prompt, named: one of many probes is hard to find otherwise
+        longest = max(range(len(encoded)), key=lambda i: len(encoded[i]))
+        check_length(base, len(encoded[longest]), settings, prompts[longest])
     results: list[Generation] = []
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for start in range(0, len(prompts), batch_size):

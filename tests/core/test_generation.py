@@ -103,3 +103,12 @@ def test_sampled_batches_match_one_prompt_at_a_time(tiny):
     batch = generate_many(tiny, prompts, SAMPLING, batch_size=3)
     single = [generate(tiny, p, SAMPLING) for p in prompts]
     assert [g.new_ids for g in batch] == [g.new_ids for g in single]
+
+
+def test_a_probe_too_long_for_the_context_is_named(tiny):
+    """Among many prompts, the one that does not fit is named by its first words."""
+    from stance_studio.core.errors import TextError
+
+    probes = ["why is the sky blue", "tell me about " + "bees and honey " * 200, "what is a bridge"]
+    with pytest.raises(TextError, match=r"The prompt 'tell me about bees and honey bees and honey.*…' is \d+ tokens"):
+        generate_many(tiny, probes, GenerationSettings(max_new_tokens=4))
