@@ -21,20 +21,22 @@ def runner(qtbot):
     assert r.shutdown(5000)
 
 
-def _start(qtbot, runner, title="Training a"):
-    """A running endless job, its start seen by the GUI thread."""
+def _start(qtbot, runner, title="Training a", between_steps=True):
+    """A running endless job, its start seen by the GUI thread. ``between_steps``:
+    whether it lets interactive jobs run between its steps."""
     started = threading.Event()
-    job = runner.submit(_endless(started), title)
+    job = runner.submit(_endless(started, between_steps), title)
     assert started.wait(5)
     qtbot.waitUntil(lambda: job.state == "running", timeout=5000)
     return job
 
 
-def _endless(started: threading.Event):
+def _endless(started: threading.Event, between_steps: bool = True):
     def job(progress, cancel):
         started.set()
         while True:
-            cancel.between_steps()
+            if between_steps:
+                cancel.between_steps()
             cancel.raise_if_set("endless job")
             time.sleep(0.005)
 
@@ -61,7 +63,8 @@ def test_a_queued_job_cancelled_leaves_the_queue_at_once_and_never_runs(qtbot, r
 
 def test_cancel_all_stops_the_running_job_and_empties_the_queue(qtbot, runner):
     log = []
-    running = _start(qtbot, runner)
+    # no turn between steps: an interactive job would otherwise run (and finish) before cancel_all is called
+    running = _start(qtbot, runner, between_steps=False)
     queued = [runner.submit(_logging(log, i), f"job {i}", interactive=i % 2 == 0) for i in range(4)]
     assert runner.cancel_all() == 5
     with qtbot.waitSignal(running.ended, timeout=5000):
