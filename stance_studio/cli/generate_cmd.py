@@ -96,7 +96,9 @@ def render_stances(result) -> str:
     lines = []
     for stance in result.stances:
         reads = " · ".join(f"{c.label} {c.stance_probability[stance.name]:.2f}" for c in result.columns)
-        flag = "" if stance.reliable else " (unreliable classifier: accuracy below 0.8)"
+        from stance_studio.core.stance_classifier import RELIABLE_ACCURACY
+
+        flag = "" if stance.reliable else f" (unreliable classifier: accuracy below {RELIABLE_ACCURACY:g})"
         lines.append(f"reads as {stance.name}{flag}: {reads}")
     lines += [f"note: {note}" for note in result.notes]
     return "\n\n" + "\n".join(lines) if lines else ""

@@ -102,7 +102,7 @@ def register(sub) -> None:
 def _config(args):
     from stance_studio.core.training import TrainConfig
 
-    _refuse_training_options_of_other_methods(args)
+    _refuse_options_across_training_methods(args)
     fields = {"method": args.method, "seed": args.seed}
     for attr, key in (("steps", "steps"), ("lr", "lr"), ("rank", "rank"), ("batch_size", "batch_size"),
                       ("holdout", "holdout")):
@@ -121,7 +121,8 @@ _TRAINING_ONLY = ("modules", "steps", "lr", "rank", "batch_size", "keep", "holdo
 _STEER_ONLY = ("steer_mode", "steer_band", "strength")
 
 
-def _refuse_options_of_other_methods(args) -> None:
+def _refuse_options_across_steer(args) -> None:
+    """Training options with ``--method steer``, or steering options without it."""
     from stance_studio.core.errors import StanceStudioError
 
     def flag(attr: str) -> str:
@@ -140,7 +141,9 @@ def _refuse_options_of_other_methods(args) -> None:
                                 f"leave {'it' if len(given) == 1 else 'them'} out or add --method steer.")
 
 
-def _refuse_training_options_of_other_methods(args) -> None:
+def _refuse_options_across_training_methods(args) -> None:
+    """``--modules`` with full fine-tuning, ``--rank`` with anything but LoRA (train and
+    compare-policies)."""
     from stance_studio.core.errors import StanceStudioError
 
     if args.method == "full" and args.modules is not None:
@@ -158,7 +161,7 @@ def cmd_train(args) -> int:
     from stance_studio.core.extraction import DEFAULT_POLICY, parse_policy
     from stance_studio.core.pipeline import build_stance
 
-    _refuse_options_of_other_methods(args)
+    _refuse_options_across_steer(args)
     if args.method == "steer":
         from stance_studio.cli.steering_cmds import cmd_train_steer
 
@@ -260,12 +263,9 @@ def cmd_evaluate(args) -> int:
 
 
 def _seeds(args) -> int:
-    from stance_studio.core.errors import StanceStudioError
-    from stance_studio.core.seeds import MAX_SEEDS, check_seeds
+    from stance_studio.core.seeds import check_seeds
 
-    if not 1 <= args.seeds <= MAX_SEEDS:
-        raise StanceStudioError(f"--seeds must be from 1 to {MAX_SEEDS} (got {args.seeds}).")
-    return check_seeds(args.seeds, args.seed)  # before the model loads
+    return check_seeds(args.seeds, args.seed, "--seeds")  # before the model loads
 
 
 def cmd_compare(args) -> int:

@@ -90,8 +90,8 @@ def headers(kind) -> list[str]:
 
 
 # Figures shown with their uncertainty (the others are settings or sizes).
-UNCERTAIN = {"stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "capability_change", "kl_to_base", "identical_fraction",
-             "stance_score", "retention"}
+UNCERTAIN = {"stance_rate", "stance_rate_strict", "looping_fraction", "stance_fit_nats", "capability_change",
+             "kl_to_base", "identical_fraction", "stance_score", "retention"}
 
 
 def _cell(row: dict, key: str, fmt: Callable[[Any], str]) -> str:

@@ -24,7 +24,7 @@ from stance_studio.core.jobs import CancelFlag, Progress, ProgressCallback, ensu
 from stance_studio.core.metrics import EVAL_SETTINGS, continuation_logprobs, kl_per_token, pooled_rates
 from stance_studio.core.runtime import runtime_for
 from stance_studio.core.repetition import looping_fields
-from stance_studio.core.stance_classifier import stance_classifier, stance_rate
+from stance_studio.core.stance_classifier import RELIABLE_ACCURACY, stance_classifier, stance_rate
 from stance_studio.core.stance_reference import reference_from_checkpoint
 from stance_studio.core.steering import at_layer, check_strength, is_steering
 
@@ -145,9 +145,10 @@ def sweep_table(rows: list[dict]) -> str:
         rate = "–" if r.get("stance_rate") is None else f"{r['stance_rate']:.2f}"
         strict = "–" if r.get("stance_rate_strict") is None else f"{r['stance_rate_strict']:.2f}"
         loops = "–" if r.get("looping_fraction") is None else f"{r['looping_fraction']:.0%}"
-        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {rate:>5} {strict:>6} {loops:>5} {r['stance_score']:>+7.2f} {r['hedges_per_100w']:>7.2f} "
+        lines.append(f"{layer:>5} {depth:>6} {norm:>8} {rate:>5} {strict:>6} {loops:>5} {r['stance_score']:>+7.2f} "
+                     f"{r['hedges_per_100w']:>7.2f} "
                      f"{r['boosters_per_100w']:>8.2f} {r['kl_to_base']:>7.3f} {r['identical_fraction']:>5.0%}")
     if rows and rows[0].get("stance_rate") is not None and rows[0].get("stance_rate_reliable") is False:
-        lines.append("rate: the stance's classifier is unreliable (cross-validated accuracy below 0.8)")
+        lines.append(f"rate: the stance's classifier is unreliable (cross-validated accuracy below {RELIABLE_ACCURACY:g})")
     lines.append("strict: the rate counting no looping answer; loops: share of answers that repeat themselves")
     return "\n".join(lines)

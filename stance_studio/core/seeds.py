@@ -23,14 +23,16 @@ from stance_studio.core.training import TrainConfig, check_seed
 MAX_SEEDS = 100  # each seed is a full training run of every row; more is a typo that never ends
 
 
-def check_seeds(seeds: int, seed: int = 0) -> int:
+def check_seeds(seeds: int, seed: int = 0, name: str = "The number of seeds") -> int:
     """``seeds`` when it is 1 … MAX_SEEDS and every seed of the run, ``seed`` …
-    ``seed + seeds − 1``, is one torch can take; else an error naming the value."""
+    ``seed + seeds − 1``, is one torch can take; else an error naming the value
+    (``name``: what the count is called where it was given, e.g. ``--seeds``)."""
     if not 1 <= seeds <= MAX_SEEDS:
-        raise StanceStudioError(f"The number of seeds must be from 1 to {MAX_SEEDS} (got {seeds}).")
+        raise StanceStudioError(f"{name} must be from 1 to {MAX_SEEDS} (got {seeds}).")
     check_seed(seed)
     check_seed(seed + seeds - 1, f"The last seed (--seed {seed} + --seeds {seeds} - 1)")
     return seeds
+
 
 _RUN_KEYS = ("trainable_params", "seconds", "nonfinite_steps", "bytes", "final_loss",
              "modules", "fraction_of_base", "retention", "classifier_accuracy")

@@ -12,6 +12,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from stance_studio.core.experiment_tables import UNCERTAIN, Column, _num, value_at
+from stance_studio.core.stance_classifier import RELIABLE_ACCURACY
 
 # What a dose–response plot shows, in order: each entry lists the metric to use and
 # the fallback used (and labelled as such) when the evaluation does not report it.
@@ -62,7 +63,7 @@ def plotted(rows: Sequence[dict]) -> list[tuple[str, str]]:
         for key, label in options:
             if any(value(r, key) is not None for r in rows):
                 if key == "stance_rate" and any(r.get("stance_rate_reliable") is False for r in rows):
-                    label += ": unreliable, classifier accuracy below 0.8"
+                    label += f": unreliable, classifier accuracy below {RELIABLE_ACCURACY:g}"
                 out.append((key, label))
                 break
     return out

@@ -12,6 +12,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
 from stance_studio.core.jobs import Counter
+from stance_studio.core.repetition import MIN_DISTINCT
 from stance_studio.core.variants import COLUMN_BASE, COLUMN_BLEND, COLUMN_SAVED, COLUMN_STANCE
 from stance_studio.qt import theme
 
@@ -129,10 +130,10 @@ class CompareColumn(QFrame):
         )
         self.metrics.setToolTip("Reads as: the probability, from each stance's classifier (the one behind the "
                                 "stance rate), that this answer is in that stance; one answer, so a hint, not a rate "
-                                "(stance-studio evaluate SPEC measures the rate over many prompts). Repeats itself: fewer than 70 % of "
-                                "the answer's word trigrams are distinct, a loop the strict stance rate does not "
-                                "count. Marker score = "
-                                "hedges − boosters per 100 words: it sees hedging alone. KL to base: mean per-token "
+                                "(stance-studio evaluate SPEC measures the rate over many prompts). Repeats itself: "
+                                f"fewer than {MIN_DISTINCT:.0%} of the answer's word trigrams are distinct, a loop the "
+                                "strict stance rate does not count. Marker score = hedges − boosters per 100 words: "
+                                "it sees hedging alone. KL to base: mean per-token "
                                 "KL(variant ‖ base) over this column's text.")
         return True
 

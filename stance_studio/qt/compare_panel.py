@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from stance_studio.core.compare import CompareResult, VariantColumn, compare
 from stance_studio.core.generation import GenerationSettings
 from stance_studio.core.jobs import ColumnText, Counter
+from stance_studio.core.stance_classifier import RELIABLE_ACCURACY
 from stance_studio.core.variants import column_weights
 from stance_studio.qt import compare_export
 from stance_studio.qt.compare_column import BASE, CURRENT_BLEND, STANCE, VARIANT, CompareColumn
@@ -275,7 +276,7 @@ class ComparePanel(QWidget):
         self._update_export()
         n = len(self._shown.rows)
         unreliable = [s.name for s in result.stances if not s.reliable]
-        extra = "".join([f" Unreliable classifier (accuracy below 0.8): {', '.join(unreliable)}." if unreliable else "",
+        extra = "".join([f" Unreliable classifier (accuracy below {RELIABLE_ACCURACY:g}): {', '.join(unreliable)}." if unreliable else "",
                          *(f" {note}" for note in result.notes)])
         self.status.setText(f"Done: {n} column{'s' if n != 1 else ''}.{extra}")
 
