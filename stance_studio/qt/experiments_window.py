@@ -222,8 +222,7 @@ class ExperimentsWindow(FollowsRun, QDialog):
         self.plot.setLogMode(x=not layers)
         self.plot.setLabel("bottom", "depth fraction of the layer steered" if layers
                            else "stored size (% of the base model)")
-        self.plot.setLabel("left", layer_axis_label(self.rows if self.kind == "layers" else []) if layers
-                           else "retention")
+        self.plot.setLabel("left", layer_axis_label(self.rows) if layers else "retention")
 
     @Slot(int)
     def _on_dataset_chosen(self, index: int) -> None:
